@@ -1,0 +1,109 @@
+"""
+Inspect and validate the rolestack inventory (the platform's single source of truth).
+
+The logic lives in ``_utils/rolestack_inventory.py``; this module is its command-line face:
+validate an inventory before committing it, and show what a host would be given.
+"""
+
+import os
+
+from salt.exceptions import CommandExecutionError
+from salt.exceptions import SaltInvocationError
+
+__virtualname__ = "inventory"
+
+
+def __virtual__():
+    if "rolestack_inventory.validate" not in __utils__:
+        return False, "inventory: the rolestack_inventory util is not available (run saltutil.sync_utils)"
+    return __virtualname__
+
+
+def _util(name):
+    return __utils__[f"rolestack_inventory.{name}"]
+
+
+def _load(path=None, text=None):
+    if (path is None) == (text is None):
+        raise SaltInvocationError("give exactly one of path or text")
+    if path is not None:
+        path = os.path.expanduser(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise CommandExecutionError(f"cannot read inventory {path}: {err}") from err
+    invalid = _util("derive").__globals__["InventoryError"]
+    try:
+        return _util("load_yaml")(text, path or "<text>"), path or "<text>"
+    except invalid as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def validate(path=None, text=None):
+    """
+    Validate an inventory file (or YAML text). Returns True when it is valid; otherwise raises with
+    every error, each naming the key path, the bad value and what was expected.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local inventory.validate path=/srv/pillar/inventory.yaml
+
+    path
+        The inventory YAML file (its top, or its ``rolestack:inventory`` key, holds the inventory).
+
+    text
+        The inventory as YAML text, instead of path.
+    """
+    inventory, source = _load(path, text)
+    errors = _util("validate")(inventory)
+    if errors:
+        raise CommandExecutionError(str(_util("derive").__globals__["InventoryError"](errors, source)))
+    return True
+
+
+def roles_from_name(name):
+    """
+    The roles (and cluster) a host name gives when the inventory sets no roles for it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local inventory.roles_from_name db1-masterdb
+
+    name
+        A host name such as ``db1-masterdb`` or ``memcache-alpha1``.
+    """
+    roles, cluster, error = _util("roles_from_name")(name)
+    if error:
+        raise SaltInvocationError(f"{name}: {error}")
+    return {"roles": roles, "cluster": cluster}
+
+
+def host_pillar(host, path=None, text=None):
+    """
+    The ``rolestack`` pillar the ext_pillar derives for one host of an inventory, without a master.
+    Addresses missing from the inventory are shown as pending (the mine is not consulted).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local inventory.host_pillar db2 path=/srv/pillar/inventory.yaml
+
+    host
+        The host name (or minion id) to show.
+
+    path / text
+        The inventory file, or its YAML text.
+    """
+    inventory, source = _load(path, text)
+    invalid = _util("derive").__globals__["InventoryError"]
+    try:
+        derived = _util("derive")(inventory)
+    except invalid as err:
+        raise CommandExecutionError(str(invalid(err.errors, source))) from err
+    return _util("pillar_for")(derived, host, f"{inventory['level']}.{inventory['domain']}")

@@ -1,0 +1,253 @@
+"""
+rolestack ext_pillar: gives each minion its place in the platform, derived from one inventory.
+
+Each minion gets, under the ``rolestack`` key, its own roles/level/address and the topology its roles
+need (masterdb and db peers, session/cache cluster members, mail relay, backup host, DNS server,
+allow-lists), and only the secrets its roles need. See ``docs/inventory.md``.
+
+Configuration (master config), one source:
+
+.. code-block:: yaml
+
+    ext_pillar:
+      - rolestack:
+          # a YAML file; a relative path is looked up in the pillar_roots of the base environment
+          inventory: inventory.yaml
+          # or: a file in a git repository, at the tip of a branch (commit a change and the platform follows)
+          # git: {repo: /srv/git/pillar.git, ref: main, path: inventory.yaml}
+          # or: the inventory from the pillar tree at this key (every minion must see it)
+          # pillar_key: rolestack:inventory
+
+The derivation runs once per inventory version (file stat, git commit, or content hash) and is cached
+under ``<cachedir>/rolestack/``, one small file per minion: a render reads one file, whatever the
+number of hosts. An invalid inventory raises, so Salt puts the error in ``_errors`` and refuses the
+highstate: a half topology is never served.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+
+import salt.cache
+import salt.utils.data
+from salt.exceptions import SaltConfigurationError
+from salt.exceptions import SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "rolestack"
+CACHE_FORMAT = "1"
+
+
+def __virtual__():
+    if "rolestack_inventory.derive" not in __utils__:
+        return False, "rolestack ext_pillar: the rolestack_inventory util is not loaded (sync _utils)"
+    return __virtualname__
+
+
+def _inv():
+    return __utils__["rolestack_inventory.derive"].__globals__
+
+
+def _pillar_roots_path(path):
+    if os.path.isabs(path):
+        return path
+    for root in __opts__.get("pillar_roots", {}).get("base", []):
+        candidate = os.path.join(root, path)
+        if os.path.exists(candidate):
+            return candidate
+    raise SaltConfigurationError(f"rolestack ext_pillar: inventory {path!r} not found in pillar_roots:base")
+
+
+def _git_ref_commit(repo, ref):
+    """The commit id of a branch, read from the ref files (no subprocess on the fast path)."""
+    for candidate in (os.path.join(repo, "refs", "heads", ref), os.path.join(repo, ".git", "refs", "heads", ref)):
+        try:
+            with open(candidate, encoding="ascii") as handle:
+                return handle.read().strip()
+        except OSError:
+            continue
+    try:
+        return subprocess.run(["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise SaltConfigurationError(f"rolestack ext_pillar: cannot read branch {ref!r} of {repo}: {err}") from err
+
+
+class _Source:
+    """Where the inventory comes from: a fingerprint that is cheap to compute, and the text when needed."""
+
+    def __init__(self, pillar, inventory=None, git=None, pillar_key=None):
+        given = [option for option in (inventory, git, pillar_key) if option]
+        if len(given) != 1:
+            raise SaltConfigurationError("rolestack ext_pillar: set exactly one of inventory, git, pillar_key")
+        self.data = None
+        if inventory:
+            self.path = _pillar_roots_path(inventory)
+            try:
+                stat = os.stat(self.path)
+            except OSError as err:
+                raise SaltConfigurationError(f"rolestack ext_pillar: cannot read {self.path}: {err}") from err
+            self.name = self.path
+            self.fingerprint = f"file:{self.path}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+            self._read = self._read_file
+        elif git:
+            if not isinstance(git, dict) or not git.get("repo") or not git.get("path"):
+                raise SaltConfigurationError("rolestack ext_pillar: git needs repo and path (and optionally ref)")
+            self.repo, self.ref, self.path = git["repo"], git.get("ref", "main"), git["path"]
+            commit = _git_ref_commit(self.repo, self.ref)
+            self.name = f"{self.repo}@{self.ref}:{self.path}"
+            self.fingerprint = f"git:{self.repo}:{self.path}:{commit}"
+            self.commit = commit
+            self._read = self._read_git
+        else:
+            self.data = salt.utils.data.traverse_dict_and_list(pillar, pillar_key, None, delimiter=":")
+            self.name = f"pillar key {pillar_key}"
+            content = json.dumps(self.data, sort_keys=True, default=str)
+            self.fingerprint = "pillar:" + hashlib.sha256(content.encode()).hexdigest()
+            self._read = None
+
+    def _read_file(self):
+        with open(self.path, encoding="utf-8") as handle:
+            return handle.read()
+
+    def _read_git(self):
+        try:
+            return subprocess.run(["git", "-C", self.repo, "show", f"{self.commit}:{self.path}"],
+                                  check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError) as err:
+            raise SaltConfigurationError(f"rolestack ext_pillar: cannot read {self.name}: {err}") from err
+
+    def load(self):
+        if self._read is None:
+            return self.data
+        return _inv()["load_yaml"](self._read(), self.name)
+
+
+def _mine_cache():
+    return salt.cache.factory(__opts__)
+
+
+def _mine_fingerprint(cache, hosts, zone):
+    """When each pending host last updated its mine data: a change invalidates the derivation."""
+    marks = []
+    for host in hosts:
+        for minion in (host, f"{host}.{zone}"):
+            try:
+                marks.append(f"{minion}:{cache.updated(f'minions/{minion}', 'mine')}")
+            except Exception:  # pylint: disable=broad-except
+                marks.append(f"{minion}:-")
+    return "|".join(marks)
+
+
+def _mine_addresses(cache, hosts, zone):
+    found = {}
+    for host in hosts:
+        for minion in (host, f"{host}.{zone}"):
+            try:
+                mine = cache.fetch(f"minions/{minion}", "mine") or {}
+            except Exception:  # pylint: disable=broad-except
+                mine = {}
+            addresses = mine.get("network.ip_addrs")
+            if addresses:
+                found[host] = addresses
+                break
+    return found
+
+
+def _write_json(path, data):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, separators=(",", ":"))
+
+
+def _build(source, cache_root, entry_dir):
+    """Load, validate and derive; write the result (or the errors) into entry_dir atomically."""
+    inv = _inv()
+    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "zone": None, "mine": ""}
+    tmp = tempfile.mkdtemp(prefix=".build-", dir=cache_root)
+    try:
+        try:
+            inventory = source.load()
+            errors = inv["validate"](inventory)
+            if errors:
+                raise inv["InventoryError"](errors, source.name)
+            missing = inv["missing_addresses"](inventory)
+            zone = f"{inventory['level']}.{inventory['domain']}"
+            cache = _mine_cache() if missing else None
+            mine = _mine_addresses(cache, missing, zone) if missing else {}
+            derived = inv["derive"](inventory, mine)
+        except inv["InventoryError"] as err:
+            if err.source is None:
+                err = inv["InventoryError"](err.errors, source.name)
+            _write_json(os.path.join(tmp, "errors.json"), {"message": str(err)})
+            derived = None
+        if derived is not None:
+            os.mkdir(os.path.join(tmp, "hosts"))
+            for name, pillar in derived["hosts"].items():
+                _write_json(os.path.join(tmp, "hosts", f"{name}.json"), pillar)
+            _write_json(os.path.join(tmp, "common.json"), derived["common"])
+            meta.update(pending=derived["common"]["pending"], zone=zone)
+            meta["mine"] = _mine_fingerprint(cache, meta["pending"], zone) if meta["pending"] else ""
+        _write_json(os.path.join(tmp, "meta.json"), meta)
+        if os.path.isdir(entry_dir):
+            shutil.rmtree(entry_dir, ignore_errors=True)
+        try:
+            os.rename(tmp, entry_dir)
+        except OSError:
+            # another master worker built the same version first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for other in os.listdir(cache_root):
+        if other != os.path.basename(entry_dir) and not other.startswith("."):
+            shutil.rmtree(os.path.join(cache_root, other), ignore_errors=True)
+
+
+def _read_entry(entry_dir, minion_id):
+    """The cached pillar of a minion; None when the entry is missing or stale."""
+    try:
+        with open(os.path.join(entry_dir, "meta.json"), encoding="utf-8") as handle:
+            meta = json.load(handle)
+        errors_file = os.path.join(entry_dir, "errors.json")
+        if os.path.exists(errors_file):
+            with open(errors_file, encoding="utf-8") as handle:
+                raise SaltInvocationError(json.load(handle)["message"])
+        if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"], meta["zone"]) != meta["mine"]:
+            return None
+        short, _, rest = minion_id.partition(".")
+        for name in (minion_id, short if rest == meta["zone"] else None):
+            if name and "/" not in name:
+                try:
+                    with open(os.path.join(entry_dir, "hosts", f"{name}.json"), encoding="utf-8") as handle:
+                        return json.load(handle)
+                except FileNotFoundError:
+                    continue
+        with open(os.path.join(entry_dir, "common.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key="rolestack"):  # pylint: disable=unused-argument
+    """
+    Return ``{key: <derived pillar of minion_id>}``. Raises SaltInvocationError when the inventory is
+    invalid (Salt then reports it in ``_errors`` and refuses states), SaltConfigurationError when this
+    ext_pillar is misconfigured.
+    """
+    source = _Source(pillar, inventory=inventory, git=git, pillar_key=pillar_key)
+    cache_root = os.path.join(__opts__["cachedir"], "rolestack", "inventory")
+    os.makedirs(cache_root, exist_ok=True)
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{source.fingerprint}".encode()).hexdigest()[:24]
+    entry_dir = os.path.join(cache_root, digest)
+    data = _read_entry(entry_dir, minion_id)
+    if data is None:
+        _build(source, cache_root, entry_dir)
+        data = _read_entry(entry_dir, minion_id)
+    if data is None:
+        raise SaltInvocationError(f"rolestack ext_pillar: the derived inventory of {source.name} vanished while read")
+    return {key: data}

@@ -1,0 +1,482 @@
+"""
+The rolestack inventory: validation and derivation (pure logic, no Salt dunders).
+
+The inventory is the single source of truth of a platform: which hosts exist, their roles, addresses and
+clusters. Everything else (DNS records, /etc/hosts, proxy pools, replication topology, allow-lists,
+backup sources) is derived from it here, in one pass over the hosts, by :func:`derive`.
+
+:func:`validate` returns every problem at once; each message names the key path, the bad value and
+what was expected. :func:`derive` refuses an invalid inventory (it never yields a half topology).
+
+This module is loaded by Salt as ``__utils__["rolestack_inventory.*"]`` and imported directly by the
+unit tests, the CLI and the bench.
+"""
+
+import ipaddress
+import re
+
+import yaml
+
+# role -> properties. "cluster": the role takes a cluster name (one cluster per use case);
+# "web": the host runs the nutcracker proxy to the session/cache clusters;
+# "unique": at most that many hosts may have the role; "needs": roles the host must also have.
+ROLES = {
+    "salt": {"unique": 1},
+    "mail": {},
+    "backup": {"unique": 1},
+    "db": {},
+    "masterdb": {"unique": 1, "needs": ("db",)},
+    "sessions": {},
+    "memcache": {"cluster": True},
+    "redis": {"cluster": True},
+    "elastic": {"cluster": True},
+    "app": {"web": True},
+    "frontend": {"web": True},
+    "jobrunner": {"web": True},
+}
+WEB_ROLES = frozenset(role for role, props in ROLES.items() if props.get("web"))
+CLUSTER_ROLES = frozenset(role for role, props in ROLES.items() if props.get("cluster"))
+DEFAULT_CLUSTER = "default"
+
+# secret name -> roles whose hosts receive it (and "required": a host with one of these roles needs it).
+SECRETS = {
+    "sessions_redis_password": {"roles": ("sessions",) + tuple(sorted(WEB_ROLES)), "required": ("sessions",)},
+    "cache_redis_password": {"roles": ("redis",) + tuple(sorted(WEB_ROLES)), "required": ("redis",)},
+    "replication_password": {"roles": ("db",), "required": ("db",)},
+    "db_admin_password": {"roles": ("db",), "required": ("db",)},
+    "rsync_backup_secret": {"roles": tuple(ROLES), "required": ("backup",)},
+}
+MIN_SECRET_LENGTH = 16
+
+# names /etc/hosts and DNS give to the host carrying each core role
+CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
+
+TOP_KEYS = ("name", "level", "domain", "network", "hosts", "aliases", "secrets")
+HOST_KEYS = ("roles", "address", "cluster")
+LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+TRAILING_DIGITS_RE = re.compile(r"[0-9]+$")
+
+
+class InventoryError(Exception):
+    """An invalid inventory. ``errors`` holds every message; ``str()`` joins them."""
+
+    def __init__(self, errors, source=None):
+        self.errors = list(errors)
+        self.source = source
+        head = f"invalid rolestack inventory{f' in {source}' if source else ''}"
+        super().__init__(head + ":\n  - " + "\n  - ".join(self.errors))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate mapping keys (YAML would silently keep the last one)."""
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r} (first at line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml(text, source="<inventory>"):
+    """
+    Parse inventory YAML text, refusing duplicate keys. A file may hold the inventory at its top or under
+    a ``rolestack:inventory`` key (so the same file can also be a pillar SLS). Raises InventoryError.
+    """
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise InventoryError([f"YAML: {err}".replace("\n", " ")], source) from err
+    if isinstance(data, dict) and isinstance(data.get("rolestack"), dict) and "inventory" in data["rolestack"]:
+        data = data["rolestack"]["inventory"]
+    return data
+
+
+def roles_from_name(name):
+    """
+    Read roles (and a cluster name) from a host name, as the original platform did, but strictly:
+    split on ``-``, strip trailing digits of each part; the first part must be a role; a later part is a
+    role, or the cluster of the role before it if that role takes one.
+
+    ``db1-masterdb`` -> (["db", "masterdb"], None); ``memcache-alpha1`` -> (["memcache"], "alpha").
+    Returns (roles, cluster, error); error is None or a message.
+    """
+    roles, cluster = [], None
+    for index, part in enumerate(name.split("-")):
+        word = TRAILING_DIGITS_RE.sub("", part)
+        if word in ROLES:
+            if word not in roles:
+                roles.append(word)
+        elif index > 0 and roles and roles[-1] in CLUSTER_ROLES and cluster is None and LABEL_RE.match(word):
+            cluster = word
+        else:
+            return [], None, (
+                f"{word!r} in the host name is not a role (expected the name to be <role>[N][-<role or "
+                f"cluster>[N]]..., roles: {', '.join(sorted(ROLES))}), or set 'roles' explicitly"
+            )
+    return roles, cluster, None
+
+
+def _fmt(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def validate(inventory):
+    """
+    Validate an inventory mapping. Returns the list of every error found (empty when valid).
+    """
+    errors = []
+    err = errors.append
+    if not isinstance(inventory, dict):
+        return [f"<top>: got {_fmt(inventory)}, expected a mapping with keys {', '.join(TOP_KEYS)}"]
+
+    for key in inventory:
+        if key not in TOP_KEYS:
+            err(f"{key}: unknown key (value {_fmt(inventory[key])}), expected one of {', '.join(TOP_KEYS)}")
+
+    name = inventory.get("name", "platform")
+    if not isinstance(name, str) or not LABEL_RE.match(name):
+        err(f"name: got {_fmt(name)}, expected a lowercase DNS label such as 'webplatform'")
+    level = inventory.get("level")
+    if not isinstance(level, str) or not LABEL_RE.match(level):
+        err(f"level: got {_fmt(level)}, expected a lowercase DNS label such as 'production' or 'staging'")
+    domain = inventory.get("domain")
+    if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
+        err(f"domain: got {_fmt(domain)}, expected a lowercase DNS domain such as 'wpdn' or 'example.net'")
+
+    network = None
+    raw_network = inventory.get("network")
+    try:
+        if not isinstance(raw_network, str):
+            raise ValueError
+        network = ipaddress.ip_network(raw_network, strict=True)
+    except ValueError:
+        err(f"network: got {_fmt(raw_network)}, expected a network in CIDR form such as '10.10.10.0/24'")
+
+    hosts = inventory.get("hosts")
+    if not isinstance(hosts, dict) or not hosts:
+        err(f"hosts: got {_fmt(hosts)}, expected a non-empty mapping of host name to settings")
+        hosts = {}
+
+    seen_addresses = {}
+    lowered = {}
+    role_members = {role: [] for role in ROLES}
+    for host, spec in hosts.items():
+        path = f"hosts.{host}"
+        if not isinstance(host, str) or not LABEL_RE.match(host):
+            err(f"{path}: host name {_fmt(host)} is not valid, expected a lowercase DNS label (a-z, 0-9, -)")
+            continue
+        if host.lower() in lowered:
+            err(f"{path}: duplicate host name (same as {lowered[host.lower()]!r}), expected unique names")
+        lowered[host.lower()] = host
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            err(f"{path}: got {_fmt(spec)}, expected a mapping with keys {', '.join(HOST_KEYS)} (or nothing)")
+            continue
+        for key in spec:
+            if key not in HOST_KEYS:
+                err(f"{path}.{key}: unknown key (value {_fmt(spec[key])}), expected one of {', '.join(HOST_KEYS)}")
+
+        roles = spec.get("roles")
+        name_cluster = None
+        if roles is None:
+            roles, name_cluster, name_error = roles_from_name(host)
+            if name_error:
+                err(f"{path}: roles not set and not readable from the name: {name_error}")
+        elif not isinstance(roles, list) or not roles:
+            err(f"{path}.roles: got {_fmt(roles)}, expected a non-empty list of roles")
+            roles = []
+        else:
+            for index, role in enumerate(roles):
+                if role not in ROLES:
+                    err(f"{path}.roles[{index}]: unknown role {_fmt(role)}, expected one of {', '.join(sorted(ROLES))}")
+                elif roles.index(role) != index:
+                    err(f"{path}.roles[{index}]: role {role!r} listed twice, expected each role once")
+            roles = [role for role in roles if role in ROLES]
+        for role in dict.fromkeys(roles):
+            role_members[role].append(host)
+            for needed in ROLES[role].get("needs", ()):
+                if needed not in roles:
+                    err(f"{path}.roles: got {_fmt(roles)}: role {role!r} needs role {needed!r}, expected both on the same host")
+
+        cluster = spec.get("cluster", name_cluster)
+        if "cluster" in spec:
+            if not any(role in CLUSTER_ROLES for role in roles):
+                err(
+                    f"{path}.cluster: got {_fmt(cluster)} but none of the roles {_fmt(roles)} takes a cluster "
+                    f"(expected only with {', '.join(sorted(CLUSTER_ROLES))})"
+                )
+            elif not isinstance(cluster, str) or not LABEL_RE.match(cluster):
+                err(f"{path}.cluster: got {_fmt(cluster)}, expected a lowercase label such as 'alpha'")
+
+        if "address" in spec:
+            address = spec["address"]
+            try:
+                if not isinstance(address, str):
+                    raise ValueError
+                parsed = ipaddress.ip_address(address)
+            except ValueError:
+                err(f"{path}.address: got {_fmt(address)}, expected an IP address such as '10.10.10.5'")
+                continue
+            if network is not None:
+                if parsed not in network:
+                    err(f"{path}.address: {address} is outside the network {network}, expected an address inside it")
+                elif network.num_addresses > 2 and parsed in (network.network_address, network.broadcast_address):
+                    err(f"{path}.address: {address} is the network or broadcast address of {network}, expected a host address")
+            if parsed in seen_addresses:
+                err(f"{path}.address: {address} is already the address of {seen_addresses[parsed]}, expected unique addresses")
+            else:
+                seen_addresses[parsed] = host
+
+    if not role_members["salt"]:
+        err("hosts: no host has the role 'salt', expected exactly one (the salt master and DNS server)")
+    for role, props in ROLES.items():
+        limit = props.get("unique")
+        if limit and len(role_members[role]) > limit:
+            err(f"hosts: role {role!r} is on {', '.join(role_members[role])}, expected at most {limit} host")
+    if role_members["db"] and not role_members["masterdb"]:
+        err(f"hosts: db hosts {', '.join(role_members['db'])} have no masterdb, expected exactly one db host with 'masterdb'")
+
+    aliases = inventory.get("aliases", {})
+    if aliases is None:
+        aliases = {}
+    if not isinstance(aliases, dict):
+        err(f"aliases: got {_fmt(aliases)}, expected a mapping of DNS name to a list of host names")
+        aliases = {}
+    for alias, targets in aliases.items():
+        path = f"aliases.{alias}"
+        if not isinstance(alias, str) or not LABEL_RE.match(alias):
+            err(f"{path}: alias {_fmt(alias)} is not valid, expected a lowercase DNS label")
+        elif alias in hosts or alias in CORE_ROLE_NAMES:
+            err(f"{path}: alias {alias!r} clashes with a host or core name, expected a distinct name")
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not targets:
+            err(f"{path}: got {_fmt(targets)}, expected a non-empty list of host names")
+            continue
+        for index, target in enumerate(targets):
+            if target not in hosts:
+                err(f"{path}[{index}]: host {_fmt(target)} is not in hosts, expected the name of an inventory host")
+
+    secrets = inventory.get("secrets", {})
+    if secrets is None:
+        secrets = {}
+    if not isinstance(secrets, dict):
+        err(f"secrets: got a {type(secrets).__name__}, expected a mapping of secret name to value")
+        secrets = {}
+    for secret, value in secrets.items():
+        path = f"secrets.{secret}"
+        if secret not in SECRETS:
+            err(f"{path}: unknown secret, expected one of {', '.join(sorted(SECRETS))}")
+        elif not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+            # never echo a secret value back
+            err(f"{path}: got a {type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}, "
+                f"expected a string of at least {MIN_SECRET_LENGTH} characters")
+    for secret, props in SECRETS.items():
+        users = sorted({host for role in props["required"] for host in role_members[role]})
+        if users and secret not in secrets:
+            err(f"secrets.{secret}: missing, expected a value because {', '.join(users)} "
+                f"{'needs' if len(users) == 1 else 'need'} it")
+    return errors
+
+
+def _address_in(candidates, network):
+    for candidate in candidates or ():
+        try:
+            if ipaddress.ip_address(candidate) in network:
+                return str(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def missing_addresses(inventory):
+    """Hosts of a valid inventory that have no address: theirs must come from the mine."""
+    return sorted(host for host, spec in inventory["hosts"].items() if not (spec or {}).get("address"))
+
+
+def mine_functions(network):
+    """The minion mine functions rolestack relies on: the addresses inside the platform network."""
+    return {"network.ip_addrs": [{"cidr": str(network)}]}
+
+
+def server_id(address):
+    """A MariaDB server_id derived from the host address: unique because addresses are, stable across rebuilds."""
+    packed = int(ipaddress.ip_address(address))
+    return packed & 0xFFFFFFFF or 1
+
+
+def derive(inventory, mine_addresses=None):
+    """
+    Derive the per-minion pillar of a valid inventory, in one pass.
+
+    ``mine_addresses`` maps host name -> list of addresses the host reported (mine
+    ``network.ip_addrs``); the one inside the inventory network is used for a host without address.
+    A host whose address is still unknown is listed under ``pending`` and left out of records and
+    allow-lists until it reports one.
+
+    Returns ``{"hosts": {name: pillar}, "common": pillar_for_unknown_minions}``; the value of each
+    minion is the ``rolestack`` pillar key. Lists shared between hosts are the same objects (no copies).
+    Raises InventoryError when the inventory is invalid.
+    """
+    errors = validate(inventory)
+    if errors:
+        raise InventoryError(errors)
+    mine_addresses = mine_addresses or {}
+    network = ipaddress.ip_network(inventory["network"])
+    level, domain = inventory["level"], inventory["domain"]
+    zone = f"{level}.{domain}"
+    secrets = inventory.get("secrets") or {}
+
+    hosts, pending = {}, []
+    by_role = {role: [] for role in ROLES}
+    clusters = {role: {} for role in CLUSTER_ROLES}
+    for name, spec in inventory["hosts"].items():
+        spec = spec or {}
+        roles, name_cluster = spec.get("roles"), None
+        if roles is None:
+            roles, name_cluster, _ = roles_from_name(name)
+        roles = list(dict.fromkeys(roles))
+        address = spec.get("address") or _address_in(mine_addresses.get(name), network)
+        cluster = None
+        if any(role in CLUSTER_ROLES for role in roles):
+            cluster = spec.get("cluster") or name_cluster or DEFAULT_CLUSTER
+        entry = {"name": name, "fqdn": f"{name}.{zone}", "address": address, "roles": roles, "cluster": cluster}
+        hosts[name] = entry
+        if address is None:
+            pending.append(name)
+            continue
+        for role in roles:
+            by_role[role].append(entry)
+            if role in CLUSTER_ROLES:
+                clusters[role].setdefault(cluster, []).append(entry)
+
+    def member(entry):
+        return {"name": entry["name"], "fqdn": entry["fqdn"], "address": entry["address"]}
+
+    def first(role):
+        return member(by_role[role][0]) if by_role[role] else None
+
+    core = {role: first(role) for role in CORE_ROLE_NAMES}
+    all_members = [member(entry) for entry in hosts.values() if entry["address"]]
+    all_addresses = [entry["address"] for entry in all_members]
+    web_addresses = sorted({entry["address"] for role in WEB_ROLES for entry in by_role[role]})
+
+    platform = {"name": inventory.get("name", "platform"), "level": level, "domain": domain, "zone": zone,
+                "network": str(network)}
+    dns = {"servers": [core["salt"]["address"]] if core["salt"] else [], "search": [zone]}
+    hosts_entries = {role: core[role] for role in CORE_ROLE_NAMES if core[role]}
+    mail = {"relay": core["mail"]}
+    backup = {"host": core["backup"]}
+    common = {"platform": platform, "dns": dns, "hosts_entries": hosts_entries, "mail": mail, "backup": backup,
+              "mine_functions": mine_functions(network), "pending": pending}
+
+    core_lines = {}
+    for role, entry in core.items():
+        if entry:
+            names = core_lines.setdefault(entry["address"], [])
+            for alias in (entry["fqdn"], entry["name"], f"{role}.{zone}", role):
+                if alias not in names:
+                    names.append(alias)
+
+    # role-specific pieces, built once and shared by every host that needs them
+    cluster_members = {role: {name: [member(e) for e in members] for name, members in clusters[role].items()}
+                       for role in CLUSTER_ROLES}
+    sessions_members = [member(entry) for entry in by_role["sessions"]]
+    proxy = {"sessions": sessions_members, "memcache": cluster_members["memcache"],
+             "redis": cluster_members["redis"]}
+    key_value_allow = web_addresses  # clients of sessions/memcache/redis: the web hosts (via their proxy)
+    db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
+    records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
+    backup_sources = [member(entry) for entry in hosts.values()
+                      if entry["address"] and "backup" not in entry["roles"]]
+
+    out = {}
+    for name, entry in hosts.items():
+        roles = entry["roles"]
+        pillar = dict(common)
+        pillar["host"] = {**entry, "level": level}
+        pillar["etc_hosts"] = _etc_hosts(core_lines, entry)
+        if "salt" in roles:
+            pillar["dns_zone"] = {"zone": zone, "records": records}
+            pillar["ssh_hosts"] = all_members
+        if "mail" in roles:
+            pillar["mail"] = dict(mail, relay_clients=all_addresses)
+        if "backup" in roles:
+            pillar["backup"] = dict(backup, sources=backup_sources,
+                                    nfs_clients=[member(e) for e in by_role["elastic"]])
+        if "db" in roles:
+            pillar["db"] = {"masterdb": core["masterdb"], "is_master": "masterdb" in roles, "peers": db_peers,
+                            "server_id": server_id(entry["address"]) if entry["address"] else None}
+        if "sessions" in roles:
+            pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}
+        for role in ("memcache", "redis", "elastic"):
+            if role in roles:
+                pillar[role] = {"cluster": entry["cluster"],
+                                "members": cluster_members[role].get(entry["cluster"], []),
+                                "allow": key_value_allow}
+        if any(role in WEB_ROLES for role in roles):
+            pillar["proxy"] = proxy
+        granted = {secret: secrets[secret] for secret, props in SECRETS.items()
+                   if secret in secrets and any(role in props["roles"] for role in roles)}
+        if granted:
+            pillar["secrets"] = granted
+        out[name] = pillar
+    common_unknown = dict(common, host=None)
+    return {"hosts": out, "common": common_unknown}
+
+
+def _etc_hosts(core_lines, entry):
+    """/etc/hosts lines ([address, names...]) of one host: itself and the core hosts."""
+    lines = {address: list(names) for address, names in core_lines.items()}
+    if entry["address"]:
+        names = lines.setdefault(entry["address"], [])
+        for alias in (entry["fqdn"], entry["name"]):
+            if alias not in names:
+                names.append(alias)
+    return [[address, *names] for address, names in sorted(lines.items(), key=lambda item: ipaddress.ip_address(item[0]))]
+
+
+def _dns_records(hosts, core, aliases, cluster_members):
+    """A records of the internal zone: one per host, one per core role name, round-robin aliases and clusters."""
+    records = []
+    for entry in hosts.values():
+        if entry["address"]:
+            records.append({"name": entry["name"], "type": "A", "data": entry["address"]})
+    for role, entry in core.items():
+        if entry and role not in hosts:
+            records.append({"name": role, "type": "A", "data": entry["address"]})
+    for alias, targets in sorted(aliases.items()):
+        for target in [targets] if isinstance(targets, str) else targets:
+            if hosts[target]["address"]:
+                records.append({"name": alias, "type": "A", "data": hosts[target]["address"]})
+    for role, by_cluster in sorted(cluster_members.items()):
+        for cluster, members in sorted(by_cluster.items()):
+            for entry in members:
+                records.append({"name": f"{role}-{cluster}", "type": "A", "data": entry["address"]})
+    return records
+
+
+def pillar_for(derived, minion_id, zone=None):
+    """The derived pillar of one minion; a minion id may be the short name or the FQDN in the zone."""
+    hosts = derived["hosts"]
+    if minion_id in hosts:
+        return hosts[minion_id]
+    short, _, rest = minion_id.partition(".")
+    if short in hosts and (zone is None or rest == zone):
+        return hosts[short]
+    return derived["common"]

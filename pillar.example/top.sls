@@ -1,0 +1,3 @@
+# Ordinary pillar SLS go here. The inventory (inventory.yaml) is read by the rolestack ext_pillar,
+# not through this top file.
+base: {}

@@ -1,0 +1,68 @@
+{#- base role: applied to every host of the platform. #}
+{%- set rs = salt['pillar.get']('rolestack', {}) %}
+{%- if not rs.get('platform') %}
+rolestack-pillar-missing:
+  test.fail_without_changes:
+    - name: "no rolestack pillar for {{ grains['id'] }}: is the rolestack ext_pillar configured on the master?"
+{%- else %}
+{%- set platform = rs.platform %}
+{%- set host = rs.host or {} %}
+
+base-resolv-conf:
+  file.managed:
+    - name: /etc/resolv.conf
+    - source: salt://base/files/resolv.conf.jinja
+    - template: jinja
+    - follow_symlinks: False
+    - mode: '0644'
+    - context:
+        dns: {{ rs.dns | json }}
+
+base-hosts-entries:
+  file.blockreplace:
+    - name: /etc/hosts
+    - marker_start: '# BEGIN rolestack core hosts (managed by salt, do not edit)'
+    - marker_end: '# END rolestack core hosts'
+    - append_if_not_found: True
+    - content: |
+{%- for line in rs.etc_hosts %}
+        {{ line | join(' ') }}
+{%- endfor %}
+
+{%- for banner in ('/etc/issue.net', '/etc/motd') %}
+base-banner-{{ banner }}:
+  file.managed:
+    - name: {{ banner }}
+    - source: salt://base/files/banner.jinja
+    - template: jinja
+    - mode: '0644'
+    - context:
+        platform: {{ platform | json }}
+        host: {{ host | json }}
+{%- endfor %}
+
+base-sshd-banner:
+  file.managed:
+    - name: /etc/ssh/sshd_config.d/rolestack-banner.conf
+    - makedirs: True
+    - mode: '0644'
+    - contents: |
+        # managed by salt (rolestack base role): show the environment level before login
+        Banner /etc/issue.net
+
+base-mine-functions:
+  file.serialize:
+    - name: /etc/salt/minion.d/rolestack-mine.conf
+    - serializer: yaml
+    - makedirs: True
+    - mode: '0644'
+    - dataset:
+        mine_functions: {{ rs.mine_functions | json }}
+
+{#- report our addresses at once (a host missing from the inventory's addresses is found this way) #}
+base-mine-update:
+  module.run:
+    - mine.update: []
+    - onchanges:
+      - file: base-mine-functions
+{%- endif %}

@@ -1,0 +1,5 @@
+# Roles map to SLS through the pillar the rolestack ext_pillar derives from the inventory,
+# never through minion-id globs.
+base:
+  '*':
+    - base

@@ -1,0 +1,220 @@
+"""Pure logic of the inventory: validation (every malformed shape names its key path) and derivation."""
+
+import copy
+
+import pytest
+import rolestack_inventory as inv
+
+from tests.support import synthetic
+from tests.support.paths import EXAMPLE_INVENTORY
+
+
+@pytest.fixture
+def example():
+    return inv.load_yaml(EXAMPLE_INVENTORY.read_text(), str(EXAMPLE_INVENTORY))
+
+
+def test_example_inventory_is_valid(example):
+    assert inv.validate(example) == []
+
+
+def _set(data, path, value):
+    keys = path.split("/")
+    for key in keys[:-1]:
+        data = data[key]
+    if value is _DELETE:
+        del data[keys[-1]]
+    else:
+        data[keys[-1]] = value
+
+
+_DELETE = object()
+
+# (what is changed, new value, the key path the error must name, a word the message must contain)
+MALFORMED = [
+    ("level", _DELETE, "level:", "expected"),
+    ("level", "Prod Env", "level:", "'Prod Env'"),
+    ("domain", "bad_domain!", "domain:", "'bad_domain!'"),
+    ("network", "10.10.10.1/24", "network:", "CIDR"),
+    ("network", "not-a-network", "network:", "'not-a-network'"),
+    ("hosts", {}, "hosts:", "non-empty mapping"),
+    ("hosts", ["salt"], "hosts:", "mapping"),
+    ("colour", "blue", "colour:", "unknown key"),
+    ("hosts/Bad_Host", {"roles": ["app"], "address": "10.10.10.99"}, "hosts.Bad_Host:", "DNS label"),
+    ("hosts/db2/roles", ["db", "warehouse"], "hosts.db2.roles[1]:", "'warehouse'"),
+    ("hosts/db2/roles", [], "hosts.db2.roles:", "non-empty list"),
+    ("hosts/db2/roles", "db", "hosts.db2.roles:", "'db'"),
+    ("hosts/db2/roles", ["db", "db"], "hosts.db2.roles[1]:", "twice"),
+    ("hosts/db2/address", "10.10.11.12", "hosts.db2.address:", "outside the network"),
+    ("hosts/db2/address", "10.10.10.11", "hosts.db2.address:", "db1-masterdb"),
+    ("hosts/db2/address", "10.10.10.256", "hosts.db2.address:", "'10.10.10.256'"),
+    ("hosts/db2/address", "10.10.10.255", "hosts.db2.address:", "broadcast"),
+    ("hosts/db2/address", 1234, "hosts.db2.address:", "1234"),
+    ("hosts/db2/port", 3306, "hosts.db2.port:", "unknown key"),
+    ("hosts/db2/cluster", "alpha", "hosts.db2.cluster:", "takes a cluster"),
+    ("hosts/memcache-alpha1/cluster", "Alpha!", "hosts.memcache-alpha1.cluster:", "'Alpha!'"),
+    ("hosts/db2", "db", "hosts.db2:", "expected a mapping"),
+    ("hosts/warehouse1", {"address": "10.10.10.90"}, "hosts.warehouse1:", "'warehouse'"),
+    ("hosts/db2/roles", ["db", "masterdb"], "hosts:", "role 'masterdb' is on db1-masterdb, db2"),
+    ("hosts/db3", {"roles": ["masterdb"], "address": "10.10.10.13"}, "hosts.db3.roles:", "needs role 'db'"),
+    ("hosts/db1-masterdb/roles", ["db"], "hosts:", "no masterdb"),
+    ("hosts/salt/roles", ["app"], "hosts:", "role 'salt'"),
+    ("hosts/salt2", {"roles": ["salt"], "address": "10.10.10.9"}, "hosts:", "role 'salt' is on salt, salt2"),
+    ("aliases/www", ["frontend9"], "aliases.www[0]:", "'frontend9'"),
+    ("aliases/db2", ["app1"], "aliases.db2:", "clashes"),
+    ("aliases/web", [], "aliases.web:", "non-empty list"),
+    ("secrets/replication_password", "short", "secrets.replication_password:", "at least 16"),
+    ("secrets/api_token", "x" * 20, "secrets.api_token:", "unknown secret"),
+    ("secrets/sessions_redis_password", _DELETE, "secrets.sessions_redis_password:", "sessions1 needs it"),
+    ("secrets/replication_password", _DELETE, "secrets.replication_password:", "db1-masterdb, db2 need it"),
+    ("aliases", "www", "aliases:", "mapping"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "key_path", "word"), MALFORMED, ids=[f"{m[0]}-{i}" for i, m in enumerate(MALFORMED)])
+def test_malformed_inventory_is_rejected_naming_its_key_path(example, path, value, key_path, word):
+    data = copy.deepcopy(example)
+    _set(data, path, value)
+    errors = inv.validate(data)
+    matching = [error for error in errors if error.startswith(key_path)]
+    assert matching, f"no error names {key_path!r}: {errors}"
+    assert any(word in error for error in matching), matching
+    assert any("expected" in error for error in matching), matching
+    with pytest.raises(inv.InventoryError):
+        inv.derive(data)
+
+
+def test_at_least_25_distinct_malformed_inventories():
+    assert len({(m[0], repr(m[1])) for m in MALFORMED}) >= 25
+
+
+def test_all_errors_are_reported_at_once(example):
+    data = copy.deepcopy(example)
+    data["level"] = "BAD"
+    data["hosts"]["db2"]["address"] = "192.168.1.1"
+    data["hosts"]["app1"]["roles"] = ["wizard"]
+    errors = inv.validate(data)
+    assert {e.split(":")[0] for e in errors} >= {"level", "hosts.db2.address", "hosts.app1.roles[0]"}
+
+
+def test_secret_values_are_never_echoed(example):
+    data = copy.deepcopy(example)
+    data["secrets"]["replication_password"] = "tooshortsecret"
+    message = str(inv.InventoryError(inv.validate(data)))
+    assert "tooshortsecret" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("hosts:\n  db2: {}\n  db2: {}\n", "duplicate key 'db2'"),
+        ("level: [unclosed\n", "YAML"),
+    ],
+)
+def test_yaml_errors_name_the_problem(text, word):
+    with pytest.raises(inv.InventoryError, match=word):
+        inv.load_yaml(text)
+
+
+def test_not_a_mapping():
+    assert inv.validate(["a"])[0].startswith("<top>:")
+
+
+def test_inventory_under_a_pillar_key(example):
+    import yaml
+
+    text = yaml.safe_dump({"rolestack": {"inventory": example}})
+    assert inv.load_yaml(text) == example
+
+
+@pytest.mark.parametrize(
+    ("name", "roles", "cluster"),
+    [
+        ("db1-masterdb", ["db", "masterdb"], None),
+        ("memcache-alpha1", ["memcache"], "alpha"),
+        ("app1-jobrunner", ["app", "jobrunner"], None),
+        ("sessions1", ["sessions"], None),
+        ("salt", ["salt"], None),
+        ("redis-beta12", ["redis"], "beta"),
+    ],
+)
+def test_roles_from_name(name, roles, cluster):
+    assert inv.roles_from_name(name) == (roles, cluster, None)
+
+
+@pytest.mark.parametrize("name", ["web1", "db1-alpha", "memcache-alpha1-beta2", "1db"])
+def test_roles_from_bad_name(name):
+    roles, _, error = inv.roles_from_name(name)
+    assert roles == [] and error
+
+
+def test_derive_gives_each_role_its_topology(example):
+    derived = inv.derive(example)
+    hosts = derived["hosts"]
+    db2 = hosts["db2"]
+    assert db2["host"]["roles"] == ["db"]
+    assert db2["db"]["is_master"] is False
+    assert db2["db"]["masterdb"]["address"] == "10.10.10.11"
+    assert {peer["name"] for peer in db2["db"]["peers"]} == {"db1-masterdb", "db2"}
+    assert len({peer["server_id"] for peer in db2["db"]["peers"]}) == 2
+    assert hosts["db1-masterdb"]["db"]["is_master"] is True
+    app = hosts["app1"]
+    assert [m["address"] for m in app["proxy"]["sessions"]] == ["10.10.10.21"]
+    assert list(app["proxy"]["memcache"]) == ["alpha"]
+    assert hosts["memcache-alpha1"]["memcache"]["cluster"] == "alpha"
+    assert hosts["memcache-alpha1"]["memcache"]["allow"] == ["10.10.10.51", "10.10.10.52"]
+    assert hosts["sessions1"]["sessions"]["allow"] == ["10.10.10.51", "10.10.10.52"]
+    assert hosts["elastic1"]["elastic"]["cluster"] == "main"
+    assert app["dns"] == {"servers": ["10.10.10.2"], "search": ["production.wpdn"]}
+    assert app["mail"]["relay"]["fqdn"] == "mail.production.wpdn"
+    assert ["10.10.10.11", "db1-masterdb.production.wpdn", "db1-masterdb", "masterdb.production.wpdn", "masterdb"] in app["etc_hosts"]
+    salt = hosts["salt"]
+    names = {(r["name"], r["data"]) for r in salt["dns_zone"]["records"]}
+    assert {("db2", "10.10.10.12"), ("masterdb", "10.10.10.11"), ("elasticsearch", "10.10.10.41")} <= names
+    assert ("frontend1", None) not in names
+    backup_sources = {s["name"] for s in hosts["backup"]["backup"]["sources"]}
+    assert "backup" not in backup_sources and "db2" in backup_sources
+    assert hosts["mail"]["mail"]["relay_clients"][0] == "10.10.10.2"
+
+
+def test_secrets_only_reach_roles_that_need_them(example):
+    hosts = inv.derive(example)["hosts"]
+    assert "replication_password" in hosts["db2"]["secrets"]
+    assert "replication_password" not in hosts["app1"]["secrets"]
+    assert "sessions_redis_password" in hosts["app1"]["secrets"]
+    assert "sessions_redis_password" in hosts["sessions1"]["secrets"]
+    assert "sessions_redis_password" not in hosts["db2"]["secrets"]
+    assert "db_admin_password" not in hosts["salt"]["secrets"]
+
+
+def test_missing_address_comes_from_the_mine(example):
+    derived = inv.derive(example)
+    assert derived["common"]["pending"] == ["frontend1"]
+    assert derived["hosts"]["frontend1"]["host"]["address"] is None
+    derived = inv.derive(example, {"frontend1": ["127.0.0.1", "192.168.0.7", "10.10.10.61"]})
+    assert derived["common"]["pending"] == []
+    assert derived["hosts"]["frontend1"]["host"]["address"] == "10.10.10.61"
+    www = [r for r in derived["hosts"]["salt"]["dns_zone"]["records"] if r["name"] == "www"]
+    assert www == [{"name": "www", "type": "A", "data": "10.10.10.61"}]
+
+
+def test_unknown_minion_gets_common_pillar(example):
+    derived = inv.derive(example)
+    assert inv.pillar_for(derived, "stranger")["host"] is None
+    assert inv.pillar_for(derived, "db2.production.wpdn", "production.wpdn")["host"]["name"] == "db2"
+    assert inv.pillar_for(derived, "db2.elsewhere", "production.wpdn")["host"] is None
+
+
+def test_server_id_is_stable_and_unique():
+    assert inv.server_id("10.10.10.11") == inv.server_id("10.10.10.11") != inv.server_id("10.10.10.12")
+    assert 0 < inv.server_id("10.255.255.255") < 2**32
+
+
+def test_synthetic_inventory_is_valid_and_derives_linearly():
+    data = synthetic.inventory(500)
+    assert inv.validate(data) == []
+    derived = inv.derive(data)
+    assert len(derived["hosts"]) == 500
+    # web hosts share one proxy object: no per-host copies of the cluster lists
+    web = [p for p in derived["hosts"].values() if "proxy" in p]
+    assert len({id(p["proxy"]) for p in web}) == 1
