@@ -138,7 +138,8 @@ def _mine_fingerprint(cache, hosts, zone):
     for host in hosts:
         for minion in (host, f"{host}.{zone}"):
             try:
-                marks.append(f"{minion}:{cache.updated(f'minions/{minion}', 'mine')}")
+                if cache.contains(f"minions/{minion}", "mine"):
+                    marks.append(f"{minion}:{cache.updated(f'minions/{minion}', 'mine')}")
             except Exception:  # pylint: disable=broad-except
                 marks.append(f"{minion}:-")
     return "|".join(marks)
@@ -149,7 +150,7 @@ def _mine_addresses(cache, hosts, zone):
     for host in hosts:
         for minion in (host, f"{host}.{zone}"):
             try:
-                mine = cache.fetch(f"minions/{minion}", "mine") or {}
+                mine = cache.fetch(f"minions/{minion}", "mine") if cache.contains(f"minions/{minion}", "mine") else {}
             except Exception:  # pylint: disable=broad-except
                 mine = {}
             addresses = mine.get("network.ip_addrs")

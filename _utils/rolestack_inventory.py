@@ -436,7 +436,7 @@ def derive(inventory, mine_addresses=None):
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
-    common_unknown = dict(common, host=None)
+    common_unknown = dict(common, host=None, etc_hosts=_etc_hosts(core_lines, {"address": None}))
     return {"hosts": out, "common": common_unknown}
 
 

@@ -1,0 +1,59 @@
+"""Functional tier: our modules, ext_pillar and states through salt-factories loaders (masterless)."""
+
+import shutil
+
+import pytest
+from saltfactories.utils.functional import Loaders
+
+from tests.support.paths import LOADER_DIRS
+from tests.support.paths import PILLAR_EXAMPLE
+from tests.support.paths import STATES
+
+
+@pytest.fixture
+def pillar_tree(tmp_path):
+    """A writable copy of pillar.example/ for one test."""
+    tree = tmp_path / "pillar"
+    shutil.copytree(PILLAR_EXAMPLE, tree)
+    return tree
+
+
+@pytest.fixture
+def make_loaders(salt_factories, pillar_tree):
+    """make_loaders(minion_id, **overrides) -> Loaders of a masterless minion using our pillar tree."""
+    made = []
+
+    def make(minion_id="app1", ext_pillar=None, **overrides):
+        config = {
+            "file_client": "local",
+            "file_roots": {"base": [str(STATES)]},
+            "pillar_roots": {"base": [str(pillar_tree)]},
+            "ext_pillar": ext_pillar if ext_pillar is not None else [{"rolestack": {"inventory": "inventory.yaml"}}],
+            **LOADER_DIRS,
+            **overrides,
+        }
+        factory = salt_factories.salt_minion_daemon(minion_id, overrides=config)
+        loaders = Loaders(factory.config.copy())
+        made.append(loaders)
+        return loaders
+
+    yield make
+    for loaders in made:
+        loaders.reset_state()
+
+
+@pytest.fixture
+def ext_pillar(make_loaders):
+    """ext_pillar(minion_id, **config) -> the rolestack ext_pillar result for that minion."""
+
+    import salt.loader
+
+    # one set of loaders (one cachedir) serves every minion id, as on a master
+    loaders = make_loaders("pillar-master")
+    pillars = salt.loader.pillars(loaders.opts, loaders.modules)
+
+    def call(minion_id, pillar=None, **config):
+        return pillars["rolestack"](minion_id, pillar or {}, **(config or {"inventory": "inventory.yaml"}))
+
+    call.opts = loaders.opts
+    return call

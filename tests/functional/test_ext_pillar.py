@@ -1,0 +1,121 @@
+"""The rolestack ext_pillar through Salt's pillar loader: derivation, cache, sources, refusal."""
+
+import os
+import subprocess
+import time
+
+import pytest
+import salt.cache
+import yaml
+from salt.exceptions import SaltInvocationError
+
+
+def _edit(path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+    # a new mtime even on a fast filesystem
+    stamp = time.time() + 1
+    os.utime(path, (stamp, stamp))
+
+
+def test_each_minion_gets_its_roles_and_topology(ext_pillar):
+    db2 = ext_pillar("db2")["rolestack"]
+    assert db2["host"]["roles"] == ["db"]
+    assert db2["db"]["masterdb"]["name"] == "db1-masterdb"
+    assert "replication_password" in db2["secrets"]
+    app1 = ext_pillar("app1")["rolestack"]
+    assert app1["proxy"]["sessions"][0]["address"] == "10.10.10.21"
+    assert "replication_password" not in app1["secrets"]
+    assert ext_pillar("db2.production.wpdn")["rolestack"]["host"]["name"] == "db2"
+    stranger = ext_pillar("stranger")["rolestack"]
+    assert stranger["host"] is None and "secrets" not in stranger
+
+
+def test_derivation_is_cached_per_inventory_version(ext_pillar, pillar_tree):
+    ext_pillar("app1")
+    cache_root = ext_pillar.opts["cachedir"] + "/rolestack/inventory"
+    first = os.listdir(cache_root)
+    assert len(first) == 1
+    host_file = os.path.join(cache_root, first[0], "hosts", "app1.json")
+    built = os.stat(host_file).st_mtime_ns
+    ext_pillar("app1")
+    ext_pillar("db2")
+    assert os.stat(host_file).st_mtime_ns == built, "a render re-derived an unchanged inventory"
+    _edit(pillar_tree / "inventory.yaml", lambda d: d["hosts"].update({"app3": {"address": "10.10.10.53"}}))
+    app3 = ext_pillar("app3")["rolestack"]
+    assert app3["host"]["roles"] == ["app"]
+    assert os.listdir(cache_root) != first and len(os.listdir(cache_root)) == 1
+    assert "10.10.10.53" in ext_pillar("sessions1")["rolestack"]["sessions"]["allow"]
+
+
+def test_invalid_inventory_is_refused_with_every_error(ext_pillar, pillar_tree):
+    def break_it(data):
+        data["hosts"]["db2"]["roles"] = ["db", "masterdb"]
+        data["hosts"]["app1"]["address"] = "10.99.0.1"
+
+    _edit(pillar_tree / "inventory.yaml", break_it)
+    with pytest.raises(SaltInvocationError) as err:
+        ext_pillar("app1")
+    message = str(err.value)
+    assert "hosts.app1.address: 10.99.0.1 is outside the network 10.10.10.0/24" in message
+    assert "role 'masterdb' is on db1-masterdb, db2" in message
+    assert "inventory.yaml" in message
+    # refused again from the cache, then served again once fixed
+    with pytest.raises(SaltInvocationError):
+        ext_pillar("db2")
+    _edit(pillar_tree / "inventory.yaml", lambda d: (d["hosts"]["db2"].pop("roles"), d["hosts"]["app1"].update(address="10.10.10.51")))
+    assert ext_pillar("db2")["rolestack"]["db"]["is_master"] is False
+
+
+def test_git_source_follows_commits(ext_pillar, pillar_tree, tmp_path):
+    work = tmp_path / "work"
+    bare = tmp_path / "pillar.git"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def git(*args, cwd=work):
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=env)
+
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True, capture_output=True)
+    git("checkout", "-q", "-b", "main")
+    (work / "inventory.yaml").write_text((pillar_tree / "inventory.yaml").read_text())
+    git("add", "inventory.yaml")
+    git("commit", "-qm", "initial")
+    git("push", "-q", "origin", "main")
+    source = {"git": {"repo": str(bare), "ref": "main", "path": "inventory.yaml"}}
+    assert ext_pillar("db2", **source)["rolestack"]["host"]["address"] == "10.10.10.12"
+    _edit(work / "inventory.yaml", lambda d: d["hosts"]["db2"].update(address="10.10.10.13"))
+    git("commit", "-qam", "move db2")
+    git("push", "-q", "origin", "main")
+    assert ext_pillar("db2", **source)["rolestack"]["host"]["address"] == "10.10.10.13"
+    _edit(work / "inventory.yaml", lambda d: d.update(level="Bad Level"))
+    git("commit", "-qam", "bad edit")
+    git("push", "-q", "origin", "main")
+    with pytest.raises(SaltInvocationError, match=r"level: got 'Bad Level'"):
+        ext_pillar("db2", **source)
+
+
+def test_pillar_key_source(ext_pillar, pillar_tree):
+    inventory = yaml.safe_load((pillar_tree / "inventory.yaml").read_text())
+    pillar = {"rolestack": {"inventory": inventory}}
+    result = ext_pillar("mail", pillar=pillar, pillar_key="rolestack:inventory")
+    assert result["rolestack"]["mail"]["relay_clients"][0] == "10.10.10.2"
+
+
+def test_missing_address_is_read_from_the_mine(ext_pillar):
+    assert ext_pillar("frontend1")["rolestack"]["host"]["address"] is None
+    opts = ext_pillar.opts
+    salt.cache.factory(opts).store("minions/frontend1", "mine", {"network.ip_addrs": ["10.10.10.61"]})
+    assert ext_pillar("frontend1")["rolestack"]["host"]["address"] == "10.10.10.61"
+    records = ext_pillar("salt")["rolestack"]["dns_zone"]["records"]
+    assert {"name": "www", "type": "A", "data": "10.10.10.61"} in records
+
+
+def test_misconfiguration_is_reported(ext_pillar):
+    from salt.exceptions import SaltConfigurationError
+
+    with pytest.raises(SaltConfigurationError, match="exactly one"):
+        ext_pillar("app1", inventory="inventory.yaml", pillar_key="x")
+    with pytest.raises(SaltConfigurationError, match="not found"):
+        ext_pillar("app1", inventory="nope.yaml")
