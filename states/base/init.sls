@@ -1,10 +1,8 @@
 {#- base role: applied to every host of the platform. #}
 {%- set rs = salt['pillar.get']('rolestack', {}) %}
 {%- if not rs.get('platform') %}
-rolestack-pillar-missing:
-  test.fail_without_changes:
-    - name: "no rolestack pillar for {{ grains['id'] }}: is the rolestack ext_pillar configured on the master?"
-{%- else %}
+{{ raise("no rolestack pillar for " ~ grains['id'] ~ ": is the rolestack ext_pillar configured on the master?") }}
+{%- endif %}
 {%- set platform = rs.platform %}
 {%- set host = rs.host or {} %}
 
@@ -65,4 +63,3 @@ base-mine-update:
     - mine.update: []
     - onchanges:
       - file: base-mine-functions
-{%- endif %}
