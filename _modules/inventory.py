@@ -10,17 +10,23 @@ import os
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
+try:
+    # synced _utils: importable while Salt's loader loads this module
+    import rolestack_inventory as logic
+except ImportError:
+    try:
+        # pip-installed rolestack (Salt loads no utils from entry points)
+        from rolestack._utils import rolestack_inventory as logic
+    except ImportError:
+        logic = None
+
 __virtualname__ = "inventory"
 
 
 def __virtual__():
-    if "rolestack_inventory.validate" not in __utils__:
-        return False, "inventory: the rolestack_inventory util is not available (run saltutil.sync_utils)"
+    if logic is None:
+        return False, "inventory: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)"
     return __virtualname__
-
-
-def _util(name):
-    return __utils__[f"rolestack_inventory.{name}"]
 
 
 def _load(path=None, text=None):
@@ -33,9 +39,9 @@ def _load(path=None, text=None):
                 text = handle.read()
         except OSError as err:
             raise CommandExecutionError(f"cannot read inventory {path}: {err}") from err
-    invalid = _util("derive").__globals__["InventoryError"]
+    invalid = logic.InventoryError
     try:
-        return _util("load_yaml")(text, path or "<text>"), path or "<text>"
+        return logic.load_yaml(text, path or "<text>"), path or "<text>"
     except invalid as err:
         raise CommandExecutionError(str(err)) from err
 
@@ -58,9 +64,9 @@ def validate(path=None, text=None):
         The inventory as YAML text, instead of path.
     """
     inventory, source = _load(path, text)
-    errors = _util("validate")(inventory)
+    errors = logic.validate(inventory)
     if errors:
-        raise CommandExecutionError(str(_util("derive").__globals__["InventoryError"](errors, source)))
+        raise CommandExecutionError(str(logic.InventoryError(errors, source)))
     return True
 
 
@@ -77,7 +83,7 @@ def roles_from_name(name):
     name
         A host name such as ``db1-masterdb`` or ``memcache-alpha1``.
     """
-    roles, cluster, error = _util("roles_from_name")(name)
+    roles, cluster, error = logic.roles_from_name(name)
     if error:
         raise SaltInvocationError(f"{name}: {error}")
     return {"roles": roles, "cluster": cluster}
@@ -101,9 +107,9 @@ def host_pillar(host, path=None, text=None):
         The inventory file, or its YAML text.
     """
     inventory, source = _load(path, text)
-    invalid = _util("derive").__globals__["InventoryError"]
+    invalid = logic.InventoryError
     try:
-        derived = _util("derive")(inventory)
+        derived = logic.derive(inventory)
     except invalid as err:
         raise CommandExecutionError(str(invalid(err.errors, source))) from err
-    return _util("pillar_for")(derived, host, f"{inventory['level']}.{inventory['domain']}")
+    return logic.pillar_for(derived, host, f"{inventory['level']}.{inventory['domain']}")

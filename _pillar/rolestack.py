@@ -37,6 +37,16 @@ import salt.utils.data
 from salt.exceptions import SaltConfigurationError
 from salt.exceptions import SaltInvocationError
 
+try:
+    # synced _utils: importable while Salt's loader loads this module
+    import rolestack_inventory as logic
+except ImportError:
+    try:
+        # pip-installed rolestack (Salt loads no utils from entry points)
+        from rolestack._utils import rolestack_inventory as logic
+    except ImportError:
+        logic = None
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "rolestack"
@@ -44,13 +54,9 @@ CACHE_FORMAT = "1"
 
 
 def __virtual__():
-    if "rolestack_inventory.derive" not in __utils__:
-        return False, "rolestack ext_pillar: the rolestack_inventory util is not loaded (sync _utils)"
+    if logic is None:
+        return False, "rolestack ext_pillar: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)"
     return __virtualname__
-
-
-def _inv():
-    return __utils__["rolestack_inventory.derive"].__globals__
 
 
 def _pillar_roots_path(path):
@@ -125,7 +131,7 @@ class _Source:
     def load(self):
         if self._read is None:
             return self.data
-        return _inv()["load_yaml"](self._read(), self.name)
+        return logic.load_yaml(self._read(), self.name)
 
 
 def _mine_cache():
@@ -167,23 +173,22 @@ def _write_json(path, data):
 
 def _build(source, cache_root, entry_dir):
     """Load, validate and derive; write the result (or the errors) into entry_dir atomically."""
-    inv = _inv()
     meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "zone": None, "mine": ""}
     tmp = tempfile.mkdtemp(prefix=".build-", dir=cache_root)
     try:
         try:
             inventory = source.load()
-            errors = inv["validate"](inventory)
+            errors = logic.validate(inventory)
             if errors:
-                raise inv["InventoryError"](errors, source.name)
-            missing = inv["missing_addresses"](inventory)
+                raise logic.InventoryError(errors, source.name)
+            missing = logic.missing_addresses(inventory)
             zone = f"{inventory['level']}.{inventory['domain']}"
             cache = _mine_cache() if missing else None
             mine = _mine_addresses(cache, missing, zone) if missing else {}
-            derived = inv["derive"](inventory, mine)
-        except inv["InventoryError"] as err:
+            derived = logic.derive(inventory, mine)
+        except logic.InventoryError as err:
             if err.source is None:
-                err = inv["InventoryError"](err.errors, source.name)
+                err = logic.InventoryError(err.errors, source.name)
             _write_json(os.path.join(tmp, "errors.json"), {"message": str(err)})
             derived = None
         if derived is not None:
