@@ -25,7 +25,10 @@ __virtualname__ = "inventory"
 
 def __virtual__():
     if logic is None:
-        return False, "inventory: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)"
+        return (
+            False,
+            "inventory: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)",
+        )
     return __virtualname__
 
 

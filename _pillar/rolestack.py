@@ -55,7 +55,10 @@ CACHE_FORMAT = "1"
 
 def __virtual__():
     if logic is None:
-        return False, "rolestack ext_pillar: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)"
+        return (
+            False,
+            "rolestack ext_pillar: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)",
+        )
     return __virtualname__
 
 
@@ -78,8 +81,12 @@ def _git_ref_commit(repo, ref):
         except OSError:
             continue
     try:
-        return subprocess.run(["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as err:
         raise SaltConfigurationError(f"rolestack ext_pillar: cannot read branch {ref!r} of {repo}: {err}") from err
 
@@ -123,8 +130,12 @@ class _Source:
 
     def _read_git(self):
         try:
-            return subprocess.run(["git", "-C", self.repo, "show", f"{self.commit}:{self.path}"],
-                                  check=True, capture_output=True, text=True).stdout
+            return subprocess.run(
+                ["git", "-C", self.repo, "show", f"{self.commit}:{self.path}"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
         except (OSError, subprocess.CalledProcessError) as err:
             raise SaltConfigurationError(f"rolestack ext_pillar: cannot read {self.name}: {err}") from err
 

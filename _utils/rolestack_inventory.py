@@ -96,7 +96,7 @@ def load_yaml(text, source="<inventory>"):
     a ``rolestack:inventory`` key (so the same file can also be a pillar SLS). Raises InventoryError.
     """
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise InventoryError([f"YAML: {err}".replace("\n", " ")], source) from err
     if isinstance(data, dict) and isinstance(data.get("rolestack"), dict) and "inventory" in data["rolestack"]:
@@ -122,9 +122,13 @@ def roles_from_name(name):
         elif index > 0 and roles and roles[-1] in CLUSTER_ROLES and cluster is None and LABEL_RE.match(word):
             cluster = word
         else:
-            return [], None, (
-                f"{word!r} in the host name is not a role (expected the name to be <role>[N][-<role or "
-                f"cluster>[N]]..., roles: {', '.join(sorted(ROLES))}), or set 'roles' explicitly"
+            return (
+                [],
+                None,
+                (
+                    f"{word!r} in the host name is not a role (expected the name to be <role>[N][-<role or "
+                    f"cluster>[N]]..., roles: {', '.join(sorted(ROLES))}), or set 'roles' explicitly"
+                ),
             )
     return roles, cluster, None
 
@@ -211,7 +215,9 @@ def validate(inventory):
             role_members[role].append(host)
             for needed in ROLES[role].get("needs", ()):
                 if needed not in roles:
-                    err(f"{path}.roles: got {_fmt(roles)}: role {role!r} needs role {needed!r}, expected both on the same host")
+                    err(
+                        f"{path}.roles: got {_fmt(roles)}: role {role!r} needs role {needed!r}, expected both on the same host"
+                    )
 
         cluster = spec.get("cluster", name_cluster)
         if "cluster" in spec:
@@ -236,9 +242,13 @@ def validate(inventory):
                 if parsed not in network:
                     err(f"{path}.address: {address} is outside the network {network}, expected an address inside it")
                 elif network.num_addresses > 2 and parsed in (network.network_address, network.broadcast_address):
-                    err(f"{path}.address: {address} is the network or broadcast address of {network}, expected a host address")
+                    err(
+                        f"{path}.address: {address} is the network or broadcast address of {network}, expected a host address"
+                    )
             if parsed in seen_addresses:
-                err(f"{path}.address: {address} is already the address of {seen_addresses[parsed]}, expected unique addresses")
+                err(
+                    f"{path}.address: {address} is already the address of {seen_addresses[parsed]}, expected unique addresses"
+                )
             else:
                 seen_addresses[parsed] = host
 
@@ -249,7 +259,9 @@ def validate(inventory):
         if limit and len(role_members[role]) > limit:
             err(f"hosts: role {role!r} is on {', '.join(role_members[role])}, expected at most {limit} host")
     if role_members["db"] and not role_members["masterdb"]:
-        err(f"hosts: db hosts {', '.join(role_members['db'])} have no masterdb, expected exactly one db host with 'masterdb'")
+        err(
+            f"hosts: db hosts {', '.join(role_members['db'])} have no masterdb, expected exactly one db host with 'masterdb'"
+        )
 
     aliases = inventory.get("aliases", {})
     if aliases is None:
@@ -284,13 +296,17 @@ def validate(inventory):
             err(f"{path}: unknown secret, expected one of {', '.join(sorted(SECRETS))}")
         elif not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
             # never echo a secret value back
-            err(f"{path}: got a {type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}, "
-                f"expected a string of at least {MIN_SECRET_LENGTH} characters")
+            err(
+                f"{path}: got a {type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}, "
+                f"expected a string of at least {MIN_SECRET_LENGTH} characters"
+            )
     for secret, props in SECRETS.items():
         users = sorted({host for role in props["required"] for host in role_members[role]})
         if users and secret not in secrets:
-            err(f"secrets.{secret}: missing, expected a value because {', '.join(users)} "
-                f"{'needs' if len(users) == 1 else 'need'} it")
+            err(
+                f"secrets.{secret}: missing, expected a value because {', '.join(users)} "
+                f"{'needs' if len(users) == 1 else 'need'} it"
+            )
     return errors
 
 
@@ -312,6 +328,12 @@ def missing_addresses(inventory):
 def mine_functions(network):
     """The minion mine functions rolestack relies on: the addresses inside the platform network."""
     return {"network.ip_addrs": [{"cidr": str(network)}]}
+
+
+def collapse(addresses):
+    """Addresses as the fewest CIDR blocks (allow-lists stay small as the platform grows)."""
+    networks = ipaddress.collapse_addresses(ipaddress.ip_network(address) for address in addresses)
+    return [str(network) for network in networks]
 
 
 def server_id(address):
@@ -373,17 +395,29 @@ def derive(inventory, mine_addresses=None):
 
     core = {role: first(role) for role in CORE_ROLE_NAMES}
     all_members = [member(entry) for entry in hosts.values() if entry["address"]]
-    all_addresses = [entry["address"] for entry in all_members]
-    web_addresses = sorted({entry["address"] for role in WEB_ROLES for entry in by_role[role]})
+    relay_clients = collapse(entry["address"] for entry in all_members)
+    web_addresses = collapse({entry["address"] for role in WEB_ROLES for entry in by_role[role]})
 
-    platform = {"name": inventory.get("name", "platform"), "level": level, "domain": domain, "zone": zone,
-                "network": str(network)}
+    platform = {
+        "name": inventory.get("name", "platform"),
+        "level": level,
+        "domain": domain,
+        "zone": zone,
+        "network": str(network),
+    }
     dns = {"servers": [core["salt"]["address"]] if core["salt"] else [], "search": [zone]}
     hosts_entries = {role: core[role] for role in CORE_ROLE_NAMES if core[role]}
     mail = {"relay": core["mail"]}
     backup = {"host": core["backup"]}
-    common = {"platform": platform, "dns": dns, "hosts_entries": hosts_entries, "mail": mail, "backup": backup,
-              "mine_functions": mine_functions(network), "pending": pending}
+    common = {
+        "platform": platform,
+        "dns": dns,
+        "hosts_entries": hosts_entries,
+        "mail": mail,
+        "backup": backup,
+        "mine_functions": mine_functions(network),
+        "pending": pending,
+    }
 
     core_lines = {}
     for role, entry in core.items():
@@ -394,16 +428,15 @@ def derive(inventory, mine_addresses=None):
                     names.append(alias)
 
     # role-specific pieces, built once and shared by every host that needs them
-    cluster_members = {role: {name: [member(e) for e in members] for name, members in clusters[role].items()}
-                       for role in CLUSTER_ROLES}
+    cluster_members = {
+        role: {name: [member(e) for e in members] for name, members in clusters[role].items()} for role in CLUSTER_ROLES
+    }
     sessions_members = [member(entry) for entry in by_role["sessions"]]
-    proxy = {"sessions": sessions_members, "memcache": cluster_members["memcache"],
-             "redis": cluster_members["redis"]}
+    proxy = {"sessions": sessions_members, "memcache": cluster_members["memcache"], "redis": cluster_members["redis"]}
     key_value_allow = web_addresses  # clients of sessions/memcache/redis: the web hosts (via their proxy)
     db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
-    backup_sources = [member(entry) for entry in hosts.values()
-                      if entry["address"] and "backup" not in entry["roles"]]
+    backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
 
     out = {}
     for name, entry in hosts.items():
@@ -415,24 +448,32 @@ def derive(inventory, mine_addresses=None):
             pillar["dns_zone"] = {"zone": zone, "records": records}
             pillar["ssh_hosts"] = all_members
         if "mail" in roles:
-            pillar["mail"] = dict(mail, relay_clients=all_addresses)
+            pillar["mail"] = dict(mail, relay_clients=relay_clients)
         if "backup" in roles:
-            pillar["backup"] = dict(backup, sources=backup_sources,
-                                    nfs_clients=[member(e) for e in by_role["elastic"]])
+            pillar["backup"] = dict(backup, sources=backup_sources, nfs_clients=[member(e) for e in by_role["elastic"]])
         if "db" in roles:
-            pillar["db"] = {"masterdb": core["masterdb"], "is_master": "masterdb" in roles, "peers": db_peers,
-                            "server_id": server_id(entry["address"]) if entry["address"] else None}
+            pillar["db"] = {
+                "masterdb": core["masterdb"],
+                "is_master": "masterdb" in roles,
+                "peers": db_peers,
+                "server_id": server_id(entry["address"]) if entry["address"] else None,
+            }
         if "sessions" in roles:
             pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}
         for role in ("memcache", "redis", "elastic"):
             if role in roles:
-                pillar[role] = {"cluster": entry["cluster"],
-                                "members": cluster_members[role].get(entry["cluster"], []),
-                                "allow": key_value_allow}
+                pillar[role] = {
+                    "cluster": entry["cluster"],
+                    "members": cluster_members[role].get(entry["cluster"], []),
+                    "allow": key_value_allow,
+                }
         if any(role in WEB_ROLES for role in roles):
             pillar["proxy"] = proxy
-        granted = {secret: secrets[secret] for secret, props in SECRETS.items()
-                   if secret in secrets and any(role in props["roles"] for role in roles)}
+        granted = {
+            secret: secrets[secret]
+            for secret, props in SECRETS.items()
+            if secret in secrets and any(role in props["roles"] for role in roles)
+        }
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
@@ -448,7 +489,9 @@ def _etc_hosts(core_lines, entry):
         for alias in (entry["fqdn"], entry["name"]):
             if alias not in names:
                 names.append(alias)
-    return [[address, *names] for address, names in sorted(lines.items(), key=lambda item: ipaddress.ip_address(item[0]))]
+    return [
+        [address, *names] for address, names in sorted(lines.items(), key=lambda item: ipaddress.ip_address(item[0]))
+    ]
 
 
 def _dns_records(hosts, core, aliases, cluster_members):

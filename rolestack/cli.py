@@ -14,8 +14,10 @@ import sys
 
 def _inventory_logic():
     here = os.path.dirname(os.path.abspath(__file__))
-    for path in (os.path.join(here, "_utils", "rolestack_inventory.py"),
-                 os.path.join(os.path.dirname(here), "_utils", "rolestack_inventory.py")):
+    for path in (
+        os.path.join(here, "_utils", "rolestack_inventory.py"),
+        os.path.join(os.path.dirname(here), "_utils", "rolestack_inventory.py"),
+    ):
         if os.path.exists(path):
             spec = importlib.util.spec_from_file_location("rolestack_inventory", path)
             module = importlib.util.module_from_spec(spec)

@@ -1,6 +1,7 @@
 """Shared fixtures: salt-factories kept off 0.0.0.0 and out of the shared tmp dir; private services."""
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,8 @@ pytest_plugins = ["tests.support.services"]
 def test_root():
     TEST_ROOT.mkdir(exist_ok=True)
     path = tempfile.mkdtemp(prefix="run-", dir=TEST_ROOT)
+    # private daemons drop privileges (mysql, nobody): they must be able to reach their dirs
+    os.chmod(path, 0o755)
     yield __import__("pathlib").Path(path)
     shutil.rmtree(path, ignore_errors=True)
 

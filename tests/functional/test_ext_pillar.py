@@ -46,7 +46,7 @@ def test_derivation_is_cached_per_inventory_version(ext_pillar, pillar_tree):
     app3 = ext_pillar("app3")["rolestack"]
     assert app3["host"]["roles"] == ["app"]
     assert os.listdir(cache_root) != first and len(os.listdir(cache_root)) == 1
-    assert "10.10.10.53" in ext_pillar("sessions1")["rolestack"]["sessions"]["allow"]
+    assert "10.10.10.53/32" in ext_pillar("sessions1")["rolestack"]["sessions"]["allow"]
 
 
 def test_invalid_inventory_is_refused_with_every_error(ext_pillar, pillar_tree):
@@ -64,14 +64,23 @@ def test_invalid_inventory_is_refused_with_every_error(ext_pillar, pillar_tree):
     # refused again from the cache, then served again once fixed
     with pytest.raises(SaltInvocationError):
         ext_pillar("db2")
-    _edit(pillar_tree / "inventory.yaml", lambda d: (d["hosts"]["db2"].pop("roles"), d["hosts"]["app1"].update(address="10.10.10.51")))
+    _edit(
+        pillar_tree / "inventory.yaml",
+        lambda d: (d["hosts"]["db2"].pop("roles"), d["hosts"]["app1"].update(address="10.10.10.51")),
+    )
     assert ext_pillar("db2")["rolestack"]["db"]["is_master"] is False
 
 
 def test_git_source_follows_commits(ext_pillar, pillar_tree, tmp_path):
     work = tmp_path / "work"
     bare = tmp_path / "pillar.git"
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
 
     def git(*args, cwd=work):
         subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=env)
@@ -100,7 +109,7 @@ def test_pillar_key_source(ext_pillar, pillar_tree):
     inventory = yaml.safe_load((pillar_tree / "inventory.yaml").read_text())
     pillar = {"rolestack": {"inventory": inventory}}
     result = ext_pillar("mail", pillar=pillar, pillar_key="rolestack:inventory")
-    assert result["rolestack"]["mail"]["relay_clients"][0] == "10.10.10.2"
+    assert result["rolestack"]["mail"]["relay_clients"][0] == "10.10.10.2/31"
 
 
 def test_missing_address_is_read_from_the_mine(ext_pillar):

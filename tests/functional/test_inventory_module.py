@@ -17,8 +17,10 @@ def test_validate_example(inventory_mod):
 
 
 def test_validate_reports_every_error(inventory_mod):
-    text = EXAMPLE_INVENTORY.read_text().replace("level: production", "level: Prod").replace(
-        "address: 10.10.10.12", "address: 10.10.10.11"
+    text = (
+        EXAMPLE_INVENTORY.read_text()
+        .replace("level: production", "level: Prod")
+        .replace("address: 10.10.10.12", "address: 10.10.10.11")
     )
     with pytest.raises(CommandExecutionError) as err:
         inventory_mod.validate(text=text)
@@ -41,4 +43,4 @@ def test_roles_from_name(inventory_mod):
 
 def test_host_pillar(inventory_mod):
     pillar = inventory_mod.host_pillar("sessions1", path=str(EXAMPLE_INVENTORY))
-    assert pillar["sessions"]["allow"] == ["10.10.10.51", "10.10.10.52"]
+    assert pillar["sessions"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]

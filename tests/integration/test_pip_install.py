@@ -14,8 +14,21 @@ from tests.support.paths import REPO
 def installed(test_root):
     target = test_root / "pip-target"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return target
 
@@ -34,8 +47,14 @@ def salt_call(installed, test_root):
     env = {"PYTHONPATH": str(installed), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def run(*args):
-        return subprocess.run([str(salt_call_bin), "-c", str(conf), "--local", "--out=json", *args],
-                              capture_output=True, text=True, env=env, cwd=str(conf), timeout=120)
+        return subprocess.run(
+            [str(salt_call_bin), "-c", str(conf), "--local", "--out=json", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=str(conf),
+            timeout=120,
+        )
 
     return run
 
@@ -59,6 +78,11 @@ def test_ext_pillar_loads_without_sync(salt_call):
 
 
 def test_console_script(installed):
-    ret = subprocess.run([sys.executable, "-m", "rolestack.cli", "validate", str(EXAMPLE_INVENTORY)],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(installed)}, cwd="/")
+    ret = subprocess.run(
+        [sys.executable, "-m", "rolestack.cli", "validate", str(EXAMPLE_INVENTORY)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(installed)},
+        cwd="/",
+    )
     assert ret.returncode == 0 and "valid" in ret.stdout, ret.stderr

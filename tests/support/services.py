@@ -75,7 +75,7 @@ class PrivateService:
             pytest.skip(f"{self.binary} is not installed (make test installs it)")
         self.prepare()
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603
+            self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root
             )
 
@@ -110,8 +110,23 @@ class PrivateRedis(PrivateService):
         self.password = password
 
     def command(self):
-        return [self.binary, "--port", str(self.port), "--bind", self.host, "--daemonize", "no",
-                "--dir", str(self.root), "--save", "", "--appendonly", "no", "--requirepass", self.password]
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.root),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            self.password,
+        ]
 
 
 class PrivateMemcached(PrivateService):
@@ -150,9 +165,16 @@ class PrivateMariaDB(PrivateService):
             mysql = pwd.getpwnam("mysql")
             for path in (self.root, self.datadir):
                 os.chown(path, mysql.pw_uid, mysql.pw_gid)
-            subprocess.run(  # noqa: S603
-                ["mariadb-install-db", f"--defaults-file={self.defaults_file}", "--auth-root-authentication-method=socket",
-                 "--skip-test-db"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "mariadb-install-db",
+                    f"--defaults-file={self.defaults_file}",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                ],
+                check=True,
+                capture_output=True,
+            )
 
     def command(self):
         return [self.binary, f"--defaults-file={self.defaults_file}"]

@@ -11,8 +11,12 @@ SECRETS = {
 }
 
 
-def inventory(count):
-    """An inventory of `count` hosts: the core hosts, then db/sessions/memcache/redis/elastic/app in proportion."""
+def inventory(count, tier_cap=None):
+    """
+    An inventory of `count` hosts: the core hosts, then db/sessions/memcache/redis/elastic/app in proportion.
+    With tier_cap, the non-web tiers stop growing at that many hosts each and the rest are web hosts
+    (a fleet that grows by adding web VMs).
+    """
     network = ipaddress.ip_network("10.64.0.0/14")
     addresses = network.hosts()
     hosts = {
@@ -29,11 +33,13 @@ def inventory(count):
     while len(hosts) < count:
         role = pattern[index % len(pattern)]
         index += 1
+        if tier_cap is not None and role not in ("app", "frontend") and counters.get(role, 0) >= tier_cap:
+            role = "app"
         counters[role] = counters.get(role, 0) + 1
         number = counters[role] + (1 if role == "db" else 0)
         spec = {"address": str(next(addresses))}
         if role in ("memcache", "redis", "elastic"):
-            name = f"{role}-c{(number - 1) // 4}{number}"
+            name = f"{role}-g{(number - 1) // 4}x{number}"
         else:
             name = f"{role}{number}"
         hosts[name] = spec

@@ -71,7 +71,9 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "key_path", "word"), MALFORMED, ids=[f"{m[0]}-{i}" for i, m in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    ("path", "value", "key_path", "word"), MALFORMED, ids=[f"{m[0]}-{i}" for i, m in enumerate(MALFORMED)]
+)
 def test_malformed_inventory_is_rejected_naming_its_key_path(example, path, value, key_path, word):
     data = copy.deepcopy(example)
     _set(data, path, value)
@@ -162,19 +164,25 @@ def test_derive_gives_each_role_its_topology(example):
     assert [m["address"] for m in app["proxy"]["sessions"]] == ["10.10.10.21"]
     assert list(app["proxy"]["memcache"]) == ["alpha"]
     assert hosts["memcache-alpha1"]["memcache"]["cluster"] == "alpha"
-    assert hosts["memcache-alpha1"]["memcache"]["allow"] == ["10.10.10.51", "10.10.10.52"]
-    assert hosts["sessions1"]["sessions"]["allow"] == ["10.10.10.51", "10.10.10.52"]
+    assert hosts["memcache-alpha1"]["memcache"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
+    assert hosts["sessions1"]["sessions"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
     assert hosts["elastic1"]["elastic"]["cluster"] == "main"
     assert app["dns"] == {"servers": ["10.10.10.2"], "search": ["production.wpdn"]}
     assert app["mail"]["relay"]["fqdn"] == "mail.production.wpdn"
-    assert ["10.10.10.11", "db1-masterdb.production.wpdn", "db1-masterdb", "masterdb.production.wpdn", "masterdb"] in app["etc_hosts"]
+    assert [
+        "10.10.10.11",
+        "db1-masterdb.production.wpdn",
+        "db1-masterdb",
+        "masterdb.production.wpdn",
+        "masterdb",
+    ] in app["etc_hosts"]
     salt = hosts["salt"]
     names = {(r["name"], r["data"]) for r in salt["dns_zone"]["records"]}
     assert {("db2", "10.10.10.12"), ("masterdb", "10.10.10.11"), ("elasticsearch", "10.10.10.41")} <= names
     assert ("frontend1", None) not in names
     backup_sources = {s["name"] for s in hosts["backup"]["backup"]["sources"]}
     assert "backup" not in backup_sources and "db2" in backup_sources
-    assert hosts["mail"]["mail"]["relay_clients"][0] == "10.10.10.2"
+    assert hosts["mail"]["mail"]["relay_clients"][:2] == ["10.10.10.2/31", "10.10.10.4/32"]
 
 
 def test_secrets_only_reach_roles_that_need_them(example):
@@ -218,3 +226,7 @@ def test_synthetic_inventory_is_valid_and_derives_linearly():
     # web hosts share one proxy object: no per-host copies of the cluster lists
     web = [p for p in derived["hosts"].values() if "proxy" in p]
     assert len({id(p["proxy"]) for p in web}) == 1
+
+
+def test_allow_lists_are_collapsed():
+    assert inv.collapse(["10.0.0.1", "10.0.0.0", "10.0.0.2", "10.0.0.3", "10.0.0.9"]) == ["10.0.0.0/30", "10.0.0.9/32"]
