@@ -6,6 +6,8 @@
 {%- set platform = rs.platform %}
 {%- set host = rs.host or {} %}
 
+{#- never leave a host without a resolver: wait until the DNS server's address is known #}
+{%- if rs.dns.servers %}
 base-resolv-conf:
   file.managed:
     - name: /etc/resolv.conf
@@ -15,6 +17,7 @@ base-resolv-conf:
     - mode: '0644'
     - context:
         dns: {{ rs.dns | json }}
+{%- endif %}
 
 base-hosts-entries:
   file.blockreplace:

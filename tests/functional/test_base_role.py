@@ -5,6 +5,7 @@ the e2e tier applies the role for real inside lab hosts.
 """
 
 import pytest
+import yaml
 
 from tests.support.paths import STATES
 
@@ -42,3 +43,13 @@ def test_without_rolestack_pillar_the_role_fails_clearly(make_loaders):
     ret = loaders.modules.state.sls("base", test=True)
     assert ret.failed
     assert "is the rolestack ext_pillar configured" in str(ret.raw)
+
+
+def test_resolver_untouched_while_the_dns_server_address_is_pending(make_loaders, pillar_tree):
+    inventory = pillar_tree / "inventory.yaml"
+    data = yaml.safe_load(inventory.read_text())
+    data["hosts"]["salt"] = {}
+    inventory.write_text(yaml.safe_dump(data))
+    ret = make_loaders("app1").modules.state.sls("base", test=True)
+    assert not ret.failed, ret.raw
+    assert "base-resolv-conf" not in {state.id for state in ret}
