@@ -236,9 +236,8 @@ def _read_entry(entry_dir, minion_id):
                 raise SaltInvocationError(json.load(handle)["message"])
         if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"], meta["zone"]) != meta["mine"]:
             return None
-        short, _, rest = minion_id.partition(".")
-        for name in (minion_id, short if rest == meta["zone"] else None):
-            if name and "/" not in name:
+        for name in logic.host_candidates(minion_id, meta["zone"]):
+            if "/" not in name:
                 try:
                     with open(os.path.join(entry_dir, "hosts", f"{name}.json"), encoding="utf-8") as handle:
                         return json.load(handle)

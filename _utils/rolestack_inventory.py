@@ -514,12 +514,17 @@ def _dns_records(hosts, core, aliases, cluster_members):
     return records
 
 
+def host_candidates(minion_id, zone=None):
+    """Inventory host names a minion id may stand for: the id itself, or its short name when the rest is the zone."""
+    short, _, rest = minion_id.partition(".")
+    if rest and (zone is None or rest == zone):
+        return [minion_id, short]
+    return [minion_id]
+
+
 def pillar_for(derived, minion_id, zone=None):
     """The derived pillar of one minion; a minion id may be the short name or the FQDN in the zone."""
-    hosts = derived["hosts"]
-    if minion_id in hosts:
-        return hosts[minion_id]
-    short, _, rest = minion_id.partition(".")
-    if short in hosts and (zone is None or rest == zone):
-        return hosts[short]
+    for name in host_candidates(minion_id, zone):
+        if name in derived["hosts"]:
+            return derived["hosts"][name]
     return derived["common"]

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import pathlib
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,7 @@ def test_root():
     path = tempfile.mkdtemp(prefix="run-", dir=TEST_ROOT)
     # private daemons drop privileges (mysql, nobody): they must be able to reach their dirs
     os.chmod(path, 0o755)
-    yield __import__("pathlib").Path(path)
+    yield pathlib.Path(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
