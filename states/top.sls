@@ -3,3 +3,6 @@
 base:
   '*':
     - base
+  'I@rolestack:host:roles:salt':
+    - match: compound
+    - salt

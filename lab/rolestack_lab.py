@@ -1,0 +1,896 @@
+#!/usr/bin/env python3
+"""
+The rolestack lab: the platform of pillar.example/ on one machine, one systemd-nspawn container per host.
+
+    rolestack_lab.py [--name LAB] up [--profile full|small]   build (cached), boot, highstate, summary
+    rolestack_lab.py [--name LAB] down                        stop everything the lab made, remove it
+    rolestack_lab.py [--name LAB] replace HOST                new container + key for HOST, then its highstate
+    rolestack_lab.py [--name LAB] shell HOST [CMD...]         a shell (or a command) inside HOST
+    rolestack_lab.py [--name LAB] salt ARGS...                the salt CLI against the lab's master
+    rolestack_lab.py [--name LAB] highstate                   salt '*' state.highstate + the per-host summary
+    rolestack_lab.py [--name LAB] status                      hosts, addresses, PIDs
+
+Network: a bridge inside its own namespace (rolestack-LAB-sw); every host gets a namespace with one veth into it
+and the inventory's address. Nothing is added to the machine's own namespace. salt-master runs from the repo's
+venv in the salt host's namespace (the salt host is the master), serving states/ and the loader dirs from the
+checkout and the pillar from a git repository under lab/run/LAB/pillar (commit an edit there: the platform follows).
+"""
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "_utils"))
+import rolestack_inventory  # noqa: E402
+
+CACHE = REPO / "lab" / "cache"
+RUN = REPO / "lab" / "run"
+VENV = REPO / ".venv"
+PYTHON_HOME = Path(sys.base_prefix)  # the interpreter the venv uses; bind-mounted read-only into hosts
+SUITE_FALLBACK = "bookworm"
+
+PROFILES = {
+    "full": None,  # every host of pillar.example/inventory.yaml
+    "small": ["salt", "db1-masterdb", "db2", "sessions1", "app1", "backup", "mail"],
+}
+
+# What the base root filesystem holds: systemd and the libraries the host's Python needs (salt runs from the
+# bind-mounted venv), then every package the role states install, so a highstate installs nothing it need not.
+BASE_INCLUDE = [
+    "systemd", "systemd-sysv", "dbus", "iproute2", "procps", "python3", "ca-certificates", "openssl", "less",
+    "libbz2-1.0", "libexpat1", "libffi8", "liblzma5", "libncursesw6", "libnsl2", "libreadline8", "libsqlite3-0",
+    "libssl3", "libtirpc3", "libuuid1", "zlib1g", "libstdc++6",
+]  # fmt: skip
+ROLE_PACKAGES = [
+    "mariadb-server", "mariadb-client", "mariadb-backup", "redis-server", "memcached", "nutcracker", "gdnsd",
+    "rsync", "xinetd", "openssh-server", "exim4-daemon-light", "opendkim", "opendkim-tools", "nfs-ganesha",
+    "nfs-ganesha-vfs", "libnfs-utils", "bind9-dnsutils", "git",
+]  # fmt: skip
+# Only in the local repository (they conflict with the base's MTA): states install them where a role needs them.
+REPO_ONLY_PACKAGES = ["postfix"]
+# Installed but not started at boot: the role states enable what a host needs.
+DISABLED_UNITS = [
+    "mariadb.service", "redis-server.service", "memcached.service", "nutcracker.service", "gdnsd.service",
+    "xinetd.service", "opendkim.service", "nfs-ganesha.service", "rsync.service", "apt-daily.timer",
+    "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
+]  # fmt: skip
+# NFS helpers that make a container's shutdown hang forever (no rpc in this kernel).
+MASKED_UNITS = ["rpcbind.service", "rpcbind.socket", "run-rpc_pipefs.mount", "nfs-ganesha-lock.service"]
+BASE_VERSION = hashlib.sha256(
+    json.dumps([BASE_INCLUDE, ROLE_PACKAGES, REPO_ONLY_PACKAGES, DISABLED_UNITS, MASKED_UNITS, 2]).encode()
+).hexdigest()[:16]
+
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
+
+
+class LabError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def say(message):
+    print(message, flush=True)
+
+
+@contextlib.contextmanager
+def step(title):
+    say(f"==> {title}")
+    start = time.monotonic()
+    yield
+    say(f"    done in {time.monotonic() - start:.1f} s")
+
+
+def run(cmd, check=True, capture=True, env=None, input=None, timeout=None, cwd=None):
+    proc = subprocess.run(
+        [str(part) for part in cmd],
+        cwd=cwd,
+        check=False,
+        capture_output=capture,
+        text=True,
+        env=env,
+        input=input,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        detail = ((proc.stdout or "")[-2500:] + (proc.stderr or "")[-1500:]).strip() if capture else ""
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{detail}")
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------------- cache
+
+
+def apt_mirror(suite):
+    """The Debian mirror the machine's own apt configuration uses for `suite` (never a hard-coded host)."""
+    sources = []
+    for path in sorted(Path("/etc/apt").glob("sources.list.d/*.sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                if ":" in line and not line.startswith((" ", "#")):
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+            if fields.get("enabled", "yes") != "no" and "deb" in fields.get("types", "").split():
+                sources += [(uri, fields.get("suites", "").split()) for uri in fields.get("uris", "").split()]
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt").glob("sources.list.d/*.list"))]:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                match = re.match(r"deb\s+(?:\[[^]]*]\s+)?(\S+)\s+(\S+)", line.strip())
+                if match:
+                    sources.append((match.group(1), [match.group(2)]))
+    for uri, suites in sources:
+        if suite in suites:
+            return uri
+    raise LabError(f"no apt source for {suite!r} in /etc/apt: cannot choose a mirror for debootstrap")
+
+
+def machine_suite():
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"') or SUITE_FALLBACK
+    return SUITE_FALLBACK
+
+
+def in_chroot(root, script, binds=()):
+    """Run a shell script in the base tree (not booted), with the machine's network for apt."""
+    cmd = ["systemd-nspawn", "-q", "-D", root, "--register=no", "--keep-unit", "--timezone=off"]
+    cmd += [f"--bind-ro={src}:{dst}" for src, dst in binds]
+    cmd += ["-E", "DEBIAN_FRONTEND=noninteractive", "sh", "-euc", script]
+    proc = run(cmd, env={**os.environ, **CLEAN_ENV}, check=False)
+    log = CACHE / "build.log"
+    with open(log, "a") as handle:
+        handle.write(f"$ {script}\n{proc.stdout}{proc.stderr}\n")
+    if proc.returncode != 0:
+        raise LabError(
+            f"building the base failed ({proc.returncode}); the full output is in {log}:\n{proc.stderr[-1500:]}"
+        )
+    return proc
+
+
+def build_base():
+    """lab/cache/base (root filesystem) and lab/cache/repo (local apt repository), once per BASE_VERSION."""
+    base, repo, stamp = CACHE / "base", CACHE / "repo", CACHE / "base.version"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text().strip() == BASE_VERSION and (repo / "Packages").exists():
+            say(f"==> base root filesystem: cached ({base})")
+            return
+        suite = machine_suite()
+        mirror = apt_mirror(suite)
+        work = Path(tempfile.mkdtemp(prefix="base-", dir=CACHE))
+        work.chmod(0o755)  # it becomes the containers' "/": services dropping root must traverse it
+        try:
+            with step(f"debootstrap {suite} (minbase + systemd; mirror from the machine's apt configuration)"):
+                run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_INCLUDE)}", suite, work, mirror])
+            with step("role packages into the base, and the local apt repository for the containers"):
+                _install_role_packages(work, repo)
+            with step("base configuration (services off by default, NFS helpers masked, salt minion unit)"):
+                _configure_base(work, repo)
+            if base.exists():
+                shutil.rmtree(base)
+            work.rename(base)
+            stamp.write_text(BASE_VERSION + "\n")
+        finally:
+            if work.exists() and not os.environ.get("LAB_KEEP_FAILED_BUILD"):
+                shutil.rmtree(work, ignore_errors=True)
+
+
+def _install_role_packages(root, repo):
+    # the machine's own sources (same mirror and suites), validity checks as the machine does them
+    shutil.copytree("/etc/apt/sources.list.d", root / "etc/apt/sources.list.d", dirs_exist_ok=True)
+    for path in (root / "etc/apt/sources.list.d").iterdir():
+        if not path.name.endswith((".list", ".sources")):
+            path.unlink()
+    (root / "etc/apt/sources.list").write_text("")
+    (root / "etc/apt/apt.conf.d/90lab-build").write_text(
+        'Acquire::Check-Valid-Until "false";\nAPT::Install-Recommends "false";\n'
+    )
+    (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
+    (root / "usr/sbin/policy-rc.d").chmod(0o755)
+    archives = "/var/cache/apt/archives"
+    in_chroot(
+        root,
+        f"""
+        apt-get update -qq
+        apt-get install -y -qq --download-only {" ".join(ROLE_PACKAGES)}
+        apt-get install -y -qq --download-only {" ".join(REPO_ONLY_PACKAGES)}
+        apt-get install -y -qq {" ".join(ROLE_PACKAGES)}
+        """,
+    )
+    if repo.exists():
+        shutil.rmtree(repo)
+    repo.mkdir(parents=True)
+    for deb in (root / archives.lstrip("/")).glob("*.deb"):
+        shutil.move(str(deb), repo / deb.name)
+    # paths in Packages are relative to the repository's root
+    (repo / "Packages").write_text(run(["dpkg-scanpackages", "-m", "."], cwd=repo).stdout)
+    in_chroot(root, "apt-get clean; rm -rf /var/lib/apt/lists/*")
+    (root / "usr/sbin/policy-rc.d").unlink()
+
+
+def _configure_base(root, repo):
+    shutil.rmtree(root / "etc/apt/sources.list.d")
+    (root / "etc/apt/sources.list.d").mkdir()
+    (root / "etc/apt/apt.conf.d/90lab-build").unlink()
+    # containers have no network beyond the lab: the local repository is their only source
+    (root / "etc/apt/sources.list").write_text("deb [trusted=yes] file:/srv/repo ./\n")
+    units = " ".join(DISABLED_UNITS)
+    in_chroot(
+        root,
+        f"""
+        apt-get update -qq
+        for unit in {units}; do systemctl disable "$unit" >/dev/null 2>&1 || true; done
+        systemctl mask {" ".join(MASKED_UNITS)} >/dev/null 2>&1
+        """,
+        binds=[(repo, "/srv/repo")],
+    )
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text("# no resolver until the base role writes this file\n")
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/hostname").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------- lab state
+
+
+class Lab:
+    def __init__(self, name):
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,9}", name):
+            raise LabError(f"lab name {name!r}: expected 1-10 lowercase letters/digits")
+        self.name = name
+        self.dir = RUN / name
+        self.state_file = self.dir / "lab.json"
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    # names --------------------------------------------------------------------------------------------
+    def netns(self, host):
+        return f"rolestack-{self.name}-{host}"
+
+    @property
+    def switch(self):
+        return f"rolestack-{self.name}-sw"
+
+    def machine(self, host):
+        return f"rs-{self.name}-{host}"
+
+    def host_dir(self, host):
+        return self.dir / "hosts" / host
+
+    @property
+    def master_dir(self):
+        return self.dir / "master"
+
+    @property
+    def pillar_repo(self):
+        return self.dir / "pillar"
+
+    def save(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        tmp.rename(self.state_file)
+
+    @property
+    def hosts(self):
+        return self.state.get("hosts", {})
+
+    @property
+    def salt_host(self):
+        return self.state["salt_host"]
+
+    # plan ---------------------------------------------------------------------------------------------
+    def plan(self, profile):
+        """Hosts, addresses and the inventory the lab commits, from pillar.example/ and the profile."""
+        inventory = rolestack_inventory.load_yaml((REPO / "pillar.example" / "inventory.yaml").read_text())
+        errors = rolestack_inventory.validate(inventory)
+        if errors:
+            raise LabError("pillar.example/inventory.yaml is invalid:\n" + "\n".join(errors))
+        wanted = PROFILES[profile]
+        if wanted is not None:
+            unknown = sorted(set(wanted) - set(inventory["hosts"]))
+            if unknown:
+                raise LabError(f"profile {profile}: hosts {unknown} are not in pillar.example/inventory.yaml")
+            inventory["hosts"] = {name: spec for name, spec in inventory["hosts"].items() if name in wanted}
+            aliases = {
+                alias: [member for member in members if member in inventory["hosts"]]
+                for alias, members in (inventory.get("aliases") or {}).items()
+            }
+            inventory["aliases"] = {alias: members for alias, members in aliases.items() if members}
+            if not inventory["aliases"]:
+                inventory.pop("aliases")
+        network = ipaddress.ip_network(inventory["network"])
+        taken = {spec.get("address") for spec in inventory["hosts"].values() if spec}
+        free = (str(addr) for addr in reversed(list(network.hosts())) if str(addr) not in taken)
+        hosts = {}
+        for name, spec in inventory["hosts"].items():
+            spec = spec or {}
+            roles = spec.get("roles") or rolestack_inventory.roles_from_name(name)[0]
+            # a host without an inventory address gets one here: the platform learns it from the mine
+            hosts[name] = {"address": spec.get("address") or next(free), "roles": roles}
+        salt_hosts = [name for name, host in hosts.items() if "salt" in host["roles"]]
+        if len(salt_hosts) != 1:
+            raise LabError(f"the lab needs exactly one host with role salt, found {salt_hosts}")
+        return inventory, hosts, salt_hosts[0], network
+
+
+# ---------------------------------------------------------------------------------------------------- network
+
+
+def netns_exists(name):
+    return Path("/run/netns", name).exists()
+
+
+def create_network(lab, hosts, network):
+    run(["ip", "netns", "add", lab.switch])
+    run(["ip", "-n", lab.switch, "link", "add", "br0", "type", "bridge"])
+    run(["ip", "-n", lab.switch, "link", "set", "br0", "up"])
+    run(["ip", "-n", lab.switch, "link", "set", "lo", "up"])
+    for host in hosts:
+        add_host_network(lab, host, hosts[host]["address"], network.prefixlen)
+
+
+def add_host_network(lab, host, address, prefixlen):
+    ns = lab.netns(host)
+    port = f"p-{host}"[:15]
+    run(["ip", "netns", "add", ns])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    run(["ip", "-n", lab.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run(["ip", "-n", lab.switch, "link", "set", port, "master", "br0", "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{address}/{prefixlen}", "dev", "eth0"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+
+def lab_namespaces(lab):
+    prefix = f"rolestack-{lab.name}-"
+    base = Path("/run/netns")
+    return sorted(p.name for p in base.iterdir() if p.name.startswith(prefix)) if base.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------------- master
+
+
+def write_master_config(lab):
+    root = lab.master_dir
+    fileserver = lab.dir / "fileserver"
+    fileserver.mkdir(parents=True, exist_ok=True)
+    for loader_dir in ("_modules", "_states", "_pillar", "_runners", "_utils"):
+        link = fileserver / loader_dir
+        if not link.is_symlink():
+            link.symlink_to(REPO / loader_dir)
+    autosign = root / "autosign_grains"
+    autosign.mkdir(parents=True, exist_ok=True)
+    (autosign / "rolestack_enroll").write_text(lab.state["enroll_token"] + "\n")
+    config = {
+        "id": lab.salt_host,
+        "root_dir": str(root),
+        "user": "root",
+        "interface": "0.0.0.0",  # inside the salt host's namespace: only lab addresses exist there
+        "file_roots": {"base": [str(REPO / "states"), str(fileserver)]},
+        "pillar_roots": {"base": [str(lab.pillar_repo)]},
+        "ext_pillar": [{"rolestack": {"git": {"repo": str(lab.pillar_repo), "ref": "main", "path": "inventory.yaml"}}}],
+        # keys are accepted by rule: a minion presenting the lab's enrollment grain
+        "autosign_grains_dir": str(autosign),
+        "log_file": str(root / "master.log"),
+        "log_level_logfile": "info",
+        "worker_threads": 4,
+        "timeout": 30,
+        "gather_job_timeout": 15,
+        "keep_jobs_seconds": 3600,
+    }
+    (root / "master").write_text(json.dumps(config, indent=1))
+
+
+def init_pillar_repo(lab, inventory):
+    repo = lab.pillar_repo
+    repo.mkdir(parents=True, exist_ok=True)
+    git = ["git", "-C", repo, "-c", "user.name=rolestack lab", "-c", "user.email=lab@rolestack.invalid"]
+    run(["git", "init", "-q", "-b", "main", repo])
+    shutil.copy(REPO / "pillar.example" / "top.sls", repo / "top.sls")
+    header = "# The lab's inventory: pillar.example/inventory.yaml for this profile. Edit, commit: the lab follows.\n"
+    (repo / "inventory.yaml").write_text(header + rolestack_inventory_dump(inventory))
+    run([*git, "add", "-A"])
+    run([*git, "commit", "-q", "-m", "lab: inventory from pillar.example/"])
+
+
+def rolestack_inventory_dump(inventory):
+    import yaml
+
+    return yaml.safe_dump(inventory, sort_keys=False, default_flow_style=False)
+
+
+def master_pid(lab):
+    pidfile = lab.master_dir / "var/run/salt-master.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def start_master(lab):
+    write_master_config(lab)
+    run(
+        ["ip", "netns", "exec", lab.netns(lab.salt_host), VENV / "bin/salt-master", "-c", lab.master_dir, "-d"],
+        env={**CLEAN_ENV},
+    )
+    wait_for(lambda: master_pid(lab) and salt_run(lab, "manage.status", "timeout=1", check=False).returncode == 0,
+             60, "salt-master to answer")  # fmt: skip
+    sync = salt_run(lab, "saltutil.sync_all")
+    if "Traceback" in sync.stdout:
+        raise LabError(f"saltutil.sync_all on the master failed:\n{sync.stdout}")
+
+
+def salt_cmd(lab, *args, check=True, timeout=None):
+    """The salt CLI (LocalClient talks to the master's local port): run inside the salt host's namespace."""
+    cmd = ["ip", "netns", "exec", lab.netns(lab.salt_host), VENV / "bin/salt", "-c", lab.master_dir, *args]
+    return run(cmd, check=check, env={**CLEAN_ENV}, timeout=timeout)
+
+
+def salt_run(lab, *args, check=True, timeout=None):
+    cmd = ["ip", "netns", "exec", lab.netns(lab.salt_host), VENV / "bin/salt-run", "-c", lab.master_dir, *args]
+    return run(cmd, check=check, env={**CLEAN_ENV}, timeout=timeout)
+
+
+def wait_for(predicate, timeout, what, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise LabError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------------- containers
+
+
+def container_pid1(lab, host):
+    """PID of the container's init (the child of its systemd-nspawn), or None."""
+    nspawn = lab.hosts.get(host, {}).get("nspawn_pid")
+    if not nspawn or not Path(f"/proc/{nspawn}").exists():
+        return None
+    try:
+        children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def in_host(lab, host, *cmd, check=True, timeout=None, input=None):
+    pid = container_pid1(lab, host)
+    if pid is None:
+        raise LabError(f"host {host} is not running")
+    return run(["nsenter", "-t", pid, "-a", *cmd], check=check, env={**CLEAN_ENV}, timeout=timeout, input=input)
+
+
+def prepare_host(lab, host):
+    """A fresh overlay over the base with the host's minion configuration."""
+    hdir = lab.host_dir(host)
+    for sub in ("upper", "work", "merged"):
+        (hdir / sub).mkdir(parents=True, exist_ok=True)
+    merged = hdir / "merged"
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={CACHE / 'base'},upperdir={hdir / 'upper'},workdir={hdir / 'work'}", merged])  # fmt: skip
+    minion_d = merged / "etc/salt/minion.d"
+    minion_d.mkdir(parents=True, exist_ok=True)
+    (minion_d / "lab.conf").write_text(
+        json.dumps(
+            {
+                "id": host,
+                "master": lab.hosts[lab.salt_host]["address"],
+                "grains": {"rolestack_enroll": lab.state["enroll_token"]},
+                "autosign_grains": ["rolestack_enroll"],
+                # a replaced VM's key is refused until the operator admits it: keep asking, quickly
+                "rejected_retry": True,
+                "acceptance_wait_time": 2,
+                "acceptance_wait_time_max": 4,
+                "log_level_logfile": "info",
+            },
+            indent=1,
+        )
+    )
+    unit = merged / "etc/systemd/system/salt-minion.service"
+    unit.write_text(
+        "[Unit]\nDescription=Salt minion (the repository's venv, bind-mounted read-only)\n"
+        "After=network.target\n\n[Service]\n"
+        f"ExecStart={VENV}/bin/salt-minion\nKillMode=process\nRestart=always\nRestartSec=2\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    wants = merged / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "salt-minion.service"
+    if not link.is_symlink():
+        link.symlink_to("/etc/systemd/system/salt-minion.service")
+
+
+def boot_host(lab, host):
+    hdir = lab.host_dir(host)
+    cmd = [
+        "systemd-nspawn", "-b", "-q", "-D", hdir / "merged", "--register=no", "--keep-unit", "--console=passive",
+        "-M", lab.machine(host), f"--hostname={host}", f"--network-namespace-path=/run/netns/{lab.netns(host)}",
+        f"--bind-ro={PYTHON_HOME}", f"--bind-ro={VENV}", f"--bind-ro={CACHE / 'repo'}:/srv/repo",
+        "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+    ]  # fmt: skip
+    with open(hdir / "console.log", "ab") as log:
+        proc = subprocess.Popen(
+            [str(part) for part in cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**CLEAN_ENV},
+        )
+    lab.hosts[host]["nspawn_pid"] = proc.pid
+    lab.save()
+
+
+def wait_booted(lab, host, timeout=120):
+    wait_for(lambda: container_pid1(lab, host) is not None, 30, f"{host}'s init")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = in_host(lab, host, "systemctl", "is-system-running", check=False)
+        state = proc.stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        time.sleep(0.5)
+    raise LabError(f"{host} did not finish booting in {timeout} s (systemctl is-system-running: {state})")
+
+
+def stop_host(lab, host, timeout=20):
+    """Orderly poweroff (SIGTERM to nspawn), SIGKILL of the container's PID 1 after `timeout`."""
+    nspawn = lab.hosts.get(host, {}).get("nspawn_pid")
+    if nspawn and Path(f"/proc/{nspawn}").exists() and _cmdline(nspawn).startswith("systemd-nspawn"):
+        pid1 = container_pid1(lab, host)
+        os.kill(nspawn, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{nspawn}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if Path(f"/proc/{nspawn}").exists():
+            if pid1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid1, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(nspawn, signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{nspawn}").exists(), 10, f"{host}'s nspawn to exit")
+        _reap(nspawn)
+    merged = lab.host_dir(host) / "merged"
+    if os.path.ismount(merged):
+        run(["umount", merged])
+    lab.hosts.get(host, {}).pop("nspawn_pid", None)
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _reap(pid):
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def minion_answers(lab, hosts):
+    proc = salt_cmd(lab, "--out=json", "--static", "-t", "5", "-L", ",".join(hosts), "test.ping", check=False)
+    try:
+        answered = json.loads(proc.stdout or "{}")
+    except ValueError:
+        return set()
+    return {host for host, ret in answered.items() if ret is True}
+
+
+def wait_minions(lab, hosts, timeout=180):
+    deadline = time.monotonic() + timeout
+    missing = set(hosts)
+    while missing and time.monotonic() < deadline:
+        missing -= minion_answers(lab, sorted(missing))
+        if missing:
+            time.sleep(1)
+    if missing:
+        raise LabError(f"minions did not answer within {timeout} s: {sorted(missing)}")
+
+
+# ---------------------------------------------------------------------------------------------------- highstate
+
+
+def summarize(returns, hosts):
+    """Per host: states, ok, changed, failed, state time; and whether the run is clean."""
+    rows, clean = [], True
+    for host in hosts:
+        ret = returns.get(host)
+        if not isinstance(ret, dict):
+            rows.append({"host": host, "error": str(ret)[:500] if ret is not None else "no return"})
+            clean = False
+            continue
+        total = len(ret)
+        failed = [sid for sid, state in ret.items() if not state.get("result")]
+        changed = [sid for sid, state in ret.items() if state.get("result") and state.get("changes")]
+        duration = sum(float(state.get("duration") or 0) for state in ret.values()) / 1000
+        rows.append(
+            {
+                "host": host,
+                "states": total,
+                "ok": total - len(failed) - len(changed),
+                "changed": len(changed),
+                "failed": len(failed),
+                "failed_ids": failed,
+                "seconds": round(duration, 2),
+            }
+        )
+        clean = clean and not failed
+    return rows, clean
+
+
+def print_summary(rows, wall):
+    say(f"    {'host':<18}{'states':>7}{'ok':>5}{'changed':>9}{'failed':>8}{'time s':>9}")
+    for row in rows:
+        if "error" in row:
+            say(f"    {row['host']:<18} ERROR: {row['error']}")
+            continue
+        say(
+            f"    {row['host']:<18}{row['states']:>7}{row['ok']:>5}{row['changed']:>9}{row['failed']:>8}"
+            f"{row['seconds']:>9.2f}"
+        )
+        for sid in row["failed_ids"]:
+            say(f"        failed: {sid}")
+    say(f"    highstate wall time: {wall:.1f} s")
+
+
+def highstate(lab, target="*", extra=()):
+    start = time.monotonic()
+    proc = salt_cmd(lab, "--out=json", "--static", "-t", "900", target, "state.highstate", *extra, check=False)
+    wall = time.monotonic() - start
+    try:
+        returns = json.loads(proc.stdout or "{}")
+    except ValueError as err:
+        raise LabError(f"highstate output is not JSON: {proc.stdout[-2000:]} {proc.stderr[-2000:]}") from err
+    hosts = sorted(lab.hosts) if target == "*" else [target]
+    rows, clean = summarize(returns, hosts)
+    return {"returns": returns, "rows": rows, "clean": clean, "wall": wall}
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+
+
+def cmd_up(lab, profile):
+    if lab.state.get("hosts") and any(container_pid1(lab, h) for h in lab.hosts):
+        raise LabError(f"lab {lab.name} is already up (make lab-down first)")
+    if lab_namespaces(lab):
+        say(f"==> leftovers of lab {lab.name} found: removing them first")
+        cmd_down(lab, quiet=True)
+    total = time.monotonic()
+    with step("set-up: base root filesystem and local apt repository"):
+        build_base()
+    inventory, hosts, salt_host, network = lab.plan(profile)
+    if lab.dir.exists():
+        shutil.rmtree(lab.dir)
+    lab.state = {
+        "profile": profile,
+        "hosts": hosts,
+        "salt_host": salt_host,
+        "network": str(network),
+        "enroll_token": secrets.token_hex(16),
+    }
+    lab.save()
+    with step(f"network: bridge in {lab.switch}, {len(hosts)} host namespaces in {network}"):
+        create_network(lab, hosts, network)
+    with step(f"pillar: a git repository with the inventory (lab/run/{lab.name}/pillar)"):
+        init_pillar_repo(lab, inventory)
+    with step(f"salt-master in {salt_host}'s namespace ({hosts[salt_host]['address']}), saltutil.sync_all"):
+        start_master(lab)
+    with step(f"boot {len(hosts)} containers (overlay over the base, salt-minion as a systemd unit)"):
+        for host in hosts:
+            prepare_host(lab, host)
+            boot_host(lab, host)
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            list(pool.map(lambda h: wait_booted(lab, h), hosts))
+    with step("minion keys accepted by the enrollment rule; every minion answers"):
+        wait_minions(lab, hosts)
+    with step("salt '*' state.highstate"):
+        result = highstate(lab)
+        print_summary(result["rows"], result["wall"])
+    (lab.dir / "first-highstate.json").write_text(json.dumps(result, indent=1))
+    elapsed = time.monotonic() - total
+    say(f"==> lab {lab.name} ({profile}) up in {elapsed:.1f} s")
+    say(f"    reach it: make lab-shell HOST={salt_host}   make lab-salt ARGS=\"'*' test.ping\"   make lab-down")
+    if not result["clean"]:
+        raise LabError("some hosts failed their highstate (see above)")
+    return result
+
+
+def cmd_down(lab, quiet=False):
+    start = time.monotonic()
+    hosts = list(lab.hosts)
+    if hosts:
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            list(pool.map(lambda h: stop_host(lab, h), hosts))
+    pid = master_pid(lab)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(LabError):
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 15, "salt-master to stop")
+    # anything still living in a lab namespace (master workers, strays) goes by PID
+    for ns in lab_namespaces(lab):
+        pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+        for stray in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(stray), signal.SIGKILL)
+    for mount in lab_mounts(lab):
+        run(["umount", "-l", mount], check=False)
+    for ns in lab_namespaces(lab):
+        run(["ip", "netns", "del", ns])
+    if lab.dir.exists():
+        shutil.rmtree(lab.dir)
+    lab.state = {}
+    if not quiet:
+        say(f"==> lab {lab.name} down in {time.monotonic() - start:.1f} s")
+
+
+def lab_mounts(lab):
+    """Mount points the lab made (overlays under its run dir), deepest first."""
+    found = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(str(lab.dir) + "/") or f"/nspawn/propagate/rs-{lab.name}-" in point:
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def lab_processes(lab):
+    """PIDs of processes that belong to the lab (in its namespaces or started from its run dir)."""
+    inodes = set()
+    for ns in lab_namespaces(lab):
+        with contextlib.suppress(OSError):
+            inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            net = os.stat(proc / "ns/net").st_ino
+        except OSError:
+            continue
+        cmdline = _cmdline(proc.name)
+        if net in inodes or str(lab.dir) in cmdline or f"rs-{lab.name}-" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def fingerprint_on_host(lab, host, timeout=60):
+    """The new minion's key fingerprint, read on the host itself (what an operator does on a new VM)."""
+    pub = lab.host_dir(host) / "merged/etc/salt/pki/minion/minion.pub"
+    wait_for(pub.exists, timeout, f"{host}'s minion key")
+    proc = in_host(lab, host, VENV / "bin/salt-call", "--local", "--out=json", "key.finger")
+    return json.loads(proc.stdout)["local"]
+
+
+def cmd_replace(lab, host):
+    if host not in lab.hosts:
+        raise LabError(f"unknown host {host!r}; lab hosts: {', '.join(sorted(lab.hosts))}")
+    start = time.monotonic()
+    timings = {}
+    with step(f"destroy {host}: stop its container, remove its overlay"):
+        stop_host(lab, host)
+        shutil.rmtree(lab.host_dir(host))
+        lab.save()
+    timings["destroy"] = time.monotonic() - start
+    with step(f"boot a fresh {host} (new minion key, same id)"):
+        prepare_host(lab, host)
+        boot_host(lab, host)
+        wait_booted(lab, host)
+        finger = fingerprint_on_host(lab, host)
+        say(f"    new key fingerprint: {finger}")
+    with step(f"on the master: salt-run minion_key.replace {host} fingerprint=<new>"):
+        proc = salt_run(lab, "--out=json", "minion_key.replace", host, f"fingerprint={finger}", "timeout=60")
+        say("    " + " ".join(proc.stdout.split())[:300])
+    with step(f"on {host}: salt-call state.highstate"):
+        hs_start = time.monotonic()
+        proc = in_host(lab, host, VENV / "bin/salt-call", "--out=json", "state.highstate", check=False, timeout=900)
+        timings["highstate"] = time.monotonic() - hs_start
+        try:
+            returns = {host: json.loads(proc.stdout)["local"]}
+        except (ValueError, KeyError) as err:
+            raise LabError(f"salt-call state.highstate on {host}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}") from err
+        rows, clean = summarize(returns, [host])
+        print_summary(rows, timings["highstate"])
+    elapsed = time.monotonic() - start
+    timings["total"] = elapsed
+    say(f"==> {host} back in its role {elapsed:.1f} s after its container was destroyed")
+    if not clean:
+        raise LabError(f"{host}'s highstate failed after replacement")
+    return {"rows": rows, "returns": returns, "timings": timings, "fingerprint": finger}
+
+
+def cmd_shell(lab, host, command):
+    pid = container_pid1(lab, host)
+    if pid is None:
+        raise LabError(f"host {host} is not running in lab {lab.name}")
+    argv = ["nsenter", "-t", str(pid), "-a", *(command or ["/bin/bash", "-l"])]
+    os.execvpe("nsenter", argv, {**CLEAN_ENV, "TERM": os.environ.get("TERM", "xterm")})
+
+
+def cmd_status(lab):
+    if not lab.hosts:
+        say(f"lab {lab.name}: not up")
+        return
+    say(f"lab {lab.name} ({lab.state['profile']}), network {lab.state['network']}, master pid {master_pid(lab)}")
+    for host, info in sorted(lab.hosts.items()):
+        pid = container_pid1(lab, host)
+        say(f"  {host:<18}{info['address']:<16}{f'up (pid {pid})' if pid else 'down':<16}{','.join(info['roles'])}")
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (namespaces, mounts, systemd-nspawn)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default=os.environ.get("LAB", "lab"), help="lab name (several labs can coexist)")
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    sub.add_parser("down")
+    sub.add_parser("status")
+    sub.add_parser("highstate")
+    replace = sub.add_parser("replace")
+    replace.add_argument("host")
+    shell = sub.add_parser("shell")
+    shell.add_argument("host")
+    shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
+    salt = sub.add_parser("salt")
+    salt.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        require_root()
+        lab = Lab(args.name)
+        if args.action == "up":
+            cmd_up(lab, args.profile)
+        elif args.action == "down":
+            cmd_down(lab)
+        elif args.action == "status":
+            cmd_status(lab)
+        elif args.action == "highstate":
+            result = highstate(lab)
+            print_summary(result["rows"], result["wall"])
+            return 0 if result["clean"] else 1
+        elif args.action == "replace":
+            cmd_replace(lab, args.host)
+        elif args.action == "shell":
+            cmd_shell(lab, args.host, args.command)
+        elif args.action == "salt":
+            if not lab.hosts:
+                raise LabError(f"lab {args.name} is not up")
+            os.execvpe(
+                "ip",
+                ["ip", "netns", "exec", lab.netns(lab.salt_host), str(VENV / "bin/salt"), "-c", str(lab.master_dir),
+                 *args.args],
+                {**CLEAN_ENV},
+            )  # fmt: skip
+    except LabError as err:
+        say(f"lab: error: {err}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

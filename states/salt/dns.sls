@@ -1,0 +1,92 @@
+{#- salt role, DNS: the salt master serves the platform's internal zone with gdnsd (docs/roles/salt.md). #}
+{%- set rs = salt['pillar.get']('rolestack', {}) %}
+{%- if not rs.get('platform') %}
+{{ raise("no rolestack pillar for " ~ grains['id'] ~ ": is the rolestack ext_pillar configured on the master?") }}
+{%- endif %}
+{%- if not rs.get('dns_zone') %}
+{{ raise("no rolestack:dns_zone pillar for " ~ grains['id'] ~ ": the salt role (the DNS server of the zone) "
+         ~ "only applies to a host with role salt in the inventory") }}
+{%- endif %}
+{%- set host = rs.host or {} %}
+{%- set zone = rs.dns_zone.zone %}
+{%- set conf_dir = '/etc/gdnsd' %}
+{%- set checker = '/usr/local/sbin/rolestack-gdnsd-check' %}
+
+{%- if not host.get('address') %}
+{#- the zone's NS needs this host's address: it is known once the host reported it (base role, mine) #}
+salt-dns-pending:
+  test.show_notification:
+    - text: >-
+        DNS for {{ zone }} is not served yet: the address of {{ grains['id'] }} is pending (not in the
+        inventory and not yet reported to the mine); the next highstate after it is known sets up gdnsd.
+{%- else %}
+
+salt-dns-pkg:
+  pkg.installed:
+    - name: gdnsd
+
+salt-dns-checker:
+  file.managed:
+    - name: {{ checker }}
+    - source: salt://salt/files/rolestack-gdnsd-check.sh
+    - mode: '0755'
+
+{#- check_cmd: the candidate file is checked by gdnsd checkconf before it replaces the live one #}
+salt-dns-config:
+  file.managed:
+    - name: {{ conf_dir }}/config
+    - source: salt://salt/files/gdnsd.config.jinja
+    - template: jinja
+    - mode: '0644'
+    - check_cmd: {{ checker }} -c {{ conf_dir }} config
+    - context:
+        zone: {{ zone }}
+        conf_dir: {{ conf_dir }}
+        listen: {{ [host.address, '127.0.0.1'] | unique | list | json }}
+        port: 53
+    - require:
+      - pkg: salt-dns-pkg
+      - file: salt-dns-checker
+
+salt-dns-zone:
+  file.managed:
+    - name: {{ conf_dir }}/zones/{{ zone }}
+    - source: salt://salt/files/zone.jinja
+    - template: jinja
+    - mode: '0644'
+    - check_cmd: {{ checker }} -c {{ conf_dir }} zones/{{ zone }}
+    - context:
+        zone: {{ zone }}
+        nameserver: {{ host.fqdn }}
+        records: {{ rs.dns_zone.records | json }}
+    - require:
+      - file: salt-dns-config
+
+{#- only the zone above is served: a zone file left from an earlier name (level, domain) goes #}
+salt-dns-zones-dir:
+  file.directory:
+    - name: {{ conf_dir }}/zones
+    - clean: True
+    - require:
+      - file: salt-dns-zone
+
+{#- a config change is picked up by reload (systemd ExecReload: gdnsdctl replace, no downtime) #}
+salt-dns-service:
+  service.running:
+    - name: gdnsd
+    - enable: True
+    - reload: True
+    - require:
+      - file: salt-dns-zones-dir
+    - watch:
+      - file: salt-dns-config
+
+salt-dns-reload-zones:
+  cmd.run:
+    - name: gdnsdctl -c {{ conf_dir }} reload-zones
+    - onchanges:
+      - file: salt-dns-zone
+      - file: salt-dns-zones-dir
+    - require:
+      - service: salt-dns-service
+{%- endif %}

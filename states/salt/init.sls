@@ -1,0 +1,3 @@
+{#- salt role: the salt master host. Mapped in top.sls by I@rolestack:host:roles:salt. #}
+include:
+  - salt.dns
