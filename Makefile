@@ -4,13 +4,14 @@ PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?= -q -rfEs --timeout=900
 
-.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench clean
+.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab clean \
+	lab lab-down lab-shell lab-salt lab-replace lab-status
 
 setup:
 	@tests/bootstrap.sh
 
 test: setup lint
-	$(PYTEST) $(PYTEST_ARGS) tests/unit tests/functional tests/integration
+	$(PYTEST) $(PYTEST_ARGS) tests/unit tests/functional tests/integration tests/e2e
 
 test-unit: setup
 	$(PYTEST) $(PYTEST_ARGS) tests/unit
@@ -21,6 +22,35 @@ test-functional: setup
 test-integration: setup
 	$(PYTEST) $(PYTEST_ARGS) tests/integration
 
+# the e2e tier brings up its own small lab (named e2e) and tears it down
+test-e2e: setup
+	$(PYTEST) $(PYTEST_ARGS) tests/e2e
+
+# The lab: the platform of pillar.example/ in systemd-nspawn containers (see docs/lab.md)
+LAB ?= lab
+PROFILE ?= full
+LAB_CMD = $(PY) lab/rolestack_lab.py --name $(LAB)
+
+lab: setup
+	$(LAB_CMD) up --profile $(PROFILE)
+
+lab-down:
+	$(LAB_CMD) down
+
+lab-status:
+	$(LAB_CMD) status
+
+lab-shell:
+	@test -n "$(HOST)" || { echo "usage: make lab-shell HOST=<host>"; exit 2; }
+	$(LAB_CMD) shell $(HOST)
+
+lab-salt:
+	$(LAB_CMD) salt $(ARGS)
+
+lab-replace:
+	@test -n "$(HOST)" || { echo "usage: make lab-replace HOST=<host>"; exit 2; }
+	$(LAB_CMD) replace $(HOST)
+
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -29,6 +59,9 @@ lint: setup
 
 bench: setup
 	$(PY) bench/pillar_scale
+
+bench-lab: setup
+	$(PY) bench/lab
 
 clean:
 	rm -rf .tmp

@@ -621,7 +621,7 @@ def summarize(returns, hosts):
             clean = False
             continue
         total = len(ret)
-        failed = [sid for sid, state in ret.items() if not state.get("result")]
+        failed = [state.get("__id__", sid) for sid, state in ret.items() if not state.get("result")]
         changed = [sid for sid, state in ret.items() if state.get("result") and state.get("changes")]
         duration = sum(float(state.get("duration") or 0) for state in ret.values()) / 1000
         rows.append(
@@ -755,12 +755,17 @@ def lab_mounts(lab):
     return sorted(found, key=len, reverse=True)
 
 
-def lab_processes(lab):
-    """PIDs of processes that belong to the lab (in its namespaces or started from its run dir)."""
+def lab_netns_inodes(lab):
     inodes = set()
     for ns in lab_namespaces(lab):
         with contextlib.suppress(OSError):
             inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
+    return inodes
+
+
+def lab_processes(lab, netns_inodes=None):
+    """PIDs of processes that belong to the lab (in its namespaces or started from its run dir)."""
+    inodes = lab_netns_inodes(lab) | set(netns_inodes or ())
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():

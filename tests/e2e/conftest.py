@@ -1,0 +1,84 @@
+"""
+e2e tier: the small lab (salt, db1-masterdb, db2, sessions1, app1, backup, mail), brought up once per test run
+with the same command an operator uses (`lab/rolestack_lab.py up`), torn down at the end. Test modules are
+numbered: they run in that order (the later ones change the lab: a pillar commit, a replaced host, lab-down).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.paths import REPO
+
+sys.path.insert(0, str(REPO / "lab"))
+import rolestack_lab
+
+LAB_NAME = "e2e"
+PROFILE = "small"
+
+
+def lab_cli(*args, timeout=1800):
+    """Run the lab's CLI as an operator would; returns the CompletedProcess (stdout and stderr together)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "lab" / "rolestack_lab.py"), "--name", LAB_NAME, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class LabHandle:
+    """What the tests need from a running lab: its hosts, the salt CLI, commands inside hosts."""
+
+    def __init__(self, up_output):
+        self.up_output = up_output
+        self.refresh()
+
+    def refresh(self):
+        self.lab = rolestack_lab.Lab(LAB_NAME)
+
+    @property
+    def hosts(self):
+        return sorted(self.lab.hosts)
+
+    def address(self, host):
+        return self.lab.hosts[host]["address"]
+
+    def salt(self, *args, timeout=900):
+        """salt CLI with JSON output: {minion: return}."""
+        proc = rolestack_lab.salt_cmd(self.lab, "--out=json", "--static", *args, check=False, timeout=timeout)
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError(f"salt {args}: not JSON\n{proc.stdout}\n{proc.stderr}") from None
+
+    def highstate(self, target="*"):
+        self.refresh()
+        return rolestack_lab.highstate(self.lab, target)
+
+    def sh(self, host, *cmd, check=True):
+        return rolestack_lab.in_host(self.lab, host, *cmd, check=check, timeout=120)
+
+    def read(self, host, path):
+        return self.sh(host, "cat", path).stdout
+
+    @property
+    def pillar_repo(self):
+        return self.lab.pillar_repo
+
+
+@pytest.fixture(scope="session")
+def lab():
+    lab_cli("down")  # leftovers of an interrupted run
+    proc = lab_cli("up", "--profile", PROFILE)
+    if proc.returncode != 0:
+        lab_cli("down")
+        pytest.fail(f"make lab (profile {PROFILE}) failed:\n{proc.stdout[-6000:]}")
+    try:
+        yield LabHandle(proc.stdout)
+    finally:
+        lab_cli("down")
