@@ -422,7 +422,7 @@ def master_pid(lab):
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if _alive(pid) else None
 
 
 def start_master(lab):
@@ -464,7 +464,7 @@ def wait_for(predicate, timeout, what, interval=0.5):
 def container_pid1(lab, host):
     """PID of the container's init (the child of its systemd-nspawn), or None."""
     nspawn = lab.hosts.get(host, {}).get("nspawn_pid")
-    if not nspawn or not Path(f"/proc/{nspawn}").exists():
+    if not nspawn or not _alive(nspawn):
         return None
     try:
         children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
@@ -556,20 +556,19 @@ def wait_booted(lab, host, timeout=120):
 def stop_host(lab, host, timeout=20):
     """Orderly poweroff (SIGTERM to nspawn), SIGKILL of the container's PID 1 after `timeout`."""
     nspawn = lab.hosts.get(host, {}).get("nspawn_pid")
-    if nspawn and Path(f"/proc/{nspawn}").exists() and _cmdline(nspawn).startswith("systemd-nspawn"):
+    if nspawn and _alive(nspawn) and _cmdline(nspawn).startswith("systemd-nspawn"):
         pid1 = container_pid1(lab, host)
         os.kill(nspawn, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while Path(f"/proc/{nspawn}").exists() and time.monotonic() < deadline:
+        while _alive(nspawn) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if Path(f"/proc/{nspawn}").exists():
+        if _alive(nspawn):
             if pid1:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid1, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(nspawn, signal.SIGKILL)
-            wait_for(lambda: not Path(f"/proc/{nspawn}").exists(), 10, f"{host}'s nspawn to exit")
-        _reap(nspawn)
+            wait_for(lambda: not _alive(nspawn), 10, f"{host}'s nspawn to exit")
     merged = lab.host_dir(host) / "merged"
     if os.path.ismount(merged):
         run(["umount", merged])
@@ -583,9 +582,15 @@ def _cmdline(pid):
         return ""
 
 
-def _reap(pid):
+def _alive(pid):
+    """True while `pid` runs (a zombie child of ours is reaped, and counts as gone)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def minion_answers(lab, hosts):
@@ -726,7 +731,7 @@ def cmd_down(lab, quiet=False):
     if pid:
         os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(LabError):
-            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 15, "salt-master to stop")
+            wait_for(lambda: not _alive(pid), 15, "salt-master to stop")
     # anything still living in a lab namespace (master workers, strays) goes by PID
     for ns in lab_namespaces(lab):
         pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()

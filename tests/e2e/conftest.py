@@ -2,9 +2,13 @@
 e2e tier: the small lab (salt, db1-masterdb, db2, sessions1, app1, backup, mail), brought up once per test run
 with the same command an operator uses (`lab/rolestack_lab.py up`), torn down at the end. Test modules are
 numbered: they run in that order (the later ones change the lab: a pillar commit, a replaced host, lab-down).
+
+ROLESTACK_E2E_REUSE=1 runs the tests against an e2e lab that is already up (`make lab LAB=e2e PROFILE=small`)
+and leaves it up: for iterating on one role's checks.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,6 +21,7 @@ import rolestack_lab
 
 LAB_NAME = "e2e"
 PROFILE = "small"
+REUSE = os.environ.get("ROLESTACK_E2E_REUSE") == "1"
 
 
 def lab_cli(*args, timeout=1800):
@@ -73,6 +78,14 @@ class LabHandle:
 
 @pytest.fixture(scope="session")
 def lab():
+    if REUSE:
+        running = rolestack_lab.Lab(LAB_NAME)
+        if not running.hosts or not all(rolestack_lab.container_pid1(running, host) for host in running.hosts):
+            pytest.fail(
+                f"ROLESTACK_E2E_REUSE=1 but lab {LAB_NAME} is not up: make lab LAB={LAB_NAME} PROFILE={PROFILE}"
+            )
+        yield LabHandle(f"lab {LAB_NAME} ({running.state['profile']}) up in (reused)")
+        return
     lab_cli("down")  # leftovers of an interrupted run
     proc = lab_cli("up", "--profile", PROFILE)
     if proc.returncode != 0:

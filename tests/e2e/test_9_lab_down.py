@@ -2,10 +2,14 @@
 
 import subprocess
 
+import pytest
+
+from tests.e2e.conftest import REUSE
 from tests.e2e.conftest import lab_cli
 from tests.e2e.conftest import rolestack_lab
 
 
+@pytest.mark.skipif(REUSE, reason="ROLESTACK_E2E_REUSE=1 keeps the lab up")
 def test_lab_down_leaves_nothing_behind(lab):
     handle = lab.lab
     inodes = rolestack_lab.lab_netns_inodes(handle)
