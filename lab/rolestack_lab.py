@@ -386,6 +386,8 @@ def write_master_config(lab):
         "file_roots": {"base": [str(REPO / "states"), str(fileserver)]},
         "pillar_roots": {"base": [str(lab.pillar_repo)]},
         "ext_pillar": [{"rolestack": {"git": {"repo": str(lab.pillar_repo), "ref": "main", "path": "inventory.yaml"}}}],
+        # db hosts ask the salt host (the CA) to sign their certificates: x509_v2 remote signing
+        "peer": {".*": ["x509.sign_remote_certificate"]},
         # keys are accepted by rule: a minion presenting the lab's enrollment grain
         "autosign_grains_dir": str(autosign),
         "log_file": str(root / "master.log"),
