@@ -149,16 +149,33 @@ def _mine_cache():
     return salt.cache.factory(__opts__)
 
 
+# where the master keeps a minion's mine: salt 3008 uses bank "mine", key <id>; older salt "minions/<id>", "mine"
+MINE_LOCATIONS = (("mine", "{minion}"), ("minions/{minion}", "mine"))
+
+
+def _mine_location(cache, minion):
+    """(bank, key) holding this minion's mine data, or None."""
+    for bank, key in MINE_LOCATIONS:
+        bank, key = bank.format(minion=minion), key.format(minion=minion)
+        try:
+            if cache.contains(bank, key):
+                return bank, key
+        except Exception:  # pylint: disable=broad-except
+            continue
+    return None
+
+
 def _mine_fingerprint(cache, hosts, zone):
     """When each pending host last updated its mine data: a change invalidates the derivation."""
     marks = []
     for host in hosts:
         for minion in (host, f"{host}.{zone}"):
-            try:
-                if cache.contains(f"minions/{minion}", "mine"):
-                    marks.append(f"{minion}:{cache.updated(f'minions/{minion}', 'mine')}")
-            except Exception:  # pylint: disable=broad-except
-                marks.append(f"{minion}:-")
+            location = _mine_location(cache, minion)
+            if location:
+                try:
+                    marks.append(f"{minion}:{cache.updated(*location)}")
+                except Exception:  # pylint: disable=broad-except
+                    marks.append(f"{minion}:-")
     return "|".join(marks)
 
 
@@ -166,8 +183,9 @@ def _mine_addresses(cache, hosts, zone):
     found = {}
     for host in hosts:
         for minion in (host, f"{host}.{zone}"):
+            location = _mine_location(cache, minion)
             try:
-                mine = cache.fetch(f"minions/{minion}", "mine") if cache.contains(f"minions/{minion}", "mine") else {}
+                mine = (cache.fetch(*location) if location else None) or {}
             except Exception:  # pylint: disable=broad-except
                 mine = {}
             addresses = mine.get("network.ip_addrs")

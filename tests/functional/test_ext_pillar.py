@@ -114,10 +114,13 @@ def test_pillar_key_source(ext_pillar, pillar_tree):
     assert result["rolestack"]["mail"]["relay_clients"][0] == "10.10.10.2/31"
 
 
-def test_missing_address_is_read_from_the_mine(ext_pillar):
+# salt 3008's master stores mine data in bank "mine" under the minion id (salt/daemons/masterapi.py _mine);
+# salt before 3008 in bank "minions/<id>" under "mine"
+@pytest.mark.parametrize("bank, key", [("mine", "frontend1"), ("minions/frontend1", "mine")])
+def test_missing_address_is_read_from_the_mine(ext_pillar, bank, key):
     assert ext_pillar("frontend1")["rolestack"]["host"]["address"] is None
     opts = ext_pillar.opts
-    salt.cache.factory(opts).store("minions/frontend1", "mine", {"network.ip_addrs": ["10.10.10.61"]})
+    salt.cache.factory(opts).store(bank, key, {"network.ip_addrs": ["10.10.10.61"]})
     assert ext_pillar("frontend1")["rolestack"]["host"]["address"] == "10.10.10.61"
     records = ext_pillar("salt")["rolestack"]["dns_zone"]["records"]
     assert {"name": "www", "type": "A", "data": "10.10.10.61"} in records
