@@ -36,6 +36,8 @@ def salt_factories_config(test_root):
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
+    # pytest creates --basetemp (.tmp/pytest) without its parents: a fresh clone has no .tmp yet
+    TEST_ROOT.mkdir(exist_ok=True)
     # salt-factories' log server would bind 0.0.0.0: keep it on loopback
     log_server = config.pluginmanager.get_plugin("saltfactories-log-server")
     if log_server is not None:
