@@ -51,7 +51,13 @@ MIN_SECRET_LENGTH = 16
 # names /etc/hosts and DNS give to the host carrying each core role
 CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
 
-TOP_KEYS = ("name", "level", "domain", "network", "hosts", "aliases", "secrets")
+TOP_KEYS = ("name", "level", "domain", "network", "hosts", "aliases", "db", "secrets")
+# settings of the db/masterdb roles: (default, minimum, maximum, what it is)
+DB_SETTINGS = {
+    "semi_sync_timeout_ms": (10000, 100, 3600000, "how long masterdb waits for a replica's acknowledgement"),
+    "max_lag_seconds": (30, 1, 86400, "a replica further behind is reported unhealthy"),
+    "switchover_max_lag_seconds": (5, 0, 3600, "a switchover refuses a target further behind"),
+}
 HOST_KEYS = ("roles", "address", "cluster")
 LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -284,6 +290,17 @@ def validate(inventory):
             if target not in hosts:
                 err(f"{path}[{index}]: host {_fmt(target)} is not in hosts, expected the name of an inventory host")
 
+    db_settings = inventory.get("db")
+    if db_settings is not None and not isinstance(db_settings, dict):
+        err(f"db: got {_fmt(db_settings)}, expected a mapping with keys {', '.join(DB_SETTINGS)}")
+    for key, value in (db_settings if isinstance(db_settings, dict) else {}).items():
+        if key not in DB_SETTINGS:
+            err(f"db.{key}: unknown key (value {_fmt(value)}), expected one of {', '.join(DB_SETTINGS)}")
+            continue
+        _default, low, high, what = DB_SETTINGS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            err(f"db.{key}: got {_fmt(value)}, expected an integer from {low} to {high} ({what})")
+
     secrets = inventory.get("secrets", {})
     if secrets is None:
         secrets = {}
@@ -435,6 +452,7 @@ def derive(inventory, mine_addresses=None):
     proxy = {"sessions": sessions_members, "memcache": cluster_members["memcache"], "redis": cluster_members["redis"]}
     key_value_allow = web_addresses  # clients of sessions/memcache/redis: the web hosts (via their proxy)
     db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
+    db_settings = {key: (inventory.get("db") or {}).get(key, spec[0]) for key, spec in DB_SETTINGS.items()}
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
 
@@ -457,6 +475,7 @@ def derive(inventory, mine_addresses=None):
                 "is_master": "masterdb" in roles,
                 "peers": db_peers,
                 "server_id": server_id(entry["address"]) if entry["address"] else None,
+                "settings": db_settings,
             }
         if "sessions" in roles:
             pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}

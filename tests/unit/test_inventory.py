@@ -68,6 +68,11 @@ MALFORMED = [
     ("secrets/sessions_redis_password", _DELETE, "secrets.sessions_redis_password:", "sessions1 needs it"),
     ("secrets/replication_password", _DELETE, "secrets.replication_password:", "db1-masterdb, db2 need it"),
     ("aliases", "www", "aliases:", "mapping"),
+    ("db", ["fast"], "db:", "expected a mapping"),
+    ("db/max_lag_seconds", 0, "db.max_lag_seconds:", "from 1 to 86400"),
+    ("db/semi_sync_timeout_ms", "10s", "db.semi_sync_timeout_ms:", "'10s'"),
+    ("db/switchover_max_lag_seconds", True, "db.switchover_max_lag_seconds:", "integer"),
+    ("db/lag", 3, "db.lag:", "unknown key"),
 ]
 
 
@@ -183,6 +188,19 @@ def test_derive_gives_each_role_its_topology(example):
     backup_sources = {s["name"] for s in hosts["backup"]["backup"]["sources"]}
     assert "backup" not in backup_sources and "db2" in backup_sources
     assert hosts["mail"]["mail"]["relay_clients"][:2] == ["10.10.10.2/31", "10.10.10.4/32"]
+
+
+def test_db_settings_have_defaults_and_follow_the_inventory(example):
+    derived = inv.derive(example)["hosts"]
+    assert derived["db2"]["db"]["settings"] == {
+        "semi_sync_timeout_ms": 10000,
+        "max_lag_seconds": 30,
+        "switchover_max_lag_seconds": 5,
+    }
+    data = copy.deepcopy(example)
+    data["db"] = {"max_lag_seconds": 120}
+    assert inv.derive(data)["hosts"]["db1-masterdb"]["db"]["settings"]["max_lag_seconds"] == 120
+    assert "db" not in inv.derive(data)["hosts"]["app1"]
 
 
 def test_secrets_only_reach_roles_that_need_them(example):
