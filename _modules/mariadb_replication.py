@@ -1,0 +1,1994 @@
+"""
+MariaDB replication for rolestack: GTID replication over verified TLS, the accounts it needs, switching a
+server read-only, and provisioning a new replica from its primary.
+
+Written for MariaDB 10.11 (Debian 12); talks to the server with PyMySQL (``salt-pip install PyMySQL``), not
+with Salt's former ``mysql`` module (gone from Salt 3008) nor ``saltext-mysql``.
+
+Connection options
+------------------
+Every function takes ``connection_*`` keyword arguments. Each falls back to the minion configuration or
+pillar key shown (looked up with ``config.option``), then to the default:
+
+============================== =========================== ==========================================
+argument                       config / pillar key         default
+============================== =========================== ==========================================
+``connection_unix_socket``     ``mariadb.unix_socket``     ``/run/mysqld/mysqld.sock`` (if no host)
+``connection_host``            ``mariadb.host``            none: the socket is used
+``connection_port``            ``mariadb.port``            ``3306``
+``connection_user``            ``mariadb.user``            ``root`` (socket authentication on Debian)
+``connection_password``        ``mariadb.password``        none (sent as UTF-8)
+``connection_ssl_ca``          ``mariadb.ssl_ca``          none (TCP only: verify the server with it)
+``connection_ssl_cert``        ``mariadb.ssl_cert``        none (TCP only: client certificate)
+``connection_ssl_key``         ``mariadb.ssl_key``         none
+``connection_connect_timeout`` ``mariadb.connect_timeout`` ``10`` seconds
+============================== =========================== ==========================================
+
+Arguments win over configuration. When the arguments name a socket or a host, only they decide how to
+connect; otherwise the configuration does; a socket wins over a host. TLS options apply to TCP connections
+only (a socket connection never uses TLS); with ``ssl_ca`` the server certificate and its name (the host)
+are verified; without TLS options PyMySQL still tries unverified TLS on TCP.
+
+Errors
+------
+Server and connection errors raise :py:class:`CommandExecutionError` (its ``errno`` attribute holds the
+MariaDB error code, ``server_message`` the server's message); bad arguments raise
+:py:class:`SaltInvocationError`.
+
+MariaDB 10.11 notes
+-------------------
+- ``super_read_only`` does not exist: ``read_only`` blocks writes from every account without the
+  ``READ_ONLY ADMIN`` privilege (since 10.11 ``SUPER`` no longer implies it; ``ALL PRIVILEGES`` does). The
+  replica's SQL thread is never blocked.
+- Semi-synchronous replication is built in (no plugin): ``rpl_semi_sync_master_enabled``,
+  ``rpl_semi_sync_slave_enabled``, ``rpl_semi_sync_master_wait_point`` and the status variables
+  ``Rpl_semi_sync_master_clients``, ``Rpl_semi_sync_master_status``, ``Rpl_semi_sync_slave_status``.
+- ``SHOW GRANTS`` prints ``REPLICATION CLIENT`` as ``BINLOG MONITOR`` and ``REPLICA MONITOR`` as
+  ``SLAVE MONITOR``; this module accepts either spelling.
+- A replication account needs ``REPLICATION SLAVE`` only. The account running this module needs, on a
+  replica, ``REPLICATION SLAVE ADMIN`` (START/STOP/CHANGE MASTER), ``SLAVE MONITOR`` (SHOW SLAVE STATUS),
+  ``READ_ONLY ADMIN`` and ``CONNECTION ADMIN`` (KILL): Debian's ``root`` over the socket has them all.
+- mariabackup 10.11 still names its files ``xtrabackup_*`` (11.x: ``mariadb_backup_*``); both are read.
+"""
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import time
+
+from salt.exceptions import CommandExecutionError
+from salt.exceptions import SaltInvocationError
+
+try:
+    import pymysql
+    import pymysql.cursors
+    from pymysql.converters import escape_string
+
+    HAS_PYMYSQL = True
+except ImportError:
+    HAS_PYMYSQL = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "mariadb_replication"
+
+DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
+SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+GTID_MODES = ("slave_pos", "current_pos")
+BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
+
+_CONNECTION_KEYS = (
+    "unix_socket",
+    "host",
+    "port",
+    "user",
+    "password",
+    "ssl_ca",
+    "ssl_cert",
+    "ssl_key",
+    "connect_timeout",
+)
+
+# privileges MariaDB 10.11 knows, as SHOW GRANTS prints them, and the other spellings it accepts
+PRIVILEGES = frozenset(
+    {
+        "ALL PRIVILEGES",
+        "ALTER",
+        "ALTER ROUTINE",
+        "BINLOG ADMIN",
+        "BINLOG MONITOR",
+        "BINLOG REPLAY",
+        "CONNECTION ADMIN",
+        "CREATE",
+        "CREATE ROUTINE",
+        "CREATE TABLESPACE",
+        "CREATE TEMPORARY TABLES",
+        "CREATE USER",
+        "CREATE VIEW",
+        "DELETE",
+        "DELETE HISTORY",
+        "DROP",
+        "EVENT",
+        "EXECUTE",
+        "FEDERATED ADMIN",
+        "FILE",
+        "INDEX",
+        "INSERT",
+        "LOCK TABLES",
+        "PROCESS",
+        "READ_ONLY ADMIN",
+        "REFERENCES",
+        "RELOAD",
+        "REPLICATION MASTER ADMIN",
+        "REPLICATION SLAVE",
+        "REPLICATION SLAVE ADMIN",
+        "SELECT",
+        "SET USER",
+        "SHOW DATABASES",
+        "SHOW VIEW",
+        "SHUTDOWN",
+        "SLAVE MONITOR",
+        "SUPER",
+        "TRIGGER",
+        "UPDATE",
+        "USAGE",
+    }
+)
+PRIVILEGE_ALIASES = {
+    "ALL": "ALL PRIVILEGES",
+    "REPLICATION CLIENT": "BINLOG MONITOR",
+    "REPLICA MONITOR": "SLAVE MONITOR",
+    "REPLICATION REPLICA": "REPLICATION SLAVE",
+    "REPLICATION REPLICA ADMIN": "REPLICATION SLAVE ADMIN",
+    "READ ONLY ADMIN": "READ_ONLY ADMIN",
+}
+
+# SHOW GLOBAL VARIABLES / STATUS read by status(), and how their values are typed
+_BOOL_VARIABLES = (
+    "read_only",
+    "log_bin",
+    "log_slave_updates",
+    "gtid_strict_mode",
+    "rpl_semi_sync_master_enabled",
+    "rpl_semi_sync_slave_enabled",
+)
+_INT_VARIABLES = ("server_id", "gtid_domain_id")
+_TEXT_VARIABLES = (
+    "gtid_current_pos",
+    "gtid_slave_pos",
+    "gtid_binlog_pos",
+    "binlog_format",
+    "rpl_semi_sync_master_wait_point",
+)
+_STATUS_VARIABLES = {
+    "Rpl_semi_sync_master_clients": int,
+    "Rpl_semi_sync_master_status": "bool",
+    "Rpl_semi_sync_slave_status": "bool",
+}
+# SHOW SLAVE STATUS columns status() always carries (None when no source is configured)
+_REPLICA_COLUMNS = (
+    "Slave_IO_Running",
+    "Slave_SQL_Running",
+    "Slave_IO_State",
+    "Slave_SQL_Running_State",
+    "Last_IO_Errno",
+    "Last_IO_Error",
+    "Last_SQL_Errno",
+    "Last_SQL_Error",
+    "Seconds_Behind_Master",
+    "Master_Host",
+    "Master_Port",
+    "Master_User",
+    "Master_Server_Id",
+    "Master_SSL_Allowed",
+    "Master_SSL_CA_File",
+    "Master_SSL_Cert",
+    "Master_SSL_Key",
+    "Master_SSL_Verify_Server_Cert",
+    "Using_Gtid",
+    "Gtid_IO_Pos",
+)
+# threads kill_client_connections() never kills
+_REPLICATION_COMMANDS = frozenset({"Binlog Dump", "Binlog Dump GTID", "Slave_IO", "Slave_SQL", "Slave_worker"})
+_SYSTEM_USERS = frozenset({"system user", "event_scheduler"})
+
+
+def __virtual__():
+    if not HAS_PYMYSQL:
+        return (False, "mariadb_replication: PyMySQL is not installed")
+    return __virtualname__
+
+
+class MariaDBError(CommandExecutionError):
+    """A failure reported by the server (or the connection to it): ``errno`` and ``server_message``."""
+
+    def __init__(self, message, errno=None, server_message=None):
+        super().__init__(message)
+        self.errno = errno
+        self.server_message = server_message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pure helpers: GTID positions, SQL text, grants, status rows (covered by tests/unit)
+
+
+def _parse_gtid(position):
+    """
+    A GTID position (``"0-1-100,1-2-7"``) as ``{domain_id: (server_id, seq_no)}``. Empty or None is the
+    empty position; anything else malformed raises SaltInvocationError.
+    """
+    if position is None:
+        return {}
+    if not isinstance(position, str):
+        raise SaltInvocationError(f"a GTID position is a string like '0-1-100', not {position!r}")
+    parsed = {}
+    text = position.strip()
+    if not text:
+        return parsed
+    for item in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)-(\d+)-(\d+)\s*", item)
+        if not match:
+            raise SaltInvocationError(f"malformed GTID {item.strip()!r} in position {position!r}")
+        domain, server, seq = (int(part) for part in match.groups())
+        if domain >= 2**32 or server >= 2**32 or seq >= 2**64:
+            raise SaltInvocationError(f"GTID {item.strip()!r} is out of range in position {position!r}")
+        if domain in parsed:
+            raise SaltInvocationError(f"domain {domain} appears twice in GTID position {position!r}")
+        parsed[domain] = (server, seq)
+    return parsed
+
+
+def _gtid_order(a, b):
+    """
+    Compare two GTID positions domain by domain (sequence numbers; server ids do not order GTIDs):
+    ``"equal"``, ``"ahead"`` (a has everything b has and more), ``"behind"``, or ``"diverged"``.
+    """
+    left, right = _parse_gtid(a), _parse_gtid(b)
+    ahead = behind = False
+    for domain in set(left) | set(right):
+        seq_a = left[domain][1] if domain in left else -1
+        seq_b = right[domain][1] if domain in right else -1
+        ahead = ahead or seq_a > seq_b
+        behind = behind or seq_a < seq_b
+    if ahead and behind:
+        return "diverged"
+    return "ahead" if ahead else "behind" if behind else "equal"
+
+
+def _literal(value):
+    """An SQL literal of a Python value, escaped as PyMySQL does (the server's NO_BACKSLASH_ESCAPES off)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + escape_string(value) + "'"
+    raise SaltInvocationError(f"cannot use {value!r} as an SQL value")
+
+
+def _quote_identifier(name):
+    """A database (or table) name quoted with backticks."""
+    if not isinstance(name, str) or not name or "\0" in name or len(name) > 64 or name != name.rstrip():
+        raise SaltInvocationError(f"invalid database name {name!r}")
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _account(user, host, literal=_literal):
+    """``'user'@'host'``, both quoted."""
+    if not isinstance(user, str) or not user or len(user) > 128:
+        raise SaltInvocationError(f"invalid user name {user!r}")
+    if not isinstance(host, str) or not host or len(host) > 255:
+        raise SaltInvocationError(f"invalid host {host!r} for user {user!r}")
+    return f"{literal(user)}@{literal(host)}"
+
+
+def _normalize_require(require):
+    """
+    The TLS requirement of an account: None, "SSL", "X509" or a dict of ``issuer``/``subject``/``cipher``.
+    Accepts those, "NONE", and the SQL form ``"SUBJECT '/CN=x' AND ISSUER '/CN=ca'"``.
+    """
+    if require is None or (isinstance(require, str) and require.strip().upper() in ("", "NONE")):
+        return None
+    if isinstance(require, dict):
+        unknown = set(require) - {"issuer", "subject", "cipher"}
+        if unknown or not require:
+            raise SaltInvocationError(f"require takes issuer, subject and cipher, not {sorted(unknown) or require}")
+        for key, value in require.items():
+            if not isinstance(value, str) or not value:
+                raise SaltInvocationError(f"require {key} must be a non-empty string")
+        return dict(require)
+    if not isinstance(require, str):
+        raise SaltInvocationError(f"invalid require {require!r}")
+    text = require.strip()
+    if text.upper() in ("SSL", "X509"):
+        return text.upper()
+    clauses = {}
+    pattern = re.compile(r"\s*(ISSUER|SUBJECT|CIPHER)\s+'((?:[^'\\]|\\.|'')*)'\s*(AND\s+|$)", re.IGNORECASE)
+    pos = 0
+    while pos < len(text):
+        match = pattern.match(text, pos)
+        if not match or (not match.group(3) and match.end() != len(text)):
+            raise SaltInvocationError(
+                f"invalid require {require!r}: use SSL, X509, NONE, or ISSUER/SUBJECT/CIPHER '...' joined by AND"
+            )
+        value = re.sub(r"\\(.)", r"\1", match.group(2)).replace("''", "'")
+        clauses[match.group(1).lower()] = value
+        pos = match.end()
+        if not match.group(3).strip():
+            break
+    if not clauses:
+        raise SaltInvocationError(f"invalid require {require!r}")
+    return clauses
+
+
+def _require_clause(require, literal=_literal):
+    """The ``REQUIRE ...`` clause of CREATE/ALTER USER for a normalized requirement."""
+    if require is None:
+        return "REQUIRE NONE"
+    if isinstance(require, str):
+        return f"REQUIRE {require}"
+    order = ("issuer", "subject", "cipher")
+    return "REQUIRE " + " AND ".join(f"{key.upper()} {literal(require[key])}" for key in order if key in require)
+
+
+def _require_from_row(row):
+    """The normalized requirement of a mysql.user row (ssl_type, x509_issuer, x509_subject, ssl_cipher)."""
+    ssl_type = (row.get("ssl_type") or "").upper()
+    if ssl_type == "ANY":
+        return "SSL"
+    if ssl_type == "X509":
+        return "X509"
+    if ssl_type == "SPECIFIED":
+        found = {}
+        for key, column in (("issuer", "x509_issuer"), ("subject", "x509_subject"), ("cipher", "ssl_cipher")):
+            value = row.get(column) or b""
+            value = value.decode() if isinstance(value, bytes) else value
+            if value:
+                found[key] = value
+        return found
+    return None
+
+
+def _normalize_privileges(privileges):
+    """A set of canonical privilege names from a list or a comma-separated string."""
+    if isinstance(privileges, str):
+        privileges = privileges.split(",")
+    if not isinstance(privileges, list | tuple | set) or not privileges:
+        raise SaltInvocationError(f"privileges must be a non-empty list, not {privileges!r}")
+    result = set()
+    for privilege in privileges:
+        if not isinstance(privilege, str):
+            raise SaltInvocationError(f"invalid privilege {privilege!r}")
+        name = " ".join(privilege.upper().split())
+        name = PRIVILEGE_ALIASES.get(name, name)
+        if name not in PRIVILEGES:
+            raise SaltInvocationError(f"unknown privilege {privilege!r}")
+        result.add(name)
+    return result
+
+
+def _split_privileges(text):
+    """Split ``SELECT (a, b), INSERT`` at the commas outside parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+_GRANT_RE = re.compile(
+    r"^GRANT (?P<privs>.+?) ON (?:(?:PROCEDURE|FUNCTION|PACKAGE BODY|PACKAGE) )?"
+    r"(?P<on>(?:\*|`(?:[^`]|``)*`)\.(?:\*|`(?:[^`]|``)*`)) TO "
+)
+
+
+def _parse_grants(lines):
+    """
+    SHOW GRANTS lines as ``{"*.*": {"REPLICATION SLAVE"}, "`app`.*": {"SELECT", ...}}``; PROXY and role grants
+    are left out, column privileges keep their column list (``"SELECT (`c`)"``).
+    """
+    grants = {}
+    for line in lines:
+        match = _GRANT_RE.match(line)
+        if not match or match.group("privs") == "PROXY":
+            continue
+        privs = {" ".join(priv.split()) for priv in _split_privileges(match.group("privs"))} - {"USAGE"}
+        grants.setdefault(match.group("on"), set()).update(privs)
+    return grants
+
+
+def _grant_target(database):
+    """The ``ON`` part of a grant: ``*.*`` for database ``*``, otherwise ```db`.*``."""
+    return "*.*" if database == "*" else f"{_quote_identifier(database)}.*"
+
+
+def _missing_privileges(wanted, held):
+    """The wanted privileges the held set does not cover (ALL PRIVILEGES covers every one)."""
+    if "ALL PRIVILEGES" in held:
+        return set()
+    return set(wanted) - set(held) - {"USAGE"}
+
+
+def _validate_port(port, what="port"):
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"{what} must be a number, not {port!r}")
+    if isinstance(port, bool) or not 0 < number < 65536:
+        raise SaltInvocationError(f"{what} must be within 1-65535, not {port!r}")
+    return number
+
+
+def _replica_spec(
+    master_host,
+    master_user,
+    master_password,
+    master_port=3306,
+    ssl_ca=None,
+    ssl_cert=None,
+    ssl_key=None,
+    ssl_verify=True,
+    use_gtid="slave_pos",
+    connect_retry=10,
+):
+    """The validated settings of configure_replica() (TLS is mandatory)."""
+    for name, value in (("master_host", master_host), ("master_user", master_user)):
+        if not isinstance(value, str) or not value.strip():
+            raise SaltInvocationError(f"{name} must be a non-empty string")
+    if not isinstance(master_password, str) or not master_password:
+        raise SaltInvocationError("master_password must be a non-empty string")
+    if not ssl_ca:
+        raise SaltInvocationError("ssl_ca is required: replication always runs over TLS with a verified source")
+    if bool(ssl_cert) != bool(ssl_key):
+        raise SaltInvocationError("give both ssl_cert and ssl_key, or neither")
+    use_gtid = str(use_gtid).lower()
+    if use_gtid not in GTID_MODES:
+        raise SaltInvocationError(f"use_gtid must be one of {', '.join(GTID_MODES)}, not {use_gtid!r}")
+    try:
+        connect_retry = int(connect_retry)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"connect_retry must be a number of seconds, not {connect_retry!r}")
+    if connect_retry < 1:
+        raise SaltInvocationError("connect_retry must be at least 1 second")
+    return {
+        "master_host": master_host.strip(),
+        "master_port": _validate_port(master_port, "master_port"),
+        "master_user": master_user,
+        "master_password": master_password,
+        "ssl_ca": ssl_ca,
+        "ssl_cert": ssl_cert or None,
+        "ssl_key": ssl_key or None,
+        "ssl_verify": bool(ssl_verify),
+        "use_gtid": use_gtid,
+        "connect_retry": connect_retry,
+    }
+
+
+def _change_master_sql(spec, literal=_literal):
+    """The CHANGE MASTER TO statement for validated settings; every value quoted by ``literal``."""
+    return (
+        "CHANGE MASTER TO "
+        f"MASTER_HOST={literal(spec['master_host'])}, "
+        f"MASTER_PORT={int(spec['master_port'])}, "
+        f"MASTER_USER={literal(spec['master_user'])}, "
+        f"MASTER_PASSWORD={literal(spec['master_password'])}, "
+        f"MASTER_CONNECT_RETRY={int(spec['connect_retry'])}, "
+        "MASTER_SSL=1, "
+        f"MASTER_SSL_CA={literal(spec['ssl_ca'])}, "
+        f"MASTER_SSL_CERT={literal(spec['ssl_cert'] or '')}, "
+        f"MASTER_SSL_KEY={literal(spec['ssl_key'] or '')}, "
+        f"MASTER_SSL_VERIFY_SERVER_CERT={1 if spec['ssl_verify'] else 0}, "
+        f"MASTER_USE_GTID={spec['use_gtid']}"
+    )
+
+
+def _default_connection(rows):
+    """The row of the default (unnamed) replication connection in SHOW ALL SLAVES STATUS, or None."""
+    for row in rows:
+        if row.get("Connection_name", "") == "":
+            return row
+    return None
+
+
+def _replica_configured(row):
+    return bool(row and row.get("Master_Host"))
+
+
+def _on(value):
+    return str(value).upper() in ("ON", "1", "YES", "TRUE")
+
+
+def _merge_status(replica_rows, variables, status_variables, binlog_dump_threads):
+    """
+    One dict from SHOW ALL SLAVES STATUS rows, SHOW GLOBAL VARIABLES and SHOW GLOBAL STATUS rows (each
+    ``{"Variable_name", "Value"}``) and the number of binlog dump threads. Keys keep MariaDB's names.
+    """
+    values = {row["Variable_name"].lower(): row["Value"] for row in variables}
+    merged = {}
+    for name in _BOOL_VARIABLES:
+        merged[name] = _on(values[name]) if name in values else None
+    for name in _INT_VARIABLES:
+        merged[name] = int(values[name]) if values.get(name) not in (None, "") else None
+    for name in _TEXT_VARIABLES:
+        merged[name] = values.get(name)
+    found = {row["Variable_name"].lower(): row["Value"] for row in status_variables}
+    for name, kind in _STATUS_VARIABLES.items():
+        value = found.get(name.lower())
+        merged[name] = None if value is None else _on(value) if kind == "bool" else kind(value)
+
+    row = _default_connection(replica_rows)
+    for column in _REPLICA_COLUMNS:
+        merged[column] = None
+    if row:
+        merged.update(row)
+    merged["replica_configured"] = _replica_configured(row)
+    merged["replica_connections"] = sorted(r.get("Connection_name", "") for r in replica_rows)
+    merged["binlog_dump_threads"] = int(binlog_dump_threads)
+    if merged["replica_configured"]:
+        merged["role"] = "replica"
+    elif merged["read_only"]:
+        merged["role"] = "standalone"
+    else:
+        merged["role"] = "primary"
+    return merged
+
+
+def _replica_settings_from_row(row):
+    """configure_replica()'s arguments as SHOW SLAVE STATUS shows them (the password is never shown)."""
+    if not _replica_configured(row):
+        return None
+    return {
+        "master_host": row["Master_Host"],
+        "master_port": int(row["Master_Port"]),
+        "master_user": row["Master_User"],
+        "ssl": row.get("Master_SSL_Allowed") == "Yes",
+        "ssl_ca": row.get("Master_SSL_CA_File") or None,
+        "ssl_cert": row.get("Master_SSL_Cert") or None,
+        "ssl_key": row.get("Master_SSL_Key") or None,
+        "ssl_verify": row.get("Master_SSL_Verify_Server_Cert") == "Yes",
+        "use_gtid": (row.get("Using_Gtid") or "No").lower(),
+        "connect_retry": int(row.get("Connect_Retry") or 0),
+    }
+
+
+def _lag_from_row(row):
+    configured = _replica_configured(row)
+    io_running = bool(configured and row.get("Slave_IO_Running") == "Yes")
+    sql_running = bool(configured and row.get("Slave_SQL_Running") == "Yes")
+    return {
+        "configured": configured,
+        "io_running": io_running,
+        "sql_running": sql_running,
+        "replicating": io_running and sql_running,
+        "seconds_behind_master": row.get("Seconds_Behind_Master") if configured else None,
+        "last_io_error": (row.get("Last_IO_Error") or None) if configured else None,
+        "last_sql_error": (row.get("Last_SQL_Error") or None) if configured else None,
+    }
+
+
+def _option_value(value):
+    """A value for a my.cnf-style option file, double-quoted and escaped."""
+    text = str(value)
+    if "\n" in text or "\r" in text or "\0" in text:
+        raise SaltInvocationError("option values cannot contain newlines")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _option_file(sections):
+    """An option file: ``{"client": {"user": "root", ...}}``; None values are left out."""
+    lines = []
+    for group, options in sections.items():
+        lines.append(f"[{group}]")
+        for key, value in options.items():
+            if value is None:
+                continue
+            lines.append(key if value is True else f"{key}={_option_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _binlog_gtid(text):
+    """The GTID position from a mariabackup binlog info file (``file<TAB>pos<TAB>gtid``)."""
+    fields = text.strip().split("\t")
+    if len(fields) < 2:
+        raise CommandExecutionError(f"unexpected content of the backup's binlog info: {text.strip()!r}")
+    gtid = fields[2].strip() if len(fields) > 2 else ""
+    _parse_gtid(gtid)
+    return gtid
+
+
+def _connection_settings(args, lookup):
+    """
+    The PyMySQL connect() keywords for ``connection_*`` arguments (without the prefix) and a config
+    ``lookup(name)``; see the module documentation for the rules.
+    """
+
+    def given(name):
+        value = args.get(name)
+        return None if value in (None, "") else value
+
+    def configured(name):
+        value = lookup(name)
+        return None if value in (None, "") else value
+
+    if given("unix_socket") or given("host"):
+        sock, host = given("unix_socket"), given("host")
+    else:
+        sock, host = configured("unix_socket"), configured("host")
+        if not sock and not host:
+            sock = DEFAULT_SOCKET
+
+    def pick(name, default=None):
+        value = given(name)
+        if value is None:
+            value = configured(name)
+        return default if value is None else value
+
+    settings = {
+        "user": pick("user", "root"),
+        "connect_timeout": int(pick("connect_timeout", 10)),
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "cursorclass": pymysql.cursors.DictCursor,
+    }
+    password = pick("password")
+    if password is not None:
+        # UTF-8 bytes, as the mariadb client sends them (PyMySQL would encode a str as latin1)
+        settings["password"] = str(password).encode("utf-8")
+    if sock:
+        settings["unix_socket"] = str(sock)
+        settings["ssl_disabled"] = True
+        return settings, f"socket {sock}"
+    settings["host"] = str(host)
+    settings["port"] = _validate_port(pick("port", 3306), "connection_port")
+    # PyMySQL's individual ssl_* keywords (its ``ssl`` dict is dropped when ssl_verify_* are given)
+    for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+        if pick(name):
+            settings[name] = str(pick(name))
+    if "ssl_ca" in settings:
+        settings["ssl_verify_cert"] = True
+        settings["ssl_verify_identity"] = True
+    return settings, f"{host}:{settings['port']}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the connection
+
+
+def _connection_args(kwargs):
+    """The ``connection_*`` keywords (prefix removed); Salt's ``__pub_*`` keywords are ignored."""
+    args = {}
+    for key, value in kwargs.items():
+        if key.startswith("__"):
+            continue
+        name = key[len("connection_") :] if key.startswith("connection_") else None
+        if name not in _CONNECTION_KEYS:
+            raise SaltInvocationError(f"unexpected keyword argument {key!r}")
+        args[name] = value
+    return args
+
+
+def _lookup(name):
+    return __salt__["config.option"](f"mariadb.{name}", None)
+
+
+def _server_error(err, doing=None):
+    if len(err.args) >= 2 and isinstance(err.args[0], int):
+        code, message = err.args[0], str(err.args[1])
+    else:
+        code, message = None, str(err) or type(err).__name__
+    prefix = f"{doing}: " if doing else ""
+    return MariaDBError(f"{prefix}MariaDB error {code}: {message}", errno=code, server_message=message)
+
+
+@contextlib.contextmanager
+def _connect(**kwargs):
+    """Connect with the ``connection_*`` keywords; MariaDB errors inside become CommandExecutionError."""
+    settings, where = _connection_settings(_connection_args(kwargs), _lookup)
+    try:
+        conn = pymysql.connect(**settings)
+    except pymysql.MySQLError as err:
+        raise _server_error(err, f"cannot connect to MariaDB ({where})") from err
+    except (OSError, ValueError) as err:
+        raise MariaDBError(f"cannot connect to MariaDB ({where}): {err}") from err
+    try:
+        yield conn
+    except pymysql.MySQLError as err:
+        raise _server_error(err) from err
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _query(conn, sql, args=None, doing=None):
+    """Run one statement; the rows as dicts. ``doing`` names it in errors (never put secrets there)."""
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+    except pymysql.MySQLError as err:
+        raise _server_error(err, doing or sql.split(" ", 2)[0]) from err
+
+
+def _replica_rows(conn):
+    return _query(conn, "SHOW ALL SLAVES STATUS", doing="SHOW ALL SLAVES STATUS")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# replication state
+
+
+def status(**connection_args):
+    """
+    The replication state of the server in one dict: the default connection's ``SHOW ALL SLAVES STATUS``
+    columns (``Slave_IO_Running``, ``Slave_SQL_Running``, ``Last_IO_Error``, ``Last_SQL_Error``,
+    ``Seconds_Behind_Master``, ``Master_Host``, ``Master_Port``, ``Master_SSL_*``, ``Using_Gtid``, ...; None
+    when no source is configured), the variables ``server_id``, ``read_only``, ``log_bin``,
+    ``log_slave_updates``, ``gtid_strict_mode``, ``gtid_domain_id``, ``gtid_current_pos``, ``gtid_slave_pos``,
+    ``gtid_binlog_pos``, ``binlog_format``, the semi-sync settings and status (``rpl_semi_sync_master_enabled``,
+    ``rpl_semi_sync_slave_enabled``, ``rpl_semi_sync_master_wait_point``, ``Rpl_semi_sync_master_clients``,
+    ``Rpl_semi_sync_master_status``, ``Rpl_semi_sync_slave_status``), and:
+
+    role
+        ``replica`` (a source is configured), ``primary`` (none, and read_only is off) or ``standalone``
+        (none, read_only on).
+    replica_configured
+        Whether the default connection has a source.
+    replica_connections
+        The names of all replication connections (``""`` is the default one).
+    binlog_dump_threads
+        How many replicas are reading this server's binary log right now.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mariadb_replication.status
+    """
+    names = _BOOL_VARIABLES + _INT_VARIABLES + _TEXT_VARIABLES
+    placeholders = ", ".join(["%s"] * len(names))
+    with _connect(**connection_args) as conn:
+        rows = _replica_rows(conn)
+        variables = _query(
+            conn, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", names, "SHOW GLOBAL VARIABLES"
+        )
+        status_names = tuple(_STATUS_VARIABLES)
+        status_rows = _query(
+            conn,
+            f"SHOW GLOBAL STATUS WHERE Variable_name IN ({', '.join(['%s'] * len(status_names))})",
+            status_names,
+            "SHOW GLOBAL STATUS",
+        )
+        dumps = _query(
+            conn,
+            "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%%'",
+            (),
+            "counting binlog dump threads",
+        )[0]["n"]
+    return _merge_status(rows, variables, status_rows, dumps)
+
+
+def replica_settings(**connection_args):
+    """
+    The source this server replicates from, as ``configure_replica`` arguments (to compare with a desired
+    configuration), or None when none is configured: ``master_host``, ``master_port``, ``master_user``,
+    ``ssl`` (MASTER_SSL), ``ssl_ca``, ``ssl_cert``, ``ssl_key``, ``ssl_verify``
+    (MASTER_SSL_VERIFY_SERVER_CERT), ``use_gtid`` (``slave_pos``, ``current_pos`` or ``no``) and
+    ``connect_retry``. MariaDB never shows the password, so a changed password cannot be detected.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mariadb_replication.replica_settings
+    """
+    with _connect(**connection_args) as conn:
+        return _replica_settings_from_row(_default_connection(_replica_rows(conn)))
+
+
+def lag(**connection_args):
+    """
+    How far behind its source this replica is: ``seconds_behind_master`` (None when not replicating),
+    ``io_running``, ``sql_running``, ``replicating`` (both), ``configured``, ``last_io_error`` and
+    ``last_sql_error``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mariadb_replication.lag
+    """
+    with _connect(**connection_args) as conn:
+        return _lag_from_row(_default_connection(_replica_rows(conn)) or {})
+
+
+def gtid_compare(a, b):
+    """
+    Whether GTID position ``a`` is at least ``b``: for every replication domain of ``b``, ``a`` has reached
+    its sequence number. Server ids do not order GTIDs (with ``gtid_strict_mode`` sequence numbers grow within
+    a domain). An empty position is behind everything but another empty one. Pure: no server involved.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mariadb_replication.gtid_compare 0-1-120,1-3-7 0-1-100
+    """
+    return _gtid_order(a, b) in ("equal", "ahead")
+
+
+def gtid_most_advanced(positions):
+    """
+    The names whose GTID position is at least every other position (several when they are equal; an empty
+    list when positions diverged and none is ahead of all). ``positions`` maps names (minions) to positions.
+    Used to choose the replica to promote in a failover. Pure: no server involved.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call mariadb_replication.gtid_most_advanced '{"db2": "0-1-100", "db3": "0-1-98"}'
+    """
+    if not isinstance(positions, dict) or not positions:
+        raise SaltInvocationError("positions must be a non-empty mapping of name to GTID position")
+    return sorted(
+        name
+        for name, position in positions.items()
+        if all(gtid_compare(position, other) for other in positions.values())
+    )
+
+
+def wait_for_gtid(gtid_pos, timeout=60, **connection_args):
+    """
+    Wait until this replica has applied GTID position ``gtid_pos`` (``MASTER_GTID_WAIT``, which follows
+    ``gtid_slave_pos``: use it on replicas). Returns True; raises CommandExecutionError on timeout.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.wait_for_gtid 0-1-1234 timeout=30
+
+    gtid_pos
+        The position to reach, usually the primary's ``gtid_binlog_pos``.
+
+    timeout
+        Seconds to wait. Defaults to ``60``.
+    """
+    _parse_gtid(gtid_pos)
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"timeout must be a number of seconds, not {timeout!r}")
+    if timeout < 0:
+        raise SaltInvocationError("timeout cannot be negative")
+    with _connect(**connection_args) as conn:
+        result = _query(conn, "SELECT MASTER_GTID_WAIT(%s, %s) AS r", (gtid_pos, timeout), "MASTER_GTID_WAIT")[0]["r"]
+        if result == 0:
+            return True
+        now = _query(conn, "SELECT @@gtid_slave_pos AS p", (), "reading gtid_slave_pos")[0]["p"]
+    if result == -1:
+        raise CommandExecutionError(
+            f"timed out after {timeout:g}s waiting for GTID position {gtid_pos} (gtid_slave_pos is {now!r})"
+        )
+    raise CommandExecutionError(f"MASTER_GTID_WAIT({gtid_pos!r}) returned {result!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# replication control
+
+
+def configure_replica(
+    master_host,
+    master_user,
+    master_password,
+    master_port=3306,
+    ssl_ca=None,
+    ssl_cert=None,
+    ssl_key=None,
+    ssl_verify=True,
+    use_gtid="slave_pos",
+    connect_retry=10,
+    start=True,
+    **connection_args,
+):
+    """
+    Point this server at a source: ``STOP SLAVE``, ``CHANGE MASTER TO`` (TLS always on, the source's
+    certificate verified against ``ssl_ca`` and, with ``ssl_verify``, its name against ``master_host``; GTID
+    positioning), then ``START SLAVE``. Returns the new ``replica_settings``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.configure_replica db1.example repl 's3cret' \\
+            ssl_ca=/etc/mysql/tls/ca.pem ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key
+
+    master_host / master_port
+        The source's address (must match a name or IP address of its certificate) and port (``3306``).
+
+    master_user / master_password
+        The replication account on the source (see ``replication_user_present``).
+
+    ssl_ca
+        The CA file that signed the source's certificate. Required: replication never runs in clear text.
+
+    ssl_cert / ssl_key
+        This replica's client certificate and key, for accounts that ``REQUIRE X509`` (or SUBJECT/ISSUER).
+
+    ssl_verify
+        MASTER_SSL_VERIFY_SERVER_CERT: also check the certificate's name. Defaults to ``True``.
+
+    use_gtid
+        ``slave_pos`` (default) or ``current_pos`` (an old primary rejoining as a replica).
+
+    connect_retry
+        Seconds between connection attempts. Defaults to ``10``.
+
+    start
+        Start the replica threads afterwards. Defaults to ``True``.
+
+    Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
+    """
+    spec = _replica_spec(
+        master_host,
+        master_user,
+        master_password,
+        master_port,
+        ssl_ca,
+        ssl_cert,
+        ssl_key,
+        ssl_verify,
+        use_gtid,
+        connect_retry,
+    )
+    settings, _ = _connection_settings(_connection_args(connection_args), _lookup)
+    if "unix_socket" in settings:
+        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+            if spec[name] and not os.path.isfile(spec[name]):
+                raise SaltInvocationError(f"{name} {spec[name]} does not exist")
+    with _connect(**connection_args) as conn:
+        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        _query(conn, _change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
+        if start:
+            _query(conn, "START SLAVE", doing="START SLAVE")
+        return _replica_settings_from_row(_default_connection(_replica_rows(conn)))
+
+
+def start_replica(timeout=0, **connection_args):
+    """
+    ``START SLAVE``. With ``timeout``, wait that many seconds for both replica threads to run and raise
+    with the IO/SQL error if they do not. Returns ``lag()``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.start_replica timeout=30
+    """
+    deadline = time.monotonic() + float(timeout or 0)
+    with _connect(**connection_args) as conn:
+        if not _replica_configured(_default_connection(_replica_rows(conn))):
+            raise CommandExecutionError("no source is configured: use configure_replica first")
+        _query(conn, "START SLAVE", doing="START SLAVE")
+        while True:
+            state = _lag_from_row(_default_connection(_replica_rows(conn)) or {})
+            if state["replicating"] or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    if timeout and not state["replicating"]:
+        raise CommandExecutionError(
+            f"the replica threads are not running after {timeout}s: "
+            f"IO error: {state['last_io_error'] or 'none'}; SQL error: {state['last_sql_error'] or 'none'}"
+        )
+    return state
+
+
+def stop_replica(**connection_args):
+    """
+    ``STOP SLAVE`` (both threads of the default connection). Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.stop_replica
+    """
+    with _connect(**connection_args) as conn:
+        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+    return True
+
+
+def reset_replica(all=True, **connection_args):
+    """
+    Stop the replica and forget its source: ``RESET SLAVE ALL`` (or ``RESET SLAVE`` with ``all=False``,
+    which keeps the connection settings but drops relay logs). ``gtid_slave_pos`` is kept. Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.reset_replica
+    """
+    with _connect(**connection_args) as conn:
+        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        _query(conn, "RESET SLAVE ALL" if all else "RESET SLAVE", doing="RESET SLAVE")
+    return True
+
+
+def set_read_only(enabled=True, **connection_args):
+    """
+    Switch ``read_only``. MariaDB 10.11 has no ``super_read_only``: ``read_only`` refuses writes from every
+    account without ``READ_ONLY ADMIN`` (not implied by ``SUPER`` since 10.11), and never stops the replica
+    SQL thread. Setting it waits for running write transactions (up to ``lock_wait_timeout``). Returns
+    ``{"read_only": <new value>, "changed": <bool>}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.set_read_only
+        salt db2 mariadb_replication.set_read_only enabled=False
+    """
+    if not isinstance(enabled, bool):
+        raise SaltInvocationError(f"enabled must be True or False, not {enabled!r}")
+    with _connect(**connection_args) as conn:
+        before = bool(_query(conn, "SELECT @@GLOBAL.read_only AS v", (), "reading read_only")[0]["v"])
+        if before != enabled:
+            _query(conn, f"SET GLOBAL read_only = {1 if enabled else 0}", doing="SET GLOBAL read_only")
+    return {"read_only": enabled, "changed": before != enabled}
+
+
+def kill_client_connections(exclude_users=None, **connection_args):
+    """
+    Kill every client connection except replication threads (binlog dump threads of replicas, this server's
+    own replica threads), system threads, this module's connection and the users in ``exclude_users``. For a
+    switchover, after ``set_read_only``. Returns the killed connections (id, user, host, db, command).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.kill_client_connections exclude_users='[monitor]'
+    """
+    if exclude_users is None:
+        exclude_users = []
+    if isinstance(exclude_users, str):
+        exclude_users = [exclude_users]
+    if not isinstance(exclude_users, list | tuple | set):
+        raise SaltInvocationError("exclude_users must be a list of user names")
+    killed = []
+    with _connect(**connection_args) as conn:
+        rows = _query(
+            conn,
+            "SELECT ID, USER, HOST, DB, COMMAND, CONNECTION_ID() AS me FROM information_schema.PROCESSLIST",
+            (),
+            "reading the process list",
+        )
+        for row in rows:
+            if (
+                row["ID"] == row["me"]
+                or row["COMMAND"] in _REPLICATION_COMMANDS
+                or row["COMMAND"] == "Daemon"
+                or row["USER"] in _SYSTEM_USERS
+                or row["USER"] in exclude_users
+            ):
+                continue
+            try:
+                _query(conn, f"KILL CONNECTION {int(row['ID'])}", doing=f"KILL CONNECTION {row['ID']}")
+            except MariaDBError as err:
+                if err.errno == 1094:  # unknown thread id: it has gone already
+                    continue
+                raise
+            killed.append(
+                {"id": row["ID"], "user": row["USER"], "host": row["HOST"], "db": row["DB"], "command": row["COMMAND"]}
+            )
+    return killed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# accounts, databases, grants
+
+
+def _user_row(conn, user, host):
+    rows = _query(
+        conn,
+        "SELECT ssl_type, ssl_cipher, x509_issuer, x509_subject, plugin, authentication_string"
+        " FROM mysql.user WHERE User = %s AND Host = %s",
+        (user, host),
+        f"reading account {user}@{host}",
+    )
+    return rows[0] if rows else None
+
+
+def _grants(conn, user, host):
+    rows = _query(conn, "SHOW GRANTS FOR %s@%s", (user, host), f"SHOW GRANTS FOR {user}@{host}")
+    return _parse_grants(next(iter(row.values())) for row in rows)
+
+
+def _password_matches(conn, row, password):
+    if row["plugin"] not in ("mysql_native_password", "") or not row["authentication_string"]:
+        return False
+    hashed = _query(conn, "SELECT PASSWORD(%s) AS h", (password,), "hashing the password")[0]["h"]
+    return hashed == row["authentication_string"]
+
+
+def user_info(user, host="%", password=None, **connection_args):
+    """
+    An account, or None when it does not exist: ``user``, ``host``, ``require`` (None, ``SSL``, ``X509`` or a
+    dict of ``issuer``/``subject``/``cipher``), ``plugin``, ``grants`` (``{"*.*": [privileges], "`db`.*":
+    [...]}``) and ``password_matches`` (whether ``password`` is the account's password; None when no
+    password is given).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.user_info app host=10.0.0.%
+    """
+    _account(user, host)
+    with _connect(**connection_args) as conn:
+        row = _user_row(conn, user, host)
+        if row is None:
+            return None
+        return {
+            "user": user,
+            "host": host,
+            "require": _require_from_row(row),
+            "plugin": row["plugin"],
+            "grants": {on: sorted(privs) for on, privs in _grants(conn, user, host).items()},
+            "password_matches": None if password is None else _password_matches(conn, row, password),
+        }
+
+
+def replication_user_info(user, host="%", password=None, **connection_args):
+    """
+    ``user_info`` of a replication account, plus ``replication`` (it holds REPLICATION SLAVE) and
+    ``tls_required`` (it must log in over TLS). None when the account does not exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.replication_user_info repl
+    """
+    info = user_info(user, host, password, **connection_args)
+    if info is None:
+        return None
+    held = set(info["grants"].get("*.*", []))
+    info["replication"] = "REPLICATION SLAVE" in held or "ALL PRIVILEGES" in held
+    info["tls_required"] = info["require"] is not None
+    return info
+
+
+def user_present(user, password, host="%", require=None, test=False, **connection_args):
+    """
+    Ensure an account exists with this password and TLS requirement (``require`` None means none: an
+    existing requirement is removed). Returns ``{"changed": bool, "changes": {...}}``; with ``test=True``
+    nothing is changed and the changes that would be made are returned. Passwords never appear in changes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.user_present app 's3cret' host=10.0.0.% require=SSL
+
+    require
+        None, ``SSL``, ``X509``, a dict of ``issuer``/``subject``/``cipher`` or the SQL form
+        ``"SUBJECT '/CN=app' AND ISSUER '/CN=CA'"``.
+    """
+    _account(user, host)
+    if not isinstance(password, str) or not password:
+        raise SaltInvocationError("password must be a non-empty string")
+    wanted = _normalize_require(require)
+    changes = {}
+    with _connect(**connection_args) as conn:
+        account_sql = _account(user, host, conn.literal)
+        row = _user_row(conn, user, host)
+        if row is None:
+            changes["created"] = f"{user}@{host}"
+            if wanted is not None:
+                changes["require"] = {"old": None, "new": wanted}
+            if not test:
+                _query(
+                    conn,
+                    f"CREATE USER {account_sql} IDENTIFIED BY {conn.literal(password)} "
+                    + _require_clause(wanted, conn.literal),
+                    doing=f"CREATE USER {user}@{host}",
+                )
+            return {"changed": True, "changes": changes}
+        if not _password_matches(conn, row, password):
+            changes["password"] = "changed"
+            if not test:
+                _query(
+                    conn,
+                    f"ALTER USER {account_sql} IDENTIFIED BY {conn.literal(password)}",
+                    doing=f"ALTER USER {user}@{host} IDENTIFIED BY",
+                )
+        current = _require_from_row(row)
+        if current != wanted:
+            changes["require"] = {"old": current, "new": wanted}
+            if not test:
+                _query(
+                    conn,
+                    f"ALTER USER {account_sql} {_require_clause(wanted, conn.literal)}",
+                    doing=f"ALTER USER {user}@{host} REQUIRE",
+                )
+    return {"changed": bool(changes), "changes": changes}
+
+
+def user_absent(user, host="%", test=False, **connection_args):
+    """
+    Ensure an account does not exist. Returns ``{"changed": bool, "changes": {...}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.user_absent olduser host=%
+    """
+    _account(user, host)
+    with _connect(**connection_args) as conn:
+        if _user_row(conn, user, host) is None:
+            return {"changed": False, "changes": {}}
+        if not test:
+            _query(conn, f"DROP USER {_account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
+    return {"changed": True, "changes": {"deleted": f"{user}@{host}"}}
+
+
+def grant_present(user, host, privileges, database, test=False, **connection_args):
+    """
+    Ensure an account holds these privileges on a database (``*`` for global privileges); privileges it
+    holds beyond them are left alone. Returns ``{"changed": bool, "changes": {"granted": [...]}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.grant_present app 10.0.0.% 'SELECT,INSERT,UPDATE,DELETE' app
+
+    privileges
+        A list or a comma-separated string; ``ALL`` means ``ALL PRIVILEGES``.
+
+    database
+        A database name, or ``*`` for ``*.*``. In GRANT, ``_`` and ``%`` in a database name are wildcards.
+    """
+    wanted = _normalize_privileges(privileges)
+    target = _grant_target(database)
+    _account(user, host)
+    with _connect(**connection_args) as conn:
+        if _user_row(conn, user, host) is None:
+            raise CommandExecutionError(f"account {user}@{host} does not exist")
+        missing = _missing_privileges(wanted, _grants(conn, user, host).get(target, set()))
+        if missing and not test:
+            _query(
+                conn,
+                f"GRANT {', '.join(sorted(missing))} ON {target} TO {_account(user, host, conn.literal)}",
+                doing=f"GRANT ON {target} TO {user}@{host}",
+            )
+    if not missing:
+        return {"changed": False, "changes": {}}
+    return {"changed": True, "changes": {"granted": sorted(missing), "on": target}}
+
+
+def replication_user_present(
+    user, password, host="%", require="SSL", privileges=("REPLICATION SLAVE",), test=False, **connection_args
+):
+    """
+    Ensure the account replicas log in with: it exists with this password, must use TLS (``require``:
+    ``SSL``, ``X509`` or ISSUER/SUBJECT conditions; an account without a TLS requirement is refused) and holds
+    ``REPLICATION SLAVE`` (all a replica needs in MariaDB 10.11; more via ``privileges``). Returns
+    ``{"changed": bool, "changes": {...}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.replication_user_present repl 's3cret' host=10.0.0.% require=X509
+    """
+    if _normalize_require(require) is None:
+        raise SaltInvocationError(
+            "a replication account must require TLS: require is SSL, X509 or ISSUER/SUBJECT conditions"
+        )
+    wanted = _normalize_privileges(list(privileges))
+    result = user_present(user, password, host, require, test=test, **connection_args)
+    if test and result["changes"].get("created"):
+        result["changes"]["granted"] = sorted(wanted)
+        result["changes"]["on"] = "*.*"
+        return result
+    granted = grant_present(user, host, sorted(wanted), "*", test=test, **connection_args)
+    result["changes"].update(granted["changes"])
+    result["changed"] = result["changed"] or granted["changed"]
+    return result
+
+
+def database_present(name, character_set="utf8mb4", collate=None, test=False, **connection_args):
+    """
+    Ensure a database exists with this default character set (and collation, when given). Returns
+    ``{"changed": bool, "changes": {...}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.database_present app
+    """
+    quoted = _quote_identifier(name)
+    for what, value in (("character_set", character_set), ("collate", collate)):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_]+", str(value)):
+            raise SaltInvocationError(f"invalid {what} {value!r}")
+    clause = f"CHARACTER SET {character_set}" + (f" COLLATE {collate}" if collate else "")
+    with _connect(**connection_args) as conn:
+        rows = _query(
+            conn,
+            "SELECT DEFAULT_CHARACTER_SET_NAME AS cs, DEFAULT_COLLATION_NAME AS co"
+            " FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+            (name,),
+            f"reading database {name}",
+        )
+        if not rows:
+            if not test:
+                _query(conn, f"CREATE DATABASE {quoted} {clause}", doing=f"CREATE DATABASE {name}")
+            return {"changed": True, "changes": {"created": name}}
+        current = rows[0]
+        changes = {}
+        if current["cs"].lower() != character_set.lower():
+            changes["character_set"] = {"old": current["cs"], "new": character_set}
+        if collate and current["co"].lower() != collate.lower():
+            changes["collate"] = {"old": current["co"], "new": collate}
+        if changes and not test:
+            _query(conn, f"ALTER DATABASE {quoted} {clause}", doing=f"ALTER DATABASE {name}")
+    return {"changed": bool(changes), "changes": changes}
+
+
+def database_absent(name, test=False, **connection_args):
+    """
+    Ensure a database does not exist (dropping it and its data). System databases are refused. Returns
+    ``{"changed": bool, "changes": {...}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.database_absent olddb
+    """
+    quoted = _quote_identifier(name)
+    if name.lower() in SYSTEM_DATABASES:
+        raise SaltInvocationError(f"refusing to drop the system database {name}")
+    with _connect(**connection_args) as conn:
+        exists = _query(
+            conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,), f"reading {name}"
+        )
+        if not exists:
+            return {"changed": False, "changes": {}}
+        if not test:
+            _query(conn, f"DROP DATABASE {quoted}", doing=f"DROP DATABASE {name}")
+    return {"changed": True, "changes": {"deleted": name}}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# provisioning a replica: mariabackup (local pipe or one TLS stream from the source) or mysqldump
+
+_FRAME = struct.Struct(">cI")
+
+
+def _client_options(settings):
+    """Option-file lines for a client connecting like the PyMySQL ``settings``."""
+    password = settings.get("password")
+    options = {"user": settings.get("user"), "password": password.decode("utf-8") if password else None}
+    if "unix_socket" in settings:
+        options["socket"] = settings["unix_socket"]
+    else:
+        options.update(host=settings["host"], port=settings["port"])
+        options.update({name.replace("_", "-"): settings.get(name) for name in ("ssl_ca", "ssl_cert", "ssl_key")})
+        if settings.get("ssl_verify_identity"):
+            options["ssl-verify-server-cert"] = True
+    return options
+
+
+def _write_private(directory, name, text):
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def _tail(path, size=2000):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _backup_command(defaults_file, workdir):
+    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
+    if not binary:
+        raise CommandExecutionError("mariabackup is not installed (Debian package mariadb-backup)")
+    return [binary, f"--defaults-file={defaults_file}", "--backup", "--stream=mbstream", f"--target-dir={workdir}"]
+
+
+def _extract_command(datadir):
+    binary = shutil.which("mbstream")
+    if not binary:
+        raise CommandExecutionError("mbstream is not installed (Debian package mariadb-backup)")
+    return [binary, "-x", "-C", datadir]
+
+
+def _check_datadir(datadir, overwrite_fresh):
+    """
+    Refuse a data directory holding data. Returns True when it holds a fresh installation that is to be
+    moved aside (only with ``overwrite_fresh``), False when it is absent or empty.
+    """
+    if not os.path.isdir(datadir) or not os.listdir(datadir):
+        return False
+    entries = os.listdir(datadir)
+    databases = [
+        entry
+        for entry in entries
+        if os.path.isdir(os.path.join(datadir, entry)) and not entry.startswith("#") and entry not in SYSTEM_DATABASES
+    ]
+    if databases:
+        raise CommandExecutionError(f"{datadir} holds databases {sorted(databases)}: refusing to provision over data")
+    if any(entry == "master.info" or entry.startswith("master-") for entry in entries):
+        raise CommandExecutionError(f"{datadir} belongs to a replica already (master.info): refusing")
+    if not overwrite_fresh:
+        raise CommandExecutionError(
+            f"{datadir} is not empty (a fresh installation?): pass overwrite_fresh=True to move it aside"
+        )
+    return True
+
+
+def _server_up(connection_args):
+    try:
+        with _connect(**connection_args) as conn:
+            _query(conn, "SELECT 1")
+        return True
+    except CommandExecutionError:
+        return False
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise CommandExecutionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _stop_server(service, connection_args, timeout):
+    """Stop the local server: through the service, or with SQL SHUTDOWN (then wait for its pid file to go)."""
+    if service:
+        if not __salt__["service.stop"](service):
+            raise CommandExecutionError(f"could not stop service {service}")
+        _wait(lambda: not _server_up(connection_args), timeout, f"service {service} to stop")
+        return
+    if not _server_up(connection_args):
+        return
+    with _connect(**connection_args) as conn:
+        row = _query(conn, "SELECT @@pid_file AS pid_file, @@datadir AS datadir", (), "reading pid_file")[0]
+        pid_file = os.path.join(row["datadir"], row["pid_file"])
+        with contextlib.suppress(pymysql.MySQLError, CommandExecutionError):
+            _query(conn, "SHUTDOWN", doing="SHUTDOWN")
+    _wait(lambda: not os.path.exists(pid_file) and not _server_up(connection_args), timeout, "the server to stop")
+
+
+def _start_server(service, start_command, connection_args, timeout):
+    """Start the local server through the service or ``start_command``; the started process id or None."""
+    pid = None
+    if service:
+        if not __salt__["service.start"](service):
+            raise CommandExecutionError(f"could not start service {service}")
+    else:
+        command = shlex.split(start_command) if isinstance(start_command, str) else list(start_command)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+        pid = process.pid
+
+        def up():
+            if process.poll() is not None:
+                raise CommandExecutionError(f"{command[0]} exited with {process.returncode} while starting")
+            return _server_up(connection_args)
+
+        _wait(up, timeout, "the server to start")
+        return pid
+    _wait(lambda: _server_up(connection_args), timeout, f"service {service} to start")
+    return pid
+
+
+def _chown_tree(path, owner):
+    entry = pwd.getpwnam(owner)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+def _local_backup_into(datadir, source_settings, timeout):
+    """mariabackup of a source on this host piped into ``mbstream -x`` (no network)."""
+    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
+        defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(source_settings)}))
+        target = os.path.join(work, "target")
+        os.mkdir(target)
+        err_backup, err_extract = os.path.join(work, "backup.err"), os.path.join(work, "extract.err")
+        with open(err_backup, "wb") as backup_log, open(err_extract, "wb") as extract_log:
+            backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=backup_log)
+            extract = subprocess.Popen(_extract_command(datadir), stdin=backup.stdout, stderr=extract_log)
+            backup.stdout.close()
+            try:
+                extract.wait(timeout)
+                backup.wait(timeout)
+            except subprocess.TimeoutExpired:
+                backup.kill()
+                extract.kill()
+                raise CommandExecutionError(f"the backup took longer than {timeout}s")
+        if backup.returncode:
+            raise CommandExecutionError(f"mariabackup failed ({backup.returncode}): {_tail(err_backup)}")
+        if extract.returncode:
+            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {_tail(err_extract)}")
+
+
+def _read_exact(conn, size):
+    data = bytearray()
+    while len(data) < size:
+        chunk = conn.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            raise CommandExecutionError("the backup stream ended early (did the source fail?)")
+        data.extend(chunk)
+    return bytes(data)
+
+
+def _stream_backup_into(datadir, source_host, stream_port, ssl_ca, ssl_cert, ssl_key, timeout):
+    """Receive one backup from serve_backup_stream over TLS and extract it with ``mbstream -x``."""
+    context = ssl.create_default_context(cafile=ssl_ca)
+    context.load_cert_chain(ssl_cert, ssl_key)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            raw = socket.create_connection((source_host, stream_port), timeout=10)
+            break
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise CommandExecutionError(f"cannot reach the backup stream at {source_host}:{stream_port}: {err}")
+            time.sleep(0.5)
+    with tempfile.TemporaryDirectory(prefix="rolestack-restore-") as work:
+        err_extract = os.path.join(work, "extract.err")
+        try:
+            conn = context.wrap_socket(raw, server_hostname=source_host)
+        except (ssl.SSLError, OSError) as err:
+            raw.close()
+            raise CommandExecutionError(f"TLS with the backup stream at {source_host}:{stream_port} failed: {err}")
+        with conn, open(err_extract, "wb") as extract_log:
+            conn.settimeout(max(30.0, deadline - time.monotonic()))
+            extract = subprocess.Popen(_extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log)
+            received, trailer = 0, None
+            try:
+                while trailer is None:
+                    kind, size = _FRAME.unpack(_read_exact(conn, _FRAME.size))
+                    payload = _read_exact(conn, size)
+                    if kind == b"D":
+                        extract.stdin.write(payload)
+                        received += size
+                    elif kind == b"E":
+                        trailer = json.loads(payload)
+                    else:
+                        raise CommandExecutionError(f"unexpected frame {kind!r} in the backup stream")
+            except (OSError, ssl.SSLError) as err:
+                raise CommandExecutionError(f"the backup stream from {source_host} broke: {err}")
+            finally:
+                with contextlib.suppress(OSError):
+                    extract.stdin.close()
+                extract.wait(60)
+        if not trailer.get("ok"):
+            raise CommandExecutionError(f"the source's backup failed: {trailer.get('error')}")
+        if extract.returncode:
+            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {_tail(err_extract)}")
+    log.info("received a %d byte backup from %s:%s", received, source_host, stream_port)
+    return received
+
+
+def _prepare(datadir, timeout):
+    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
+    result = subprocess.run(
+        [binary, "--prepare", f"--target-dir={datadir}", "--use-memory=256M"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode:
+        raise CommandExecutionError(f"mariabackup --prepare failed ({result.returncode}): {result.stderr[-2000:]}")
+
+
+def _backup_gtid(datadir):
+    for name in BINLOG_INFO_FILES:
+        path = os.path.join(datadir, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                return _binlog_gtid(handle.read())
+    raise CommandExecutionError(
+        "the backup holds no binary log position (is log_bin on on the source?): cannot start replication"
+    )
+
+
+def serve_backup_stream(port, allow, ssl_cert, ssl_key, ssl_ca, bind="0.0.0.0", timeout=600, **connection_args):
+    """
+    Run on the source: stream ONE mariabackup of this server to the replica that ``provision_replica``
+    runs on. Listens on ``bind:port``, accepts a single connection from the ``allow`` address only (others
+    are closed unanswered), requires TLS with a client certificate signed by ``ssl_ca``, sends the
+    ``mariabackup --backup --stream=mbstream`` output and exits. Returns the peer, bytes sent and the
+    backup's GTID position.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.serve_backup_stream 4444 10.0.0.12 \\
+            /etc/mysql/tls/server.pem /etc/mysql/tls/server.key /etc/mysql/tls/ca.pem
+
+    port / bind
+        Where to listen (``bind`` defaults to every address).
+
+    allow
+        The replica's address (or a name resolving to it).
+
+    ssl_cert / ssl_key / ssl_ca
+        This server's certificate and key (the replica checks it against its CA and the name it connects
+        to), and the CA the replica's client certificate must be signed by.
+
+    timeout
+        Seconds to wait for the replica to connect. Defaults to ``600``.
+
+    The backup runs as the connection account (``connection_*``; root over the socket by default), which
+    needs RELOAD, PROCESS, LOCK TABLES and BINLOG MONITOR.
+    """
+    port = _validate_port(port)
+    try:
+        allowed = {str(_plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError) as err:
+        raise SaltInvocationError(f"cannot resolve allow {allow!r}: {err}")
+    for name, path in (("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca)):
+        if not path or not os.path.isfile(path):
+            raise SaltInvocationError(f"{name} {path!r} does not exist")
+    settings, _ = _connection_settings(_connection_args(connection_args), _lookup)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ssl_ca)
+    context.load_cert_chain(ssl_cert, ssl_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    deadline = time.monotonic() + float(timeout)
+    try:
+        listener = socket.create_server((bind, port))
+    except OSError as err:
+        raise CommandExecutionError(f"cannot listen on {bind}:{port}: {err}")
+    refused = []
+    with listener:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandExecutionError(
+                    f"no connection from {allow} within {timeout}s" + (f" (refused {refused})" if refused else "")
+                )
+            listener.settimeout(remaining)
+            try:
+                raw, peer = listener.accept()
+            except TimeoutError:
+                continue
+            address = str(_plain_ip(peer[0]))
+            if address not in allowed:
+                log.warning("serve_backup_stream: refused a connection from %s (only %s)", address, allow)
+                refused.append(address)
+                raw.close()
+                continue
+            raw.settimeout(30)
+            try:
+                conn = context.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError) as err:
+                log.warning("serve_backup_stream: TLS with %s failed: %s", address, err)
+                refused.append(address)
+                raw.close()
+                continue
+            break
+    with conn:
+        conn.settimeout(None)
+        sent, gtid = _send_backup(conn, settings)
+    return {"peer": address, "bytes": sent, "gtid": gtid}
+
+
+def _plain_ip(address):
+    """An address as ipaddress, IPv4-mapped IPv6 addresses as IPv4."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _send_backup(conn, settings):
+    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
+        defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(settings)}))
+        target = os.path.join(work, "target")
+        os.mkdir(target)
+        err_path = os.path.join(work, "backup.err")
+        sent = 0
+        with open(err_path, "wb") as err_log:
+            backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
+            try:
+                while chunk := backup.stdout.read(1 << 20):
+                    conn.sendall(_FRAME.pack(b"D", len(chunk)) + chunk)
+                    sent += len(chunk)
+                backup.wait()
+            except (OSError, ssl.SSLError) as err:
+                backup.kill()
+                backup.wait()
+                raise CommandExecutionError(f"the replica went away during the backup: {err}")
+        messages = _tail(err_path, 200000)
+        match = re.search(r"GTID of the last change '([^']*)'", messages)
+        gtid = match.group(1) if match else None
+        trailer = {"ok": backup.returncode == 0, "gtid": gtid}
+        if backup.returncode:
+            trailer["error"] = f"mariabackup exited with {backup.returncode}: {messages[-1500:]}"
+        payload = json.dumps(trailer).encode()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            conn.sendall(_FRAME.pack(b"E", len(payload)) + payload)
+            conn.settimeout(30)
+            conn.unwrap()
+    if backup.returncode:
+        raise CommandExecutionError(trailer["error"])
+    return sent, gtid
+
+
+def _fresh_server_check(connection_args):
+    """Refuse a running server that holds databases or replicates already."""
+    with _connect(**connection_args) as conn:
+        databases = [next(iter(row.values())) for row in _query(conn, "SHOW DATABASES", doing="SHOW DATABASES")]
+        row = _default_connection(_replica_rows(conn))
+        busy = []
+        for name in databases:
+            if name.lower() in SYSTEM_DATABASES:
+                continue
+            tables = _query(
+                conn,
+                "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                (name,),
+                f"counting tables of {name}",
+            )[0]["n"]
+            if name != "test" or tables:
+                busy.append(name)
+    if busy:
+        raise CommandExecutionError(f"the server holds databases {sorted(busy)}: refusing to provision over data")
+    if _replica_configured(row):
+        raise CommandExecutionError(f"the server replicates from {row['Master_Host']} already: refusing")
+
+
+def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
+    """mysqldump of the source over TLS piped into the local server; the dump sets gtid_slave_pos."""
+    local, _ = _connection_settings(_connection_args(connection_args), _lookup)
+    remote = {
+        "host": spec["master_host"],
+        "port": spec["master_port"],
+        "user": dump_user,
+        "password": dump_password,
+        "ssl-ca": spec["ssl_ca"],
+        "ssl-cert": spec["ssl_cert"],
+        "ssl-key": spec["ssl_key"],
+        "ssl-verify-server-cert": True if spec["ssl_verify"] else None,
+    }
+    dump_bin = shutil.which("mariadb-dump") or shutil.which("mysqldump")
+    client_bin = shutil.which("mariadb") or shutil.which("mysql")
+    if not dump_bin or not client_bin:
+        raise CommandExecutionError("mariadb-dump and mariadb are needed (Debian package mariadb-client)")
+    with tempfile.TemporaryDirectory(prefix="rolestack-dump-") as work:
+        source_cnf = _write_private(work, "source.cnf", _option_file({"client": remote}))
+        local_cnf = _write_private(work, "local.cnf", _option_file({"client": _client_options(local)}))
+        err_dump, err_load = os.path.join(work, "dump.err"), os.path.join(work, "load.err")
+        with open(err_dump, "wb") as dump_log, open(err_load, "wb") as load_log:
+            dump = subprocess.Popen(
+                [
+                    dump_bin,
+                    f"--defaults-file={source_cnf}",
+                    "--single-transaction",
+                    "--master-data=1",
+                    "--gtid",
+                    "--all-databases",
+                    "--routines",
+                    "--events",
+                    "--triggers",
+                    "--flush-privileges",
+                    "--hex-blob",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=dump_log,
+            )
+            load = subprocess.Popen(
+                [client_bin, f"--defaults-file={local_cnf}", "--init-command=SET SESSION sql_log_bin=0"],
+                stdin=dump.stdout,
+                stderr=load_log,
+            )
+            dump.stdout.close()
+            try:
+                load.wait(timeout)
+                dump.wait(timeout)
+            except subprocess.TimeoutExpired:
+                dump.kill()
+                load.kill()
+                raise CommandExecutionError(f"the dump took longer than {timeout}s")
+        if dump.returncode:
+            raise CommandExecutionError(f"mariadb-dump failed ({dump.returncode}): {_tail(err_dump)}")
+        if load.returncode:
+            raise CommandExecutionError(f"loading the dump failed ({load.returncode}): {_tail(err_load)}")
+
+
+def provision_replica(
+    master_host,
+    master_user,
+    master_password,
+    ssl_ca,
+    ssl_cert=None,
+    ssl_key=None,
+    master_port=3306,
+    method="mariabackup",
+    stream_port=None,
+    source_socket=None,
+    dump_user=None,
+    dump_password=None,
+    datadir=None,
+    service="mariadb",
+    start_command=None,
+    owner="mysql",
+    overwrite_fresh=False,
+    ssl_verify=True,
+    use_gtid="slave_pos",
+    connect_retry=10,
+    timeout=600,
+    **connection_args,
+):
+    """
+    Make this server a replica of ``master_host`` starting from a copy of the source's data, and start
+    replicating (``configure_replica`` with the same arguments). Refuses a server holding data or already
+    replicating. Returns ``{"method", "datadir", "gtid_slave_pos", "moved_aside", "pid", "replica"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        # on the source first (in the background): salt db1 mariadb_replication.serve_backup_stream 4444 ...
+        salt db2 mariadb_replication.provision_replica db1.example repl 's3cret' /etc/mysql/tls/ca.pem \\
+            ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key stream_port=4444 \\
+            overwrite_fresh=True
+
+    method
+        ``mariabackup`` (default): the local server is stopped, its data directory must be empty (or a
+        fresh installation, moved aside to ``<datadir>.pre-provision-<time>`` with ``overwrite_fresh``), the
+        backup is extracted into it with ``mbstream -x``, prepared, given to ``owner``, the server started
+        and ``gtid_slave_pos`` set from the backup's binlog info. The backup comes either from
+        ``serve_backup_stream`` running on the source (``stream_port``: one TLS connection to
+        ``master_host:stream_port`` with ``ssl_cert``/``ssl_key``, the source checked against ``ssl_ca``) or,
+        for a source on this same host, straight from a local mariabackup of ``source_socket``.
+
+        ``mysqldump``: the local server keeps running (it must hold no databases); ``mariadb-dump
+        --single-transaction --master-data=1 --gtid --all-databases`` of the source, over TLS as
+        ``dump_user`` (needs SELECT, SHOW VIEW, TRIGGER, EVENT and BINLOG MONITOR globally; MariaDB takes
+        the position from its consistent snapshot, no FLUSH TABLES WITH READ LOCK), is loaded without binary logging and sets ``gtid_slave_pos``.
+
+    datadir
+        This server's data directory; defaults to the running server's ``@@datadir``. Required when the
+        server is not running (never guessed: it is moved aside or filled).
+
+    service / start_command
+        How to stop and start the local server: the Salt service (``mariadb``), or, with ``service=None``,
+        SQL ``SHUTDOWN`` to stop and ``start_command`` (a command running the server in the background, e.g.
+        ``mariadbd --defaults-file=...``) to start; the started process id is returned as ``pid``.
+    """
+    spec = _replica_spec(
+        master_host,
+        master_user,
+        master_password,
+        master_port,
+        ssl_ca,
+        ssl_cert,
+        ssl_key,
+        ssl_verify,
+        use_gtid,
+        connect_retry,
+    )
+    timeout = float(timeout)
+    if method == "mysqldump":
+        if not dump_user or not dump_password:
+            raise SaltInvocationError("method=mysqldump needs dump_user and dump_password (an account on the source)")
+        _fresh_server_check(connection_args)
+        _dump_into(spec, dump_user, dump_password, connection_args, timeout)
+        result = {"method": method, "datadir": None, "moved_aside": None, "pid": None}
+    elif method == "mariabackup":
+        if (stream_port is None) == (source_socket is None):
+            raise SaltInvocationError("method=mariabackup needs exactly one of stream_port or source_socket")
+        if stream_port is not None:
+            stream_port = _validate_port(stream_port, "stream_port")
+            if not ssl_cert or not ssl_key:
+                raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
+        if service is None and not start_command:
+            raise SaltInvocationError("with service=None, give start_command")
+        running = _server_up(connection_args)
+        if datadir is None:
+            # never guessed: a wrong directory here would be moved aside and overwritten
+            if not running:
+                raise SaltInvocationError("the server is not running: give its datadir explicitly")
+            with _connect(**connection_args) as conn:
+                datadir = _query(conn, "SELECT @@datadir AS d", (), "reading datadir")[0]["d"]
+        if not os.path.isabs(datadir):
+            raise SaltInvocationError(f"datadir must be an absolute path, not {datadir!r}")
+        datadir = os.path.normpath(datadir)
+        if running:
+            _fresh_server_check(connection_args)
+        fresh = _check_datadir(datadir, overwrite_fresh)
+        _stop_server(service, connection_args, timeout=120)
+        moved_aside = None
+        mode = 0o750
+        if fresh:
+            mode = os.stat(datadir).st_mode & 0o7777
+            moved_aside = f"{datadir}.pre-provision-{time.strftime('%Y%m%d%H%M%S')}"
+            os.rename(datadir, moved_aside)
+        os.makedirs(datadir, mode=mode, exist_ok=True)
+        try:
+            if stream_port is not None:
+                _stream_backup_into(datadir, spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, timeout)
+            else:
+                source = {"unix_socket": source_socket}
+                source_settings, _ = _connection_settings(source, lambda name: None)
+                _local_backup_into(datadir, source_settings, timeout)
+            gtid = _backup_gtid(datadir)
+            _prepare(datadir, timeout)
+            _chown_tree(datadir, owner)
+        except CommandExecutionError as err:
+            aside = f"; the previous data directory is {moved_aside}" if moved_aside else ""
+            raise CommandExecutionError(f"{err} ({datadir} is incomplete and the server is stopped{aside})") from err
+        pid = _start_server(service, start_command, connection_args, timeout=120)
+        with _connect(**connection_args) as conn:
+            _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+            _query(conn, "RESET SLAVE ALL", doing="RESET SLAVE ALL")
+            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (gtid,), "SET GLOBAL gtid_slave_pos")
+        result = {"method": method, "datadir": datadir, "moved_aside": moved_aside, "pid": pid}
+    else:
+        raise SaltInvocationError(f"method must be mariabackup or mysqldump, not {method!r}")
+
+    configure_replica(
+        spec["master_host"],
+        spec["master_user"],
+        spec["master_password"],
+        spec["master_port"],
+        spec["ssl_ca"],
+        spec["ssl_cert"],
+        spec["ssl_key"],
+        spec["ssl_verify"],
+        spec["use_gtid"],
+        spec["connect_retry"],
+        **connection_args,
+    )
+    with _connect(**connection_args) as conn:
+        result["gtid_slave_pos"] = _query(conn, "SELECT @@gtid_slave_pos AS p", (), "reading gtid_slave_pos")[0]["p"]
+    result["replica"] = start_replica(timeout=30, **connection_args)
+    return result
