@@ -1951,7 +1951,11 @@ def provision_replica(
         if fresh:
             mode = os.stat(datadir).st_mode & 0o7777
             moved_aside = f"{datadir}.pre-provision-{time.strftime('%Y%m%d%H%M%S')}"
-            os.rename(datadir, moved_aside)
+            try:
+                # a copy when a rename cannot be done (a directory of an overlayfs lower layer: EXDEV)
+                shutil.move(datadir, moved_aside)
+            except OSError as err:
+                raise CommandExecutionError(f"cannot move the fresh {datadir} aside to {moved_aside}: {err}") from err
         os.makedirs(datadir, mode=mode, exist_ok=True)
         try:
             if stream_port is not None:

@@ -50,7 +50,19 @@ except ImportError:
 log = logging.getLogger(__name__)
 
 __virtualname__ = "rolestack"
-CACHE_FORMAT = "1"
+
+
+def _code_version(*paths):
+    """A digest of the code that derives pillars: a new derivation starts a new cache."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path:
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+CACHE_FORMAT = _code_version(__file__, getattr(logic, "__file__", None))
 
 
 def __virtual__():
@@ -284,4 +296,6 @@ def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key
         data = _read_entry(entry_dir, minion_id)
     if data is None:
         raise SaltInvocationError(f"rolestack ext_pillar: the derived inventory of {source.name} vanished while read")
-    return {key: data}
+    # the salt host (the CA) reads its signing policies at the top level, where x509_v2 looks for them
+    policies = data.pop("x509_signing_policies", None)
+    return {key: data, **({"x509_signing_policies": policies} if policies else {})}

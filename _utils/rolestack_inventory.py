@@ -48,6 +48,26 @@ SECRETS = {
 }
 MIN_SECRET_LENGTH = 16
 
+# the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts (x509_v2 policies;
+# the ext_pillar gives them to the salt host as the top-level pillar key x509_signing_policies)
+CA_DIR = "/etc/pki/rolestack"
+CA_CERT = f"{CA_DIR}/ca.crt"
+_POLICY = [
+    {"minions": "I@rolestack:host:roles:db"},
+    {"signing_private_key": f"{CA_DIR}/ca.key"},
+    {"signing_cert": CA_CERT},
+    {"basicConstraints": "critical, CA:false"},
+    {"keyUsage": "critical, digitalSignature, keyEncipherment"},
+    {"subjectKeyIdentifier": "hash"},
+    {"authorityKeyIdentifier": "keyid:always"},
+    {"days_valid": 90},
+    {"copypath": f"{CA_DIR}/issued"},
+]
+SIGNING_POLICIES = {
+    "rolestack_db_server": [*_POLICY, {"extendedKeyUsage": "serverAuth"}],
+    "rolestack_db_client": [*_POLICY, {"extendedKeyUsage": "clientAuth"}],
+}
+
 # names /etc/hosts and DNS give to the host carrying each core role
 CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
 
@@ -464,6 +484,11 @@ def derive(inventory, mine_addresses=None):
         pillar["etc_hosts"] = _etc_hosts(core_lines, entry)
         if "salt" in roles:
             pillar["dns_zone"] = {"zone": zone, "records": records}
+            # the CA (states/salt/ca.sls): its certificate in the mine, the policies db hosts are signed under
+            pillar["mine_functions"] = dict(
+                common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
+            )
+            pillar["x509_signing_policies"] = SIGNING_POLICIES
             pillar["ssh_hosts"] = all_members
         if "mail" in roles:
             pillar["mail"] = dict(mail, relay_clients=relay_clients)

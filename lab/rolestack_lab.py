@@ -387,7 +387,10 @@ def write_master_config(lab):
         "pillar_roots": {"base": [str(lab.pillar_repo)]},
         "ext_pillar": [{"rolestack": {"git": {"repo": str(lab.pillar_repo), "ref": "main", "path": "inventory.yaml"}}}],
         # db hosts ask the salt host (the CA) to sign their certificates: x509_v2 remote signing
-        "peer": {".*": ["x509.sign_remote_certificate"]},
+        # and a new replica asks masterdb for one backup stream (mutual TLS with those certificates)
+        "peer": {".*": ["x509.sign_remote_certificate", "mariadb_replication.serve_backup_stream"]},
+        # the CA checks a signing policy's "minions" (I@rolestack:host:roles:db) through the master
+        "peer_run": {lab.salt_host: ["match.compound_matches"]},
         # keys are accepted by rule: a minion presenting the lab's enrollment grain
         "autosign_grains_dir": str(autosign),
         "log_file": str(root / "master.log"),
@@ -661,14 +664,29 @@ def print_summary(rows, wall):
     say(f"    highstate wall time: {wall:.1f} s")
 
 
-def highstate(lab, target="*", extra=()):
+# A new platform converges in this order: the salt host (DNS, the CA), then masterdb (replicas copy it), then
+# the rest. Later highstates need no order.
+WAVES = (
+    ("the salt host", "I@rolestack:host:roles:salt"),
+    ("masterdb", "I@rolestack:host:roles:masterdb and not I@rolestack:host:roles:salt"),
+    ("every other host", "not I@rolestack:host:roles:salt and not I@rolestack:host:roles:masterdb"),
+)
+
+
+def highstate(lab, target="*", extra=(), waves=False):
     start = time.monotonic()
-    proc = salt_cmd(lab, "--out=json", "--static", "-t", "900", target, "state.highstate", *extra, check=False)
+    returns = {}
+    steps = [(f"{name}: {compound}", ["-C", compound]) for name, compound in WAVES] if waves else [(None, [target])]
+    for title, selector in steps:
+        if title:
+            say(f"    highstate of {title}")
+        cmd = ["--out=json", "--static", "-t", "900", *selector, "state.highstate", *extra]
+        proc = salt_cmd(lab, *cmd, check=False)
+        try:
+            returns.update(json.loads(proc.stdout or "{}"))
+        except ValueError as err:
+            raise LabError(f"highstate output is not JSON: {proc.stdout[-2000:]} {proc.stderr[-2000:]}") from err
     wall = time.monotonic() - start
-    try:
-        returns = json.loads(proc.stdout or "{}")
-    except ValueError as err:
-        raise LabError(f"highstate output is not JSON: {proc.stdout[-2000:]} {proc.stderr[-2000:]}") from err
     hosts = sorted(lab.hosts) if target == "*" else [target]
     rows, clean = summarize(returns, hosts)
     return {"returns": returns, "rows": rows, "clean": clean, "wall": wall}
@@ -711,8 +729,8 @@ def cmd_up(lab, profile):
             list(pool.map(lambda h: wait_booted(lab, h), hosts))
     with step("minion keys accepted by the enrollment rule; every minion answers"):
         wait_minions(lab, hosts)
-    with step("salt '*' state.highstate"):
-        result = highstate(lab)
+    with step("first highstate, in waves (salt host, masterdb, the rest)"):
+        result = highstate(lab, waves=True)
         print_summary(result["rows"], result["wall"])
     (lab.dir / "first-highstate.json").write_text(json.dumps(result, indent=1))
     elapsed = time.monotonic() - total
@@ -871,7 +889,13 @@ def main(argv=None):
     shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
     salt = sub.add_parser("salt")
     salt.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.action == "salt":  # salt's own options (-t 600, -C ...) pass through
+        args.args = unknown + args.args
+    elif args.action == "shell":
+        args.command = unknown + args.command
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         require_root()
         lab = Lab(args.name)

@@ -6,3 +6,6 @@ base:
   'I@rolestack:host:roles:salt':
     - match: compound
     - salt
+  'I@rolestack:host:roles:db':
+    - match: compound
+    - db

@@ -1,4 +1,4 @@
-"""`make lab-replace HOST=db2`: a new container and a new key under the old id, back in its role by highstate."""
+"""`make lab-replace HOST=app1`: a new container and a new key under the old id, back in its role by highstate."""
 
 import json
 import time
@@ -6,7 +6,7 @@ import time
 from tests.e2e.conftest import lab_cli
 from tests.e2e.conftest import rolestack_lab
 
-HOST = "db2"
+HOST = "app1"
 
 
 def master_fingerprint(lab, host):

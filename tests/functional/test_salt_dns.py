@@ -286,7 +286,7 @@ def test_nothing_is_served_while_the_salt_host_address_is_pending(make_loaders, 
     data = yaml.safe_load(inventory.read_text())
     data["hosts"]["salt"] = {}
     inventory.write_text(yaml.safe_dump(data))
-    ret = make_loaders("salt").modules.state.sls("salt", test=True)
+    ret = make_loaders("salt").modules.state.sls("salt.dns", test=True)
     assert not ret.failed, ret.raw
     assert [state.id for state in ret] == ["salt-dns-pending"]
     assert "address of salt is pending" in str(ret.raw)

@@ -1,0 +1,297 @@
+"""
+MariaDB replication states for rolestack, on top of the ``mariadb_replication`` execution module.
+
+Every state computes what would change first, honours ``test=True`` (result None, "would ..."), changes
+only what differs and checks again afterwards. Connection options (``connection_*``) are passed through to
+the execution module.
+
+.. code-block:: yaml
+
+    db-replication-user:
+      mariadb_replication.replication_user_present:
+        - name: repl
+        - password: {{ pillar.rolestack.secrets.replication_password }}
+        - host: 10.10.10.12
+        - ssl_require: X509
+
+    db-replica:
+      mariadb_replication.replica_configured:
+        - name: db1-masterdb.production.wpdn
+        - master_user: repl
+        - master_password: ...
+        - ssl_ca: /etc/mysql/ssl/ca.pem
+        - ssl_cert: /etc/mysql/ssl/client.pem
+        - ssl_key: /etc/mysql/ssl/client.key
+        - source_minion: db1-masterdb
+"""
+
+import logging
+import time
+
+from salt.exceptions import CommandExecutionError
+from salt.exceptions import SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "mariadb_replication"
+
+# what replica_configured compares with the running replica (MariaDB never shows the password)
+COMPARED = ("master_host", "master_port", "master_user", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify", "use_gtid")
+
+
+def __virtual__():
+    if "mariadb_replication.status" not in __salt__:
+        return (False, "the mariadb_replication execution module is not available (PyMySQL missing?)")
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _connection(kwargs):
+    return {key: value for key, value in kwargs.items() if key.startswith("connection_")}
+
+
+def _account_state(name, function, what, kwargs):
+    """Shared shape of the *_present/*_absent states: dry run, apply, re-check."""
+    ret = _ret(name)
+    try:
+        planned = __salt__[function](test=True, **kwargs)
+        if not planned["changed"]:
+            ret["comment"] = f"{what} is already as wanted"
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["changes"] = planned["changes"]
+            ret["comment"] = f"{what} would be changed"
+            return ret
+        done = __salt__[function](**kwargs)
+        ret["changes"] = done["changes"]
+        if __salt__[function](test=True, **kwargs)["changed"]:
+            ret["result"] = False
+            ret["comment"] = f"{what} was changed but still differs from what was asked"
+            return ret
+        ret["comment"] = f"{what} changed"
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret["result"] = False
+        ret["comment"] = f"{what}: {err}"
+    return ret
+
+
+def replication_user_present(name, password, host="%", ssl_require="X509", **kwargs):
+    """
+    The account replicas log in with exists, with this password, a TLS requirement ``ssl_require`` (``SSL``,
+    ``X509`` or ISSUER/SUBJECT conditions; an account without one is refused; the argument is not called
+    ``require``, a salt requisite) and ``REPLICATION SLAVE``.
+    """
+    args = dict(user=name, password=password, host=host, require=ssl_require, **kwargs)
+    return _account_state(
+        name, "mariadb_replication.replication_user_present", f"replication account {name}@{host}", args
+    )
+
+
+def user_present(name, password, host="%", ssl_require=None, **kwargs):
+    """An account exists with this password (and TLS requirement ``ssl_require``, when given)."""
+    args = dict(user=name, password=password, host=host, require=ssl_require, **kwargs)
+    return _account_state(name, "mariadb_replication.user_present", f"account {name}@{host}", args)
+
+
+def grant_present(name, host, privileges, database, **kwargs):
+    """The account ``name@host`` holds ``privileges`` on ``database`` (``*`` for global)."""
+    args = dict(user=name, host=host, privileges=privileges, database=database, **kwargs)
+    return _account_state(name, "mariadb_replication.grant_present", f"grants of {name}@{host} on {database}", args)
+
+
+def database_present(name, character_set="utf8mb4", collate=None, **kwargs):
+    """A database exists with this default character set (and collation)."""
+    args = dict(name=name, character_set=character_set, collate=collate, **kwargs)
+    return _account_state(name, "mariadb_replication.database_present", f"database {name}", args)
+
+
+def read_only(name, enabled=True, **kwargs):
+    """
+    The server's ``read_only`` is ``enabled`` (replicas: True, so only replication writes; the primary: False).
+    ``name`` is a label.
+    """
+    ret = _ret(name)
+    connection = _connection(kwargs)
+    try:
+        current = bool(__salt__["mariadb_replication.status"](**connection)["read_only"])
+        if current == bool(enabled):
+            ret["comment"] = f"read_only is already {'ON' if enabled else 'OFF'}"
+            return ret
+        change = {"read_only": {"old": current, "new": bool(enabled)}}
+        if __opts__["test"]:
+            ret.update(result=None, changes=change, comment=f"read_only would be set {'ON' if enabled else 'OFF'}")
+            return ret
+        __salt__["mariadb_replication.set_read_only"](enabled=enabled, **connection)
+        if bool(__salt__["mariadb_replication.status"](**connection)["read_only"]) != bool(enabled):
+            ret.update(result=False, comment="read_only did not take the new value")
+            return ret
+        ret.update(changes=change, comment=f"read_only set {'ON' if enabled else 'OFF'}")
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=f"read_only: {err}")
+    return ret
+
+
+def _differences(current, wanted):
+    if not current:
+        return {"master_host": {"old": None, "new": wanted["master_host"]}}
+    return {
+        key: {"old": current.get(key), "new": wanted[key]}
+        for key in COMPARED
+        if key in wanted and current.get(key) != wanted[key]
+    }
+
+
+def _fresh(status):
+    """A server that never wrote or replicated a transaction: safe to overwrite with the source's data."""
+    return not status.get("replica_configured") and not status.get("gtid_current_pos")
+
+
+def replica_configured(
+    name,
+    master_user,
+    master_password,
+    ssl_ca,
+    ssl_cert=None,
+    ssl_key=None,
+    master_port=3306,
+    source_minion=None,
+    provision=True,
+    stream_port=4444,
+    source_ssl_cert="/etc/mysql/ssl/server.pem",
+    source_ssl_key="/etc/mysql/ssl/server.key",
+    replica_address=None,
+    provision_method="mariabackup",
+    timeout=600,
+    **kwargs,
+):
+    """
+    This server replicates from ``name`` (the source's DNS name or address, as in its certificate) over TLS
+    with the server certificate verified, GTID ``slave_pos``, and both replication threads running.
+
+    A running replica that already matches is left alone: CHANGE MASTER is never re-issued on a healthy
+    replica. A fresh server (no transaction of its own, never a replica) is first provisioned from the source
+    when ``provision`` is True: ``source_minion`` (the source's minion id) is asked, through the salt master's
+    peer interface, to serve one mariabackup stream over mutual TLS to this host's address on
+    ``stream_port`` (presenting its server certificate ``source_ssl_cert``/``source_ssl_key``, paths on the
+    source) to ``replica_address`` only; the backup is restored and replication starts from its GTID position.
+    """
+    ret = _ret(name)
+    connection = _connection(kwargs)
+    wanted = {
+        "master_host": name,
+        "master_port": int(master_port),
+        "master_user": master_user,
+        "ssl_ca": ssl_ca,
+        "ssl_cert": ssl_cert,
+        "ssl_key": ssl_key,
+        "ssl_verify": True,
+        "use_gtid": "slave_pos",
+    }
+    try:
+        status = __salt__["mariadb_replication.status"](**connection)
+        current = __salt__["mariadb_replication.replica_settings"](**connection)
+        differences = _differences(current, wanted)
+        running = status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+        if not differences and running:
+            ret["comment"] = f"already replicating from {name}"
+            return ret
+        needs_copy = provision and _fresh(status)
+        if __opts__["test"]:
+            ret["result"] = None
+            if needs_copy:
+                ret["changes"] = {"provisioned": {"from": name, "method": provision_method}, **differences}
+                ret["comment"] = f"would copy {name}'s data ({provision_method}) and replicate from it"
+            elif differences:
+                ret["changes"] = differences
+                ret["comment"] = f"would point replication at {name}"
+            else:
+                ret["changes"] = {"started": True}
+                ret["comment"] = f"would start replication from {name}"
+            return ret
+        if needs_copy:
+            source = {
+                "minion": source_minion,
+                "port": stream_port,
+                "cert": source_ssl_cert,
+                "key": source_ssl_key,
+                "allow": replica_address,
+            }
+            ret["changes"]["provisioned"] = _provision(name, wanted, master_password, source, provision_method,
+                                                       timeout, connection)  # fmt: skip
+        elif differences:
+            __salt__["mariadb_replication.configure_replica"](
+                master_host=name,
+                master_user=master_user,
+                master_password=master_password,
+                master_port=int(master_port),
+                ssl_ca=ssl_ca,
+                ssl_cert=ssl_cert,
+                ssl_key=ssl_key,
+                **connection,
+            )
+            ret["changes"].update(differences)
+        else:
+            __salt__["mariadb_replication.start_replica"](**connection)
+            ret["changes"]["started"] = True
+        return _check_replicating(ret, name, wanted, connection)
+    except (CommandExecutionError, SaltInvocationError, OSError) as err:
+        ret["result"] = False
+        ret["comment"] = f"replication from {name}: {err}"
+        return ret
+
+
+def _provision(name, wanted, master_password, source, method, timeout, connection):
+    args = dict(
+        master_host=name,
+        master_user=wanted["master_user"],
+        master_password=master_password,
+        master_port=wanted["master_port"],
+        ssl_ca=wanted["ssl_ca"],
+        ssl_cert=wanted["ssl_cert"],
+        ssl_key=wanted["ssl_key"],
+        method=method,
+        overwrite_fresh=True,
+        timeout=timeout,
+        **connection,
+    )
+    if method == "mariabackup":
+        if not source["minion"] or not source["allow"]:
+            raise SaltInvocationError(
+                "provisioning with mariabackup needs source_minion (the source's minion id) and replica_address "
+                "(this host's address, the only one the source streams to)"
+            )
+        # the source streams one backup to this host's address only, over mutual TLS with its db certificates.
+        # serve_backup_stream returns when the stream is done: an answer within a few seconds is an error
+        answer = __salt__["publish.publish"](
+            source["minion"],
+            "mariadb_replication.serve_backup_stream",
+            arg=[source["port"], source["allow"], source["cert"], source["key"], wanted["ssl_ca"], "0.0.0.0", timeout],
+            timeout=5,
+        )
+        if answer:
+            raise CommandExecutionError(f"{source['minion']} did not serve a backup stream: {answer}")
+        args["stream_port"] = source["port"]
+    result = __salt__["mariadb_replication.provision_replica"](**args)
+    return {"from": name, "method": method, "gtid_slave_pos": result.get("gtid_slave_pos")}
+
+
+def _check_replicating(ret, name, wanted, connection, wait=30):
+    """Replication threads up and settings as asked (the IO thread needs a moment to connect)."""
+    deadline = time.monotonic() + wait
+    while True:
+        status = __salt__["mariadb_replication.status"](**connection)
+        current = __salt__["mariadb_replication.replica_settings"](**connection)
+        running = status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+        if running and not _differences(current, wanted):
+            ret["comment"] = f"replicating from {name}"
+            return ret
+        if time.monotonic() > deadline or status.get("Last_IO_Error") or status.get("Last_SQL_Error"):
+            ret["result"] = False
+            error = status.get("Last_IO_Error") or status.get("Last_SQL_Error") or "threads not running"
+            ret["comment"] = f"configured replication from {name}, but it does not run: {error}"
+            return ret
+        time.sleep(0.5)

@@ -1,0 +1,57 @@
+{#- db role, replication: masterdb takes writes and holds the replication accounts; every other db host is a
+    read-only replica of it over TLS (server certificate verified, client certificate required). #}
+{%- set rs = salt['pillar.get']('rolestack', {}) %}
+{%- set db = rs.db %}
+{%- set ssl_dir = '/etc/mysql/ssl' %}
+{%- set master = db.masterdb %}
+
+include:
+  - db.server
+
+{%- if db.is_master %}
+
+db-replication-writable:
+  mariadb_replication.read_only:
+    - name: masterdb
+    - enabled: False
+    - require:
+      - service: db-server-service
+
+{#- one account per db host, from its address only; it must present a certificate from the platform's CA.
+    Accounts replicate to every replica, so an old primary finds its account on the new one. #}
+{%- for peer in db.peers if peer.address %}
+db-replication-account-{{ peer.name }}:
+  mariadb_replication.replication_user_present:
+    - name: repl
+    - password: {{ rs.secrets.replication_password | json }}
+    - host: {{ peer.address }}
+    - ssl_require: X509
+    - require_in:
+      - mariadb_replication: db-replication-writable
+    - require:
+      - service: db-server-service
+{%- endfor %}
+
+{%- else %}
+
+db-replication-read-only:
+  mariadb_replication.read_only:
+    - name: replica
+    - enabled: True
+    - require:
+      - service: db-server-service
+
+db-replication-replica:
+  mariadb_replication.replica_configured:
+    - name: {{ master.fqdn }}
+    - master_user: repl
+    - master_password: {{ rs.secrets.replication_password | json }}
+    - ssl_ca: {{ ssl_dir }}/ca.pem
+    - ssl_cert: {{ ssl_dir }}/client.pem
+    - ssl_key: {{ ssl_dir }}/client.key
+    - source_minion: {{ master.name }}
+    - replica_address: {{ rs.host.address }}
+    - require:
+      - mariadb_replication: db-replication-read-only
+      - x509: db-certs-client-cert
+{%- endif %}

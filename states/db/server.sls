@@ -1,0 +1,42 @@
+{#- db role: the MariaDB server from Debian's packages, configured from the inventory. #}
+{%- set rs = salt['pillar.get']('rolestack', {}) %}
+{%- set db = rs.get('db') %}
+{%- if not db %}
+{{ raise("no rolestack:db pillar for " ~ grains['id'] ~ ": the db role applies only to hosts with role db") }}
+{%- endif %}
+{%- if not rs.host.address or not db.server_id %}
+{{ raise("db host " ~ grains['id'] ~ " has no address yet (inventory or mine): cannot bind or derive server_id") }}
+{%- endif %}
+
+include:
+  - db.certs
+
+db-server-packages:
+  pkg.installed:
+    - pkgs:
+      - mariadb-server
+      - mariadb-client
+      - mariadb-backup
+
+db-server-config:
+  file.managed:
+    - name: /etc/mysql/mariadb.conf.d/60-rolestack.cnf
+    - source: salt://db/files/rolestack.cnf.jinja
+    - template: jinja
+    - mode: '0644'
+    - context:
+        host: {{ rs.host | json }}
+        db: {{ db | json }}
+        ssl_dir: /etc/mysql/ssl
+    - require:
+      - pkg: db-server-packages
+
+db-server-service:
+  service.running:
+    - name: mariadb
+    - enable: True
+    - require:
+      - x509: db-certs-server-cert
+      - x509: db-certs-ca
+    - watch:
+      - file: db-server-config
