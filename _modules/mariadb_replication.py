@@ -820,6 +820,42 @@ def lag(**connection_args):
         return _lag_from_row(_default_connection(_replica_rows(conn)) or {})
 
 
+def _health_problems(lag_info, max_lag_seconds):
+    """Why a replica is unhealthy (pure): broken threads, errors, or lag beyond the limit."""
+    problems = []
+    if not lag_info.get("configured"):
+        return ["no replication source is configured"]
+    for thread, key in (("IO", "io_running"), ("SQL", "sql_running")):
+        if not lag_info.get(key):
+            problems.append(f"the {thread} thread is not running")
+    for key in ("last_io_error", "last_sql_error"):
+        if lag_info.get(key):
+            problems.append(f"{key}: {lag_info[key]}")
+    behind = lag_info.get("seconds_behind_master")
+    if behind is not None and max_lag_seconds is not None and behind > max_lag_seconds:
+        problems.append(f"{behind} s behind its source, more than the limit of {max_lag_seconds} s")
+    return problems
+
+
+def health(max_lag_seconds=None, **connection_args):
+    """
+    Whether this replica is healthy: both replication threads run, no replication error, and at most
+    ``max_lag_seconds`` behind its source (default: the db pillar's ``rolestack:db:settings:max_lag_seconds``).
+    Returns ``{"healthy": bool, "problems": [...], "seconds_behind_master": n}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -C 'I@rolestack:host:roles:db and not I@rolestack:host:roles:masterdb' mariadb_replication.health
+    """
+    if max_lag_seconds is None:
+        max_lag_seconds = __salt__["config.get"]("rolestack:db:settings:max_lag_seconds", None)
+    info = lag(**connection_args)
+    problems = _health_problems(info, max_lag_seconds)
+    return {"healthy": not problems, "problems": problems, "seconds_behind_master": info["seconds_behind_master"]}
+
+
 def gtid_compare(a, b):
     """
     Whether GTID position ``a`` is at least ``b``: for every replication domain of ``b``, ``a`` has reached

@@ -295,3 +295,21 @@ def _check_replicating(ret, name, wanted, connection, wait=30):
             ret["comment"] = f"configured replication from {name}, but it does not run: {error}"
             return ret
         time.sleep(0.5)
+
+
+def replication_healthy(name, max_lag_seconds=None, **kwargs):
+    """
+    Report (never change) this replica's health: the state fails when replication is broken or more than
+    ``max_lag_seconds`` behind (default: ``rolestack:db:settings:max_lag_seconds``). ``name`` is a label.
+    """
+    ret = _ret(name)
+    try:
+        health = __salt__["mariadb_replication.health"](max_lag_seconds=max_lag_seconds, **_connection(kwargs))
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=f"replication health: {err}")
+        return ret
+    if health["healthy"]:
+        ret["comment"] = f"replicating, {health['seconds_behind_master']} s behind its source"
+    else:
+        ret.update(result=False, comment="replication unhealthy: " + "; ".join(health["problems"]))
+    return ret

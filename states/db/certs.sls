@@ -109,11 +109,12 @@ db-certs-{{ kind }}-cert:
       - x509: db-certs-ca
 {%- endfor %}
 
-{#- a running server picks up new files without a restart (FLUSH SSL, MariaDB >= 10.4); a stopped one reads
+{#- a running server picks up new files without a restart (FLUSH SSL, MariaDB >= 10.4; LOCAL keeps it out of the
+    binary log, where a replica would get an errant GTID and stop); a stopped one reads
     them when it starts. Replicas read their client certificate at each (re)connection. #}
 db-certs-reload-mariadb:
   cmd.run:
-    - name: mariadb --batch -e 'FLUSH SSL'
+    - name: mariadb --batch -e 'FLUSH LOCAL SSL'
     - onlyif: mariadb-admin --silent ping
     - onchanges:
       - x509: db-certs-ca

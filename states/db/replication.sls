@@ -54,4 +54,12 @@ db-replication-replica:
     - require:
       - mariadb_replication: db-replication-read-only
       - x509: db-certs-client-cert
+
+{#- reports (never changes): fails the run when replication is broken or lags beyond the inventory's limit #}
+db-replication-health:
+  mariadb_replication.replication_healthy:
+    - name: replica
+    - max_lag_seconds: {{ db.settings.max_lag_seconds }}
+    - require:
+      - mariadb_replication: db-replication-replica
 {%- endif %}

@@ -259,7 +259,7 @@ def test_db_certs_request_names_policies_and_files(db_loaders, ca_pem):
         # the CA decides validity and usages: the request carries none
         assert not {"days_valid", "extendedKeyUsage", "basicConstraints", "keyUsage"} & set(cert)
     reload_ = _args(high, "db-certs-reload-mariadb")
-    assert "FLUSH SSL" in reload_["name"] and reload_["onlyif"] == "mariadb-admin --silent ping"
+    assert "FLUSH LOCAL SSL" in reload_["name"] and reload_["onlyif"] == "mariadb-admin --silent ping"
     renewal = _args(high, "db-certs-renewal")
     assert (renewal["function"], renewal["job_args"], renewal["hours"]) == ("state.apply", ["db.certs"], 24)
 

@@ -504,3 +504,32 @@ def test_every_public_function_has_a_cli_example():
     assert "provision_replica" in public
     for name in public:
         assert "CLI Example:" in (getattr(mr, name).__doc__ or ""), name
+
+
+HEALTHY = {
+    "configured": True,
+    "io_running": True,
+    "sql_running": True,
+    "seconds_behind_master": 2,
+    "last_io_error": None,
+    "last_sql_error": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "word"),
+    [
+        ({"configured": False}, "no replication source"),
+        ({"io_running": False}, "IO thread"),
+        ({"sql_running": False, "last_sql_error": "Duplicate entry"}, "Duplicate entry"),
+        ({"seconds_behind_master": 31}, "31 s behind"),
+    ],
+)
+def test_health_problems_name_the_cause(change, word):
+    assert mr._health_problems(HEALTHY, 30) == []
+    problems = mr._health_problems({**HEALTHY, **change}, 30)
+    assert problems and any(word in problem for problem in problems), problems
+
+
+def test_health_without_a_limit_ignores_lag():
+    assert mr._health_problems({**HEALTHY, "seconds_behind_master": 10_000}, None) == []
