@@ -677,11 +677,16 @@ def highstate(lab, target="*", extra=(), waves=False):
     start = time.monotonic()
     returns = {}
     steps = [(f"{name}: {compound}", ["-C", compound]) for name, compound in WAVES] if waves else [(None, [target])]
+    if waves:
+        # pillar targeting (-C I@...) matches the master's cached pillar: make sure every minion's is there
+        salt_cmd(lab, "--out=json", "-t", "120", "*", "saltutil.refresh_pillar", "wait=True", check=False)
     for title, selector in steps:
         if title:
             say(f"    highstate of {title}")
         cmd = ["--out=json", "--static", "-t", "900", *selector, "state.highstate", *extra]
         proc = salt_cmd(lab, *cmd, check=False)
+        if waves and "No minions matched the target" in proc.stdout + proc.stderr:
+            continue
         try:
             returns.update(json.loads(proc.stdout or "{}"))
         except ValueError as err:
