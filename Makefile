@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?= -q -rfEs --timeout=900
 
-.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab clean \
+.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db clean \
 	lab lab-down lab-shell lab-salt lab-replace lab-status
 
 setup:
@@ -62,6 +62,9 @@ bench: setup
 
 bench-lab: setup
 	$(PY) bench/lab
+
+bench-db: setup
+	$(PY) bench/mariadb
 
 clean:
 	rm -rf .tmp
