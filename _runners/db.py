@@ -1,0 +1,1274 @@
+"""
+The MariaDB primary of a rolestack platform, from the salt master: see the replication state of every db host,
+switch the primary (masterdb) to a replica, fail over when the primary died, bring an old primary back as a
+replica, and check replication health.
+
+The db hosts and the host the inventory names masterdb come from the master's own view of the pillar (the
+``rolestack`` ext_pillar, compiled here: nothing is asked of a minion that may be dead). The work on the db hosts
+is done by the ``mariadb_replication`` execution module through the master's LocalClient, over each host's
+local socket. Replicas replicate from the primary's FQDN with GTID ``slave_pos`` over TLS: the account ``repl``
+(``REQUIRE X509``, one per db host address, present on every host through replication), the password from the
+inventory's ``replication_password`` secret, and each host's files ``/etc/mysql/ssl/{ca.pem,client.pem,client.key}``.
+
+After a switchover or a failover the inventory must name the new primary before the next highstate (the db role
+points every other db host at masterdb and makes masterdb writable). When the ext_pillar reads the inventory from
+a git branch (``rolestack: {git: {repo, ref, path}}``), the runner commits that move itself (the masterdb role
+moved between the two hosts' ``roles``; a host called ``*-masterdb`` gets explicit ``roles``), then highstates.
+
+See docs/roles/db.md ("Switch master", "Fail over", "Rejoin an old primary", "Health").
+"""
+
+import copy
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import salt.client
+import salt.key
+import yaml
+from salt.exceptions import CommandExecutionError
+from salt.exceptions import SaltInvocationError
+
+try:
+    # synced _utils: importable while Salt's loader loads this module
+    import rolestack_inventory as logic
+except ImportError:
+    try:
+        # pip-installed rolestack (Salt loads no utils from entry points)
+        from rolestack._utils import rolestack_inventory as logic
+    except ImportError:
+        logic = None
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "db"
+
+SSL_DIR = "/etc/mysql/ssl"
+REPLICATION_USER = "repl"
+MASTER_PORT = 3306
+# seconds a db host has to answer a quick call (status, read_only...), and then to say whether it still runs the
+# job (salt's find_job), before it counts as unreachable: a dead minion costs their sum
+QUICK_TIMEOUT = 5
+GATHER_JOB_TIMEOUT = 5
+# a failover waits this long for the dead primary's minion once the others answered (a live one takes ~0.5 s);
+# whether its MariaDB is dead is decided by the replicas (their IO threads), not by this
+FAILOVER_GRACE = 2
+NO_ANSWER = "the minion did not answer"
+# the mariadb client over the local socket (Debian's root): sets gtid_slave_pos from the host's own binary log,
+# so a server that wrote transactions itself (an old primary) replicates from exactly where it stands
+SLAVE_POS_FROM_BINLOG = ["mariadb", "--batch", "-e", "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"]
+REBUILD_HINT = (
+    "rebuild it as a new replica: destroy the VM and provision a new one under the same name (docs/procedures.md, "
+    "'Replace a VM': salt-run minion_key.replace {host} fingerprint=<fp>, then salt-call state.highstate on it; in "
+    "the lab: make lab-replace HOST={host}); its first highstate copies the primary's data (mariabackup) and "
+    "replicates"
+)
+
+
+def __virtual__():
+    if __opts__.get("__role") != "master":
+        return (False, "db: a master runner (salt-run db.<function>)")
+    if logic is None:
+        return (False, "db: the rolestack_inventory util is missing (salt-run saltutil.sync_all, or pip install)")
+    return __virtualname__
+
+
+# ---- pure logic: GTID positions ------------------------------------------------------------------
+
+
+def _parse_gtid(position):
+    """
+    A GTID position or binlog state (``0-1-100,1-2-7``) as ``[(domain, server_id, seq_no), ...]``; empty or None
+    is the empty position.
+    """
+    parsed = []
+    for item in (position or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        match = re.fullmatch(r"(\d+)-(\d+)-(\d+)", item)
+        if not match:
+            raise SaltInvocationError(f"malformed GTID {item!r} in position {position!r}")
+        parsed.append(tuple(int(part) for part in match.groups()))
+    return parsed
+
+
+def _gtid_order(a, b):
+    """
+    ``equal``, ``ahead`` (a holds all of b and more), ``behind`` or ``diverged``, domain by domain: sequence
+    numbers order GTIDs (gtid_strict_mode), and the same sequence number from two servers is a fork.
+    """
+    left = {domain: (server, seq) for domain, server, seq in _parse_gtid(a)}
+    right = {domain: (server, seq) for domain, server, seq in _parse_gtid(b)}
+    ahead = behind = forked = False
+    for domain in set(left) | set(right):
+        server_a, seq_a = left.get(domain, (None, -1))
+        server_b, seq_b = right.get(domain, (None, -1))
+        ahead = ahead or seq_a > seq_b
+        behind = behind or seq_a < seq_b
+        forked = forked or (seq_a == seq_b and server_a != server_b)
+    if forked or (ahead and behind):
+        return "diverged"
+    return "ahead" if ahead else "behind" if behind else "equal"
+
+
+def _at_least(a, b):
+    return _gtid_order(a, b) in ("equal", "ahead")
+
+
+def _missing_from(position, binlog_state):
+    """
+    The GTIDs of ``position`` (a host's last GTID per domain) that a server whose ``gtid_binlog_state`` (the last
+    GTID of every domain and server it ever logged) is ``binlog_state`` never had.
+    """
+    have = {(domain, server): seq for domain, server, seq in _parse_gtid(binlog_state)}
+    return [
+        f"{domain}-{server}-{seq}"
+        for domain, server, seq in _parse_gtid(position)
+        if have.get((domain, server), -1) < seq
+    ]
+
+
+# ---- pure logic: topology and state --------------------------------------------------------------
+
+
+def _topology_from_pillar(rolestack, accepted):
+    """
+    The db hosts in the order of the inventory, from the ``rolestack`` pillar of a db host:
+    ``{"zone", "masterdb", "hosts": {name: {name, fqdn, address, server_id, minion}}, "settings", "password"}``.
+    A host's minion id is its name or its FQDN, whichever key the master accepted (the name when neither).
+    """
+    db = rolestack.get("db") or {}
+    if not db.get("peers"):
+        raise CommandExecutionError("the inventory has no db hosts (rolestack:db:peers is empty)")
+    accepted = set(accepted)
+    hosts = {}
+    for peer in db["peers"]:
+        minion = next((name for name in (peer["name"], peer["fqdn"]) if name in accepted), peer["name"])
+        hosts[peer["name"]] = {
+            "name": peer["name"],
+            "fqdn": peer["fqdn"],
+            "address": peer.get("address"),
+            "server_id": peer.get("server_id"),
+            "minion": minion,
+        }
+    password = (rolestack.get("secrets") or {}).get("replication_password")
+    if not password:
+        raise CommandExecutionError("the db pillar has no replication_password secret (inventory secrets)")
+    return {
+        "zone": (rolestack.get("platform") or {}).get("zone"),
+        "masterdb": (db.get("masterdb") or {}).get("name"),
+        "hosts": hosts,
+        "settings": dict(db.get("settings") or {}),
+        "password": password,
+    }
+
+
+def _host_name(value, topology):
+    """The inventory name of a db host given by name, FQDN, minion id or address; None when it is none of them."""
+    if value is None:
+        return None
+    text = str(value).strip().rstrip(".")
+    for name, host in topology["hosts"].items():
+        if text in (name, host["fqdn"], host["minion"], host["address"]):
+            return name
+    zone = topology.get("zone")
+    if zone and text in ("masterdb", f"masterdb.{zone}") and topology.get("masterdb") in topology["hosts"]:
+        return topology["masterdb"]
+    return None
+
+
+def _host_state(status, topology):
+    """What the runner looks at in one host's ``mariadb_replication.status``."""
+    io_running = status.get("Slave_IO_Running")
+    sql_running = status.get("Slave_SQL_Running")
+    master_host = status.get("Master_Host") or None
+    return {
+        "reachable": True,
+        "role": status.get("role"),
+        "read_only": status.get("read_only"),
+        "source": (_host_name(master_host, topology) or master_host) if master_host else None,
+        "replicating": io_running == "Yes" and sql_running == "Yes",
+        "io_running": io_running,
+        "sql_running": sql_running,
+        "lag": status.get("Seconds_Behind_Master"),
+        "last_io_error": status.get("Last_IO_Error") or None,
+        "last_sql_error": status.get("Last_SQL_Error") or None,
+        "gtid_current_pos": status.get("gtid_current_pos") or "",
+        "gtid_slave_pos": status.get("gtid_slave_pos") or "",
+        "gtid_binlog_pos": status.get("gtid_binlog_pos") or "",
+        "gtid_io_pos": status.get("Gtid_IO_Pos") or "",
+        "semi_sync_primary": status.get("Rpl_semi_sync_master_status"),
+        "semi_sync_replicas": status.get("Rpl_semi_sync_master_clients"),
+        "replicas_connected": status.get("binlog_dump_threads"),
+        "server_id": status.get("server_id"),
+    }
+
+
+def _thread_errors(state):
+    errors = [error for error in (state.get("last_io_error"), state.get("last_sql_error")) if error]
+    return f": {'; '.join(errors)}" if errors else ""
+
+
+def _summarize(topology, results, max_lag):
+    """
+    The platform's replication state from each host's status (``results``: ``{host: {"status": dict}}`` or
+    ``{host: {"error": text}}``): ``{"masterdb", "primary", "hosts", "problems", "ok"}``. The primary is the one
+    reachable host taking writes (read_only OFF, no source); ``masterdb`` is the host the inventory names.
+    """
+    masterdb = topology["masterdb"]
+    hosts = {}
+    for name in topology["hosts"]:
+        result = results.get(name) or {"error": "did not answer"}
+        if "status" in result:
+            hosts[name] = _host_state(result["status"], topology)
+        else:
+            hosts[name] = {"reachable": False, "error": result.get("error") or "did not answer"}
+        hosts[name]["masterdb"] = name == masterdb
+    primaries = [name for name, state in hosts.items() if state.get("role") == "primary"]
+    primary = primaries[0] if len(primaries) == 1 else None
+    problems = []
+    if not primaries:
+        problems.append(
+            "no primary: no reachable db host takes writes (read_only OFF without a source); "
+            "if the primary died: salt-run db.failover"
+        )
+    elif len(primaries) > 1:
+        problems.append(f"several primaries take writes: {', '.join(primaries)}: set read_only ON on all but one")
+    if primary and masterdb and primary != masterdb:
+        problems.append(
+            f"the inventory names {masterdb} masterdb but the running primary is {primary}: commit the move of "
+            f"masterdb to {primary} before the next highstate, or switch back: salt-run db.switchover {masterdb}"
+        )
+    for name, state in hosts.items():
+        if not state["reachable"]:
+            problems.append(f"{name}: unreachable: {state['error']}")
+            continue
+        if name in primaries:
+            continue
+        if state["role"] != "replica":
+            problems.append(f"{name}: replicates from nobody (read_only {'ON' if state['read_only'] else 'OFF'})")
+            continue
+        if not state["read_only"]:
+            problems.append(f"{name}: a replica with read_only OFF (applications could write to it)")
+        if not state["replicating"]:
+            problems.append(
+                f"{name}: replication from {state['source']} is broken (IO thread {state['io_running']}, "
+                f"SQL thread {state['sql_running']}){_thread_errors(state)}"
+            )
+        elif primary and state["source"] != primary:
+            problems.append(f"{name}: replicates from {state['source']}, not from the primary {primary}")
+        elif state["lag"] is not None and max_lag is not None and int(state["lag"]) > int(max_lag):
+            problems.append(f"{name}: {state['lag']} s behind {state['source']} (more than {max_lag} s)")
+    return {
+        "masterdb": masterdb,
+        "primary": primary,
+        "primaries": primaries,
+        "hosts": hosts,
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def _switchover_refusal(new, topology, summary, max_lag):
+    """Why a switchover to ``new`` must not start (None: it may)."""
+    if new not in topology["hosts"]:
+        return f"{new} is not a db host (db hosts: {', '.join(topology['hosts'])})"
+    primary = summary["primary"]
+    hosts = summary["hosts"]
+    if primary is None:
+        why = next((p for p in summary["problems"] if "primar" in p), "no single primary")
+        return f"there is no running primary to switch from ({why})"
+    if new == primary:
+        return f"{new} is the primary already"
+    target = hosts[new]
+    if not target["reachable"]:
+        return f"{new} does not answer: {target['error']}"
+    if target["role"] != "replica":
+        return f"{new} is not a replica of {primary}: it replicates from nobody"
+    if target["source"] != primary:
+        return f"{new} replicates from {target['source']}, not from the primary {primary}"
+    if not target["replicating"]:
+        return (
+            f"{new} is not replicating from {primary} (IO thread {target['io_running']}, SQL thread "
+            f"{target['sql_running']}){_thread_errors(target)}: it may be missing transactions; repair its "
+            f"replication first (salt {topology['hosts'][new]['minion']} mariadb_replication.start_replica timeout=30)"
+        )
+    lag = target["lag"]
+    if lag is None or int(lag) > int(max_lag):
+        return (
+            f"{new} is {lag} s behind {primary}, more than max_lag={max_lag} s: the write block would last until "
+            f"it caught up; wait, or pass a larger max_lag"
+        )
+    order = _gtid_order(target["gtid_current_pos"], hosts[primary]["gtid_binlog_pos"])
+    if order in ("ahead", "diverged"):
+        return (
+            f"{new} has transactions the primary {primary} does not have ({new} at {target['gtid_current_pos']}, "
+            f"{primary} at {hosts[primary]['gtid_binlog_pos']}): they were written on the replica; promoting it "
+            f"would fork the data"
+        )
+    return None
+
+
+def _failover_plan(topology, summary):
+    """
+    The dead primary and the replicas that may replace it: ``{"old", "candidates", "excluded"}``; raises
+    CommandExecutionError when a failover must not run (a primary is running, the old one still answers, a
+    replica is still connected to it, ...).
+    """
+    hosts = summary["hosts"]
+    if summary["primaries"]:
+        raise CommandExecutionError(
+            f"{' and '.join(summary['primaries'])} take{'s' if len(summary['primaries']) == 1 else ''} writes "
+            f"(read_only OFF, no source): there is nothing to fail over; to move the primary: "
+            f"salt-run db.switchover <host>"
+        )
+    sources = sorted({state["source"] for state in hosts.values() if state.get("role") == "replica"})
+    if len(sources) > 1:
+        raise CommandExecutionError(
+            f"the replicas replicate from different sources ({', '.join(map(str, sources))}): refusing to guess "
+            f"which primary died; see salt-run db.status"
+        )
+    old = sources[0] if sources else topology["masterdb"]
+    if old not in topology["hosts"]:
+        raise CommandExecutionError(f"the replicas replicate from {old}, which is not a db host of the inventory")
+    if hosts[old]["reachable"]:
+        raise CommandExecutionError(
+            f"{old} answers and its MariaDB runs (read_only {'ON' if hosts[old]['read_only'] else 'OFF'}): it is not "
+            f"dead. A failover is for a primary that does not answer or whose MariaDB is down. To make it take "
+            f"writes again: salt {topology['hosts'][old]['minion']} mariadb_replication.set_read_only enabled=False; "
+            f"to move the primary: salt-run db.switchover <host>"
+        )
+    candidates, excluded = [], {}
+    for name, state in hosts.items():
+        if name == old:
+            continue
+        if not state["reachable"]:
+            excluded[name] = f"unreachable: {state['error']}"
+        elif state["role"] != "replica" or state["source"] != old:
+            excluded[name] = f"not a replica of {old} (source: {state.get('source') or 'none'})"
+        else:
+            candidates.append(name)
+    connected = [name for name in candidates if hosts[name]["io_running"] == "Yes"]
+    if connected:
+        raise CommandExecutionError(
+            f"{', '.join(connected)} still receive{'s' if len(connected) == 1 else ''} {old}'s binary log (IO thread "
+            f"running): {old}'s MariaDB still serves replication although its minion does not answer; refusing "
+            f"(two primaries). Stop it first, or wait until the replicas lose it"
+        )
+    if not candidates:
+        raise CommandExecutionError(
+            f"no replica of {old} answers: nothing to promote ({'; '.join(f'{h}: {r}' for h, r in excluded.items())})"
+        )
+    return {"old": old, "candidates": candidates, "excluded": excluded}
+
+
+def _choose_promotion(positions):
+    """
+    The replica to promote: the most advanced by GTID among ``positions`` (``{host: {"applied": gtid,
+    "received": gtid, "sql_running": bool}}``; ties go to the first in inventory order). Refuses when positions
+    diverged, or when a replica received (relay log) transactions the chosen one has not applied.
+    """
+    if not positions:
+        raise CommandExecutionError("no candidate to promote")
+    applied = {host: info["applied"] for host, info in positions.items()}
+    ahead_of_all = [host for host in applied if all(_at_least(applied[host], other) for other in applied.values())]
+    if not ahead_of_all:
+        listed = ", ".join(f"{host} at {pos or '(empty)'}" for host, pos in applied.items())
+        raise CommandExecutionError(
+            f"the replicas' positions diverged ({listed}): none holds every transaction the others hold; "
+            f"refusing to promote (compare their binary logs, promote by hand, rebuild the others)"
+        )
+    chosen = ahead_of_all[0]
+    for host, info in positions.items():
+        received = info.get("received") or ""
+        if not _at_least(applied[chosen], received):
+            raise CommandExecutionError(
+                f"{host} received transactions up to {received} that {chosen} (the most advanced, at "
+                f"{applied[chosen]}) has not applied; {host} has not applied them either (SQL thread "
+                f"{'running' if info.get('sql_running') else 'stopped'}): promoting would lose them. Let {host}'s "
+                f"SQL thread apply its relay log (salt {host} mariadb_replication.start_replica), then run the "
+                f"failover again"
+            )
+    return chosen
+
+
+# ---- pure logic: the inventory -------------------------------------------------------------------
+
+
+def _git_source(opts):
+    """The rolestack ext_pillar's git source ``{repo, ref, path}`` in the master configuration, or None."""
+    for entry in opts.get("ext_pillar") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("rolestack"), dict):
+            git = entry["rolestack"].get("git")
+            if isinstance(git, dict) and git.get("repo") and git.get("path"):
+                return {"repo": git["repo"], "ref": git.get("ref", "main"), "path": git["path"]}
+    return None
+
+
+def _effective_roles(name, spec):
+    roles = (spec or {}).get("roles")
+    if roles is None:
+        roles = logic.roles_from_name(name)[0]
+    return list(roles)
+
+
+def _inventory_node(root):
+    """The mapping node holding the inventory (the document, or its ``rolestack:inventory``), as load_yaml reads it."""
+    node = root
+    if isinstance(root, yaml.MappingNode):
+        rolestack = _child(root, "rolestack")
+        if isinstance(rolestack, yaml.MappingNode) and _child(rolestack, "inventory") is not None:
+            node = _child(rolestack, "inventory")
+    return node
+
+
+def _child(mapping, key):
+    for key_node, value_node in mapping.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node
+    return None
+
+
+def _host_nodes(mapping, host):
+    for key_node, value_node in mapping.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == host:
+            return key_node, value_node
+    raise CommandExecutionError(f"host {host} is not in the inventory's hosts")
+
+
+def _flow(roles):
+    return "[" + ", ".join(roles) + "]"
+
+
+def _roles_edit(text, host, roles, hosts_node):
+    """One (start, end, replacement) splice of ``text`` that gives ``host`` these explicit roles."""
+    key_node, value = _host_nodes(hosts_node, host)
+    if isinstance(value, yaml.MappingNode):
+        roles_node = _child(value, "roles")
+        if isinstance(roles_node, yaml.SequenceNode) and not roles_node.flow_style and roles_node.value:
+            # a block list: rewrite its items, same indentation
+            first, last = roles_node.value[0], roles_node.value[-1]
+            start = text.rfind("\n", 0, first.start_mark.index) + 1
+            end = text.find("\n", last.end_mark.index)
+            end = len(text) if end < 0 else end
+            indent = " " * roles_node.start_mark.column
+            return start, end, "\n".join(f"{indent}- {role}" for role in roles)
+        if roles_node is not None:
+            # a flow list (or something else that the validation will judge)
+            return roles_node.start_mark.index, roles_node.end_mark.index, _flow(roles)
+        if value.flow_style:
+            inner = text[value.start_mark.index + 1 : value.end_mark.index - 1].strip()
+            joined = f"{inner}, roles: {_flow(roles)}" if inner else f"roles: {_flow(roles)}"
+            return value.start_mark.index, value.end_mark.index, "{" + joined + "}"
+        # a block mapping: a roles line before its first key
+        first_key = value.value[0][0]
+        start = text.rfind("\n", 0, first_key.start_mark.index) + 1
+        return start, start, f"{' ' * first_key.start_mark.column}roles: {_flow(roles)}\n"
+    if isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null"):
+        if value.start_mark.index == value.end_mark.index:
+            colon = text.find(":", key_node.end_mark.index)
+            return colon + 1, colon + 1, f" {{roles: {_flow(roles)}}}"
+        return value.start_mark.index, value.end_mark.index, f"{{roles: {_flow(roles)}}}"
+    raise CommandExecutionError(f"hosts.{host} is neither a mapping nor empty: cannot give it roles")
+
+
+def _move_masterdb(text, old, new):
+    """
+    The inventory YAML text with the masterdb role moved from host ``old`` to host ``new``: only the two hosts'
+    ``roles`` change (a host without ``roles``, whose name gives them, gets them explicitly: ``db1-masterdb``
+    cannot be renamed, so it gets ``roles: [db]``); comments and layout are kept. The result is validated and
+    checked to differ from the original in those two roles lists only. Raises CommandExecutionError.
+    """
+    inventory = logic.load_yaml(text)
+    hosts = inventory.get("hosts") if isinstance(inventory, dict) else None
+    for host in (old, new):
+        if not isinstance(hosts, dict) or host not in hosts:
+            raise CommandExecutionError(f"host {host} is not in the inventory's hosts")
+    old_roles = [role for role in _effective_roles(old, hosts[old]) if role != "masterdb"]
+    new_roles = _effective_roles(new, hosts[new])
+    if "masterdb" not in _effective_roles(old, hosts[old]):
+        raise CommandExecutionError(f"the inventory does not give {old} the masterdb role")
+    if "db" not in new_roles:
+        raise CommandExecutionError(f"{new} has no db role in the inventory")
+    if "masterdb" not in new_roles:
+        new_roles.append("masterdb")
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    hosts_node = _child(_inventory_node(root), "hosts")
+    edits = sorted(
+        (_roles_edit(text, host, roles, hosts_node) for host, roles in ((old, old_roles), (new, new_roles))),
+        reverse=True,
+    )
+    edited = text
+    for start, end, replacement in edits:
+        edited = edited[:start] + replacement + edited[end:]
+    wanted = copy.deepcopy(inventory)
+    for host, roles in ((old, old_roles), (new, new_roles)):
+        wanted["hosts"][host] = dict(wanted["hosts"][host] or {}, roles=roles)
+    try:
+        result = logic.load_yaml(edited)
+    except logic.InventoryError as err:
+        raise CommandExecutionError(f"editing the inventory went wrong ({err}): move masterdb by hand") from err
+    if result != wanted:
+        raise CommandExecutionError(
+            f"editing the inventory changed more than the roles of {old} and {new}: move masterdb by hand"
+        )
+    errors = logic.validate(result)
+    if errors:
+        raise CommandExecutionError("the inventory with masterdb moved is invalid:\n  - " + "\n  - ".join(errors))
+    return edited
+
+
+def _highstate_summary(returns, targets):
+    """Per minion: ``{"ok", "states", "changed", "failed": [...]}`` or ``{"ok": False, "error"}``."""
+    summary = {}
+    for minion in targets:
+        ret = returns.get(minion)
+        if not isinstance(ret, dict) or "ret" not in ret or ret.get("out") == "no_return":
+            summary[minion] = {"ok": False, "error": "did not answer"}
+            continue
+        states = ret["ret"]
+        if not isinstance(states, dict):
+            text = "; ".join(states) if isinstance(states, list) else str(states)
+            summary[minion] = {"ok": False, "error": text[:2000]}
+            continue
+        failed = [
+            f"{state.get('__id__', key)}: {str(state.get('comment'))[:300]}"
+            for key, state in states.items()
+            if isinstance(state, dict) and state.get("result") is False
+        ]
+        changed = sum(1 for state in states.values() if isinstance(state, dict) and state.get("changes"))
+        summary[minion] = {"ok": not failed, "states": len(states), "changed": changed, "failed": failed}
+    return summary
+
+
+# ---- the master side: pillar, LocalClient, git ---------------------------------------------------
+
+
+def _progress(message):
+    log.info("db: %s", message)
+    event = globals().get("__jid_event__")
+    if event is not None:
+        try:
+            event.fire_event({"message": message}, "progress")
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def _accepted():
+    with salt.key.get_key(__opts__) as skey:
+        return skey.list_status("accepted").get("minions", [])
+
+
+def _rolestack_pillar(minion):
+    pillar = __salt__["pillar.show_pillar"](minion)
+    if pillar.get("_errors"):
+        raise CommandExecutionError(
+            f"the pillar of {minion} does not render: " + "; ".join(map(str, pillar["_errors"]))
+        )
+    rolestack = pillar.get("rolestack")
+    if not isinstance(rolestack, dict):
+        raise CommandExecutionError(f"{minion} has no rolestack pillar: is the rolestack ext_pillar configured?")
+    return rolestack
+
+
+def _topology():
+    accepted = _accepted()
+    if not accepted:
+        raise CommandExecutionError("the master has accepted no minion key")
+    common = _rolestack_pillar(accepted[0])
+    masterdb = (common.get("hosts_entries") or {}).get("masterdb")
+    if not masterdb:
+        raise CommandExecutionError("the inventory has no masterdb (no db hosts?)")
+    return _topology_from_pillar(_rolestack_pillar(masterdb["name"]), accepted)
+
+
+def _run(minions, fun, args=(), kwargs=None, timeout=QUICK_TIMEOUT, grace=None):
+    """
+    ``{minion: (True, return) or (False, error text)}`` of one function on a list of minions. With ``grace``, a
+    minion that has not answered ``grace`` seconds after the others did counts as not answering: a dead host costs
+    that instead of salt's timeout plus its job lookup.
+    """
+    minions = list(minions)
+    client = salt.client.get_local_client(mopts=__opts__)
+    returns = {}
+    try:
+        if grace is None:
+            returns = client.cmd(
+                minions,
+                fun,
+                list(args),
+                tgt_type="list",
+                kwarg=kwargs or {},
+                timeout=timeout,
+                full_return=True,
+                gather_job_timeout=GATHER_JOB_TIMEOUT,
+            )
+        else:
+            started = time.monotonic()
+            answered_at = None
+            for ret in client.cmd_iter_no_block(
+                minions, fun, list(args), timeout=timeout, tgt_type="list", kwarg=kwargs or {},
+                gather_job_timeout=GATHER_JOB_TIMEOUT,
+            ):  # fmt: skip
+                if ret:
+                    returns.update(ret)
+                missing = [minion for minion in minions if minion not in returns]
+                if not missing:
+                    break
+                now = time.monotonic()
+                if len(missing) < len(minions) and answered_at is None:
+                    answered_at = now
+                if now - (answered_at or started) > grace and now - started > grace:
+                    break
+                time.sleep(0.02)
+    finally:
+        client.destroy()
+    out = {}
+    for minion in minions:
+        ret = returns.get(minion)
+        if not isinstance(ret, dict) or "ret" not in ret or ret.get("out") == "no_return":
+            out[minion] = (False, NO_ANSWER)
+        elif ret.get("retcode", 0):
+            out[minion] = (False, str(ret["ret"]).removeprefix("ERROR: "))
+        else:
+            out[minion] = (True, ret["ret"])
+    return out
+
+
+def _call(topology, host, fun, *args, wait=QUICK_TIMEOUT, **kwargs):
+    """One function on one db host; its return, or CommandExecutionError naming the host and the error."""
+    minion = topology["hosts"][host]["minion"] if host in topology["hosts"] else host
+    ok, value = _run([minion], fun, args, kwargs, wait)[minion]
+    if not ok:
+        raise CommandExecutionError(f"{host}: {fun}: {value}")
+    return value
+
+
+def _call_many(topology, host, calls, wait=QUICK_TIMEOUT):
+    """
+    Several functions on one db host in one job, in order (one round trip instead of several: the write block
+    is mostly round trips). Each runs even when an earlier one failed: use it only where that is harmless.
+    Returns their returns; raises CommandExecutionError naming the first that failed.
+    """
+    minion = topology["hosts"][host]["minion"]
+    funs = [fun for fun, _args, _kwargs in calls]
+    args = [[*call_args, {**call_kwargs, "__kwarg__": True}] for _fun, call_args, call_kwargs in calls]
+    returns = _run_job(minion, funs, args, wait)
+    ret = returns.get(minion)
+    if not isinstance(ret, dict) or not isinstance(ret.get("ret"), dict):
+        raise CommandExecutionError(f"{host}: {', '.join(funs)}: the minion did not answer")
+    retcodes = ret.get("retcode") if isinstance(ret.get("retcode"), dict) else {}
+    values = []
+    for fun in funs:
+        value = ret["ret"].get(fun)
+        if fun not in ret["ret"] or retcodes.get(fun) != 0:
+            raise CommandExecutionError(f"{host}: {fun}: {str(value).removeprefix('ERROR: ').strip()[-1500:]}")
+        values.append(value)
+    return values
+
+
+def _run_job(minion, funs, args, wait):
+    client = salt.client.get_local_client(mopts=__opts__)
+    try:
+        return client.cmd(
+            [minion], funs, args, tgt_type="list", timeout=wait, full_return=True, gather_job_timeout=GATHER_JOB_TIMEOUT
+        )
+    finally:
+        client.destroy()
+
+
+def _collect(topology, hosts=None, timeout=QUICK_TIMEOUT, grace=None):
+    """Each db host's ``mariadb_replication.status`` (all by default): ``{host: {"status": ...} or {"error": ...}}``."""
+    by_minion = {host["minion"]: name for name, host in topology["hosts"].items() if hosts is None or name in hosts}
+    results = {}
+    answers = _run(list(by_minion), "mariadb_replication.status", timeout=timeout, grace=grace)
+    for minion, (ok, value) in answers.items():
+        results[by_minion[minion]] = {"status": value} if ok else {"error": value}
+    return results
+
+
+def _replica_args(topology, source):
+    return {
+        "master_host": topology["hosts"][source]["fqdn"],
+        "master_user": REPLICATION_USER,
+        "master_password": topology["password"],
+        "master_port": MASTER_PORT,
+        "ssl_ca": f"{SSL_DIR}/ca.pem",
+        "ssl_cert": f"{SSL_DIR}/client.pem",
+        "ssl_key": f"{SSL_DIR}/client.key",
+    }
+
+
+def _slave_pos_from_binlog(topology, host):
+    """gtid_slave_pos := gtid_binlog_pos on a host whose replica threads are stopped (or none configured)."""
+    result = _call(topology, host, "cmd.run_all", SLAVE_POS_FROM_BINLOG, python_shell=False)
+    if result.get("retcode"):
+        raise CommandExecutionError(f"{host}: setting gtid_slave_pos from its binary log: {result.get('stderr')}")
+
+
+def _binlog_state(topology, host):
+    """A host's ``gtid_binlog_state``: the last GTID of every (domain, server) its binary log ever held."""
+    result = _call(
+        topology,
+        host,
+        "cmd.run_all",
+        ["mariadb", "--batch", "--skip-column-names", "-e", "SELECT @@GLOBAL.gtid_binlog_state"],
+        python_shell=False,
+    )
+    if result.get("retcode"):
+        raise CommandExecutionError(f"{host}: reading gtid_binlog_state: {result.get('stderr')}")
+    return result.get("stdout", "").strip()
+
+
+def _point_at(topology, host, source, timeout, from_binlog=False):
+    """Make ``host`` a read-only replica of ``source`` and wait until both replica threads run."""
+    _call(topology, host, "mariadb_replication.set_read_only", enabled=True)
+    if from_binlog:
+        _call(topology, host, "mariadb_replication.stop_replica")
+        _slave_pos_from_binlog(topology, host)
+    _call(topology, host, "mariadb_replication.configure_replica", **_replica_args(topology, source))
+    return _call(topology, host, "mariadb_replication.start_replica", timeout=timeout, wait=timeout + 15)
+
+
+def _repoint(topology, hosts, source, old, timeout, reachable):
+    """Re-point ``hosts`` at ``source`` (``old``, a former primary, from its own binary log); errors collected."""
+    replicas, problems = {}, []
+    for host in hosts:
+        if host not in reachable:
+            replicas[host] = "not re-pointed: unreachable (its next highstate points it at the new primary)"
+            problems.append(f"{host}: {replicas[host]}")
+            continue
+        try:
+            _point_at(topology, host, source, timeout, from_binlog=host == old)
+            replicas[host] = f"replicating from {source}"
+        except CommandExecutionError as err:
+            replicas[host] = f"not replicating: {err}"
+            problems.append(f"{host}: {err}")
+    running = [host for host, state in replicas.items() if state.startswith("replicating")]
+    if running:
+        # threads running is not enough: each replica applies what the new primary has logged so far
+        position = _call(topology, source, "mariadb_replication.status")["gtid_binlog_pos"]
+        for host in running if position else ():
+            try:
+                _call(topology, host, "mariadb_replication.wait_for_gtid", position, timeout=timeout, wait=timeout + 15)
+                replicas[host] = f"replicating from {source}, applied {position}"
+            except CommandExecutionError as err:
+                replicas[host] = f"replicating from {source} but behind: {err}"
+                problems.append(f"{host}: {replicas[host]}")
+    return replicas, problems
+
+
+def _git(repo, *args, input=None, env=None):
+    try:
+        proc = subprocess.run(
+            ["git", "-C", repo, *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=env,
+            check=False,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise CommandExecutionError(f"git {args[0]} in {repo}: {err}") from err
+    if proc.returncode:
+        raise CommandExecutionError(f"git {' '.join(args[:3])} in {repo}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def _git_env(repo):
+    env = dict(os.environ)
+    try:
+        _git(repo, "config", "user.email")
+    except CommandExecutionError:
+        who = f"salt-master {__opts__.get('id', '')}".strip()
+        env.update(
+            GIT_AUTHOR_NAME=who,
+            GIT_COMMITTER_NAME=who,
+            GIT_AUTHOR_EMAIL="salt-master@rolestack.invalid",
+            GIT_COMMITTER_EMAIL="salt-master@rolestack.invalid",
+        )
+    return env
+
+
+def _commit_inventory(source, old, new, message):
+    """Commit the move of masterdb from old to new on the ext_pillar's branch; what was done."""
+    repo, ref, path = source["repo"], source["ref"], source["path"]
+    parent = _git(repo, "rev-parse", "--verify", f"refs/heads/{ref}^{{commit}}").strip()
+    text = _git(repo, "show", f"{parent}:{path}")
+    edited = _move_masterdb(text, old, new)
+    env = _git_env(repo)
+    bare = _git(repo, "rev-parse", "--is-bare-repository").strip() == "true"
+    head = ""
+    if not bare:
+        try:
+            head = _git(repo, "symbolic-ref", "-q", "HEAD").strip()
+        except CommandExecutionError:
+            head = ""
+    if head == f"refs/heads/{ref}":
+        # the branch is checked out: commit through the work tree, so that it stays in step
+        top = _git(repo, "rev-parse", "--show-toplevel").strip()
+        if _git(repo, "status", "--porcelain", "--", path).strip():
+            raise CommandExecutionError(
+                f"{os.path.join(top, path)} has uncommitted changes: commit or discard them, then commit the move of "
+                f"masterdb from {old} to {new} by hand (the database switch is done)"
+            )
+        with open(os.path.join(top, path), "w", encoding="utf-8") as handle:
+            handle.write(edited)
+        _git(repo, "commit", "-q", "-m", message, "--", path, env=env)
+    else:
+        # a bare repository, or another branch checked out: write the commit without a work tree
+        mode = _git(repo, "ls-tree", parent, "--", path).split()[0]
+        blob = _git(repo, "hash-object", "-w", "--stdin", input=edited).strip()
+        with tempfile.TemporaryDirectory(prefix="rolestack-db-") as work:
+            index_env = dict(env, GIT_INDEX_FILE=os.path.join(work, "index"))
+            _git(repo, "read-tree", parent, env=index_env)
+            _git(repo, "update-index", "--cacheinfo", f"{mode},{blob},{path}", env=index_env)
+            tree = _git(repo, "write-tree", env=index_env).strip()
+        commit = _git(repo, "commit-tree", tree, "-p", parent, "-m", message, env=env).strip()
+        _git(repo, "update-ref", f"refs/heads/{ref}", commit, parent)
+    commit = _git(repo, "rev-parse", "--verify", f"refs/heads/{ref}^{{commit}}").strip()
+    return {"repo": repo, "ref": ref, "path": path, "commit": commit, "parent": parent, "message": message}
+
+
+def _update_inventory(topology, old, new, verb):
+    """Move masterdb in the inventory when it is in git; returns (result, inventory now names new)."""
+    if topology["masterdb"] == new:
+        return {"unchanged": f"the inventory names {new} masterdb already"}, True
+    source = _git_source(__opts__)
+    if source is None:
+        return {
+            "unchanged": f"the rolestack ext_pillar does not read a git branch: move masterdb from "
+            f"{topology['masterdb']} to {new} in the inventory by hand before the next highstate"
+        }, False
+    inventory_old = topology["masterdb"] or old
+    message = f"db: {verb} masterdb from {inventory_old} to {new}"
+    return _commit_inventory(source, inventory_old, new, message), True
+
+
+def _highstate(targets, timeout=900):
+    _progress(f"state.highstate on {', '.join(targets)}")
+    client = salt.client.get_local_client(mopts=__opts__)
+    try:
+        returns = client.cmd(list(targets), "state.highstate", tgt_type="list", timeout=timeout, full_return=True)
+    finally:
+        client.destroy()
+    return _highstate_summary(returns, targets)
+
+
+def _lag_limit(topology, given, key):
+    if given is None:
+        return int(topology["settings"].get(key, logic.DB_SETTINGS[key][0]))
+    if isinstance(given, bool) or not isinstance(given, int | float) or given < 0:
+        raise SaltInvocationError(f"max_lag: expected a number of seconds >= 0, got {given!r}")
+    return given
+
+
+def _check_timeout(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise SaltInvocationError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+
+
+def _fail(ret):
+    """A return with problems makes salt-run exit non-zero."""
+    if ret.get("problems"):
+        __context__["retcode"] = 1
+    return ret
+
+
+# ---- the runner functions -------------------------------------------------------------------------
+
+
+def status():
+    """
+    The replication state of every db host: its role (``primary``, ``replica``, ``standalone``), read_only,
+    source, whether both replica threads run, lag (``Seconds_Behind_Master``), GTID positions (current, slave,
+    binlog, received), semi-sync; which host is the running primary, which one the inventory names masterdb, and
+    the problems found (replicas lagging beyond ``rolestack:db:settings:max_lag_seconds`` included).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run db.status
+    """
+    topology = _topology()
+    summary = _summarize(topology, _collect(topology), _lag_limit(topology, None, "max_lag_seconds"))
+    return summary
+
+
+def health(max_lag=None):
+    """
+    Replication health: per db host ``ok`` and its problems (unreachable, MariaDB down, replication broken with
+    the IO/SQL error, a replica following another host than the primary, lag beyond ``max_lag`` seconds), and
+    the platform's (no primary, several, the inventory naming another host masterdb). salt-run exits non-zero
+    when anything is wrong, for a monitoring check.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run db.health
+        salt-run db.health max_lag=5
+
+    max_lag
+        Seconds a replica may be behind; defaults to the inventory's ``db.max_lag_seconds`` (30).
+    """
+    topology = _topology()
+    limit = _lag_limit(topology, max_lag, "max_lag_seconds")
+    summary = _summarize(topology, _collect(topology), limit)
+    hosts = {}
+    for name, state in summary["hosts"].items():
+        mine = [problem for problem in summary["problems"] if problem.startswith(f"{name}: ")]
+        hosts[name] = {
+            "ok": not mine,
+            "role": state.get("role"),
+            "replicating": state.get("replicating"),
+            "lag": state.get("lag"),
+            "problems": [problem.split(": ", 1)[1] for problem in mine],
+        }
+    return _fail(
+        {
+            "ok": summary["ok"],
+            "primary": summary["primary"],
+            "masterdb": summary["masterdb"],
+            "max_lag": limit,
+            "hosts": hosts,
+            "problems": summary["problems"],
+        }
+    )
+
+
+def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=True):
+    """
+    Make the replica ``new`` the primary, the running primary its replica, and re-point every other db host at
+    it, without losing a transaction: writes are blocked on the old primary (read_only ON, client connections
+    killed; replication threads are kept) until ``new`` has applied everything the old one wrote, then ``new``
+    stops replicating and takes writes. Then (``update_inventory``) the inventory's masterdb role moves to
+    ``new`` in a commit on the ext_pillar's git branch ("db: switch masterdb from X to Y"), and (``highstate``)
+    every minion is highstated so /etc/hosts, DNS and certificates follow.
+
+    Refused, before anything changes, when ``new`` is not a db host, is the primary already, does not answer,
+    does not replicate from the primary (both threads running), lags more than ``max_lag`` seconds, or holds
+    transactions the primary does not have; or when no single primary runs.
+
+    If ``new`` cannot catch up within ``timeout`` seconds, the old primary takes writes again and nothing else
+    changed.
+
+    Returns ``old``, ``new``, ``write_block_seconds`` (from read_only ON on the old primary to read_only OFF on
+    the new one), the GTID position handed over, ``steps`` with their seconds, each replica's state, the
+    inventory commit, the highstate summary and ``problems``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run db.switchover db2
+        salt-run db.switchover db2 max_lag=10 timeout=60
+        salt-run db.switchover db2 update_inventory=False highstate=False
+
+    new
+        The db host to promote (inventory name, FQDN or minion id).
+
+    max_lag
+        Seconds ``new`` may be behind; defaults to the inventory's ``db.switchover_max_lag_seconds`` (5).
+
+    timeout
+        Seconds ``new`` may take to apply the old primary's last transactions (the longest write block), and
+        each re-pointed replica to start replicating.
+
+    update_inventory
+        Commit the move of masterdb to ``new`` (git source only). With False the inventory must be changed
+        before the next highstate (the db role would point ``new`` back at the old masterdb).
+
+    highstate
+        Highstate every minion afterwards, only when the inventory names ``new`` masterdb.
+    """
+    started = time.monotonic()
+    _check_timeout(timeout)
+    topology = _topology()
+    name = _host_name(new, topology) or str(new)
+    limit = _lag_limit(topology, max_lag, "switchover_max_lag_seconds")
+    summary = _summarize(topology, _collect(topology), _lag_limit(topology, None, "max_lag_seconds"))
+    reason = _switchover_refusal(name, topology, summary, limit)
+    if reason:
+        raise CommandExecutionError(f"switchover to {name} refused: {reason}")
+    new, old = name, summary["primary"]
+    steps = []
+    mark = time.monotonic()
+
+    def step(what):
+        nonlocal mark
+        now = time.monotonic()
+        steps.append({"step": what, "seconds": round(now - mark, 3)})
+        mark = now
+        _progress(what)
+
+    # the write block starts: nothing but replication writes to the old primary from here
+    _progress(f"{old}: read_only ON, client connections killed")
+    block_started = time.monotonic()
+    mark = block_started
+    try:
+        # in one job; kill_client_connections and status run even if set_read_only failed: nothing is lost then
+        _, killed, old_status = _call_many(
+            topology,
+            old,
+            [
+                ("mariadb_replication.set_read_only", [], {"enabled": True}),
+                ("mariadb_replication.kill_client_connections", [], {}),
+                ("mariadb_replication.status", [], {}),
+            ],
+        )
+    except CommandExecutionError as err:
+        undo = _undo_switchover(topology, old, new, timeout)
+        raise CommandExecutionError(f"switchover to {new} aborted: {err}; {undo}") from err
+    position = old_status["gtid_binlog_pos"]
+    step(f"{old}: read_only ON, {len(killed)} client connection(s) killed, at {position}")
+    try:
+        _call(topology, new, "mariadb_replication.wait_for_gtid", position, timeout=timeout, wait=timeout + 15)
+        step(f"{new}: applied {position}")
+        _call(topology, new, "mariadb_replication.reset_replica")
+        step(f"{new}: replication stopped and forgotten (RESET SLAVE ALL)")
+        _call(topology, new, "mariadb_replication.set_read_only", enabled=False)
+    except CommandExecutionError as err:
+        undo = _undo_switchover(topology, old, new, timeout)
+        raise CommandExecutionError(f"switchover to {new} aborted: {err}; {undo}") from err
+    write_block = time.monotonic() - block_started
+    step(f"{new}: read_only OFF, takes writes (write block {write_block:.3f} s)")
+
+    others = [host for host in topology["hosts"] if host not in (new, old)] + [old]
+    reachable = {host for host, state in summary["hosts"].items() if state["reachable"]}
+    replicas, problems = _repoint(topology, others, new, old, timeout, reachable)
+    step(f"re-pointed at {new}: {', '.join(others)}")
+    ret = {
+        "old": old,
+        "new": new,
+        "write_block_seconds": round(write_block, 3),
+        "gtid_binlog_pos": position,
+        "killed_connections": len(killed),
+        "replicas": replicas,
+        "steps": steps,
+    }
+    ret.update(_after_move(topology, old, new, "switch", update_inventory, highstate, None, problems, step))
+    ret["seconds"] = round(time.monotonic() - started, 3)
+    ret["problems"] = problems
+    return _fail(ret)
+
+
+def _undo_switchover(topology, old, new, timeout):
+    """After a failed promotion: ``new`` read-only replica of ``old`` again, ``old`` writable. What was done."""
+    done = []
+    try:
+        _call(topology, new, "mariadb_replication.set_read_only", enabled=True)
+        settings = _call(topology, new, "mariadb_replication.replica_settings")
+        if not settings:
+            _call(topology, new, "mariadb_replication.configure_replica", **_replica_args(topology, old))
+        _call(topology, new, "mariadb_replication.start_replica", timeout=timeout, wait=timeout + 15)
+        done.append(f"{new} replicates from {old} again")
+    except CommandExecutionError as err:
+        done.append(f"{new} could not be put back as a replica ({err}): check it (salt-run db.status)")
+    try:
+        _call(topology, old, "mariadb_replication.set_read_only", enabled=False)
+        done.append(f"{old} takes writes again (read_only OFF)")
+    except CommandExecutionError as err:
+        done.append(f"{old} is still read-only ({err}): salt {old} mariadb_replication.set_read_only enabled=False")
+    return "; ".join(done)
+
+
+def _after_move(topology, old, new, verb, update_inventory, highstate, exclude, problems, step):
+    """The inventory commit and the highstate after the primary moved."""
+    ret = {}
+    names_new = topology["masterdb"] == new
+    if update_inventory:
+        try:
+            ret["inventory"], names_new = _update_inventory(topology, old, new, verb)
+        except CommandExecutionError as err:
+            ret["inventory"] = {"error": str(err)}
+            problems.append(f"inventory: {err}")
+        step(f"inventory: {ret['inventory'].get('message') or ret['inventory'].get('unchanged') or 'not changed'}")
+    else:
+        ret["inventory"] = {"unchanged": "update_inventory=False"}
+    if not names_new:
+        problems.append(
+            f"the inventory names {topology['masterdb']} masterdb, the primary is {new}: commit the move of masterdb "
+            f"to {new} before the next highstate (the db role would point {new} back at {topology['masterdb']})"
+        )
+    if highstate and names_new:
+        targets = [minion for minion in _accepted() if minion not in (exclude or ())]
+        ret["highstate"] = _highstate(targets)
+        failed = sorted(minion for minion, result in ret["highstate"].items() if not result["ok"])
+        if failed:
+            problems.append(f"highstate failed on {', '.join(failed)}")
+        step(f"highstate of {len(targets)} minion(s)")
+    elif highstate:
+        ret["highstate"] = {"skipped": "the inventory does not name the new primary masterdb"}
+    return ret
+
+
+def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
+    """
+    Replace a dead primary (its minion does not answer, or its MariaDB is down) by the most advanced replica.
+
+    Every replica of the dead primary first applies what it received (its relay log: waits until
+    ``gtid_slave_pos`` reaches the received ``Gtid_IO_Pos``, up to ``timeout`` seconds); the one whose
+    ``gtid_current_pos`` holds every other's is promoted (replication reset, read_only OFF), the others are
+    re-pointed at it, the inventory moves masterdb to it ("db: fail over masterdb from X to Y"; the dead host
+    keeps the db role only) and every other minion is highstated. The old primary is left alone: its MariaDB
+    starts read_only ON; bring it back with ``salt-run db.rejoin <host>`` or rebuild it.
+
+    Refused when a primary is running, when the old primary answers, when a replica is still connected to it,
+    when the replicas' positions diverged, or when a replica received transactions the chosen one has not
+    applied (a replica behind another reachable one is never promoted).
+
+    Returns ``promoted``, ``old``, ``candidates``, ``positions`` (GTID of each candidate), ``seconds`` (from the
+    start to read_only OFF on the promoted host), ``steps``, the replicas, inventory commit and highstate.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run db.failover dry_run=True
+        salt-run db.failover
+
+    timeout
+        Seconds each replica may take to apply its relay log, and to start replicating from the new primary.
+
+    dry_run
+        Only say which replica would be promoted (after the replicas applied their relay logs).
+    """
+    started = time.monotonic()
+    _check_timeout(timeout)
+    topology = _topology()
+    steps = []
+    mark = started
+
+    def step(what):
+        nonlocal mark
+        now = time.monotonic()
+        steps.append({"step": what, "seconds": round(now - mark, 3)})
+        mark = now
+        _progress(what)
+
+    results = _collect(topology, grace=FAILOVER_GRACE)
+    sources = {_host_state(r["status"], topology)["source"] for r in results.values() if "status" in r}
+    late = [
+        host
+        for host, result in results.items()
+        if result.get("error") == NO_ANSWER and host not in sources and host != topology["masterdb"]
+    ]
+    if late:
+        # replicas that may be candidates get salt's whole timeout
+        results.update(_collect(topology, late))
+    summary = _summarize(topology, results, None)
+    plan = _failover_plan(topology, summary)
+    old, candidates = plan["old"], plan["candidates"]
+    step(f"{old} is dead; candidates: {', '.join(candidates)}")
+    for host in candidates:
+        state = summary["hosts"][host]
+        if state["sql_running"] == "Yes" and state["gtid_io_pos"]:
+            try:
+                _call(topology, host, "mariadb_replication.wait_for_gtid", state["gtid_io_pos"], timeout=timeout,
+                      wait=timeout + 15)  # fmt: skip
+            except CommandExecutionError as err:
+                log.warning("db.failover: %s", err)
+    fresh = _collect(topology, candidates)
+    positions = {}
+    for host in candidates:
+        if "status" not in fresh[host]:
+            raise CommandExecutionError(f"{host} stopped answering during the failover: {fresh[host]['error']}")
+        state = _host_state(fresh[host]["status"], topology)
+        positions[host] = {
+            "applied": state["gtid_current_pos"] or state["gtid_slave_pos"],
+            "received": state["gtid_io_pos"],
+            "sql_running": state["sql_running"] == "Yes",
+        }
+    step("relay logs applied: " + ", ".join(f"{h} at {p['applied']}" for h, p in positions.items()))
+    chosen = _choose_promotion(positions)
+    ret = {
+        "old": old,
+        "candidates": candidates,
+        "excluded": plan["excluded"],
+        "positions": {host: info["applied"] for host, info in positions.items()},
+    }
+    if dry_run:
+        ret.update(promoted=None, would_promote=chosen, seconds=round(time.monotonic() - started, 3), steps=steps)
+        return ret
+    _call(topology, chosen, "mariadb_replication.reset_replica")
+    _call(topology, chosen, "mariadb_replication.set_read_only", enabled=False)
+    seconds = time.monotonic() - started
+    step(f"{chosen}: replication reset, read_only OFF, takes writes")
+    others = [host for host in topology["hosts"] if host not in (old, chosen)]
+    reachable = {host for host in others if summary["hosts"][host]["reachable"]}
+    replicas, problems = _repoint(topology, others, chosen, None, timeout, reachable)
+    if others:
+        step(f"re-pointed at {chosen}: {', '.join(others)}")
+    ret.update(promoted=chosen, seconds=round(seconds, 3), replicas=replicas, steps=steps)
+    exclude = [topology["hosts"][old]["minion"]]
+    ret.update(_after_move(topology, old, chosen, "fail over", update_inventory, highstate, exclude, problems, step))
+    ret["old_primary"] = (
+        f"{old} must not take writes again: its MariaDB starts read_only ON. When it is back, "
+        f"salt-run db.rejoin {old} makes it a replica of {chosen} if it holds no transaction {chosen} lacks; "
+        f"otherwise " + REBUILD_HINT.format(host=old)
+    )
+    ret["problems"] = problems
+    ret["total_seconds"] = round(time.monotonic() - started, 3)
+    return _fail(ret)
+
+
+def rejoin(host, timeout=30):
+    """
+    Bring a db host back as a read-only replica of the running primary: an old primary after a failover (or a
+    switchover made without this runner), or a replica that lost its source. Its own binary log says where it
+    stands (``gtid_slave_pos`` is set to its ``gtid_binlog_pos``). Refused when it holds transactions the
+    primary does not have (written on it and never replicated, e.g. its last ones before it died): it cannot
+    rejoin without losing or duplicating them, and must be rebuilt (the message says how).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run db.rejoin db1-masterdb
+
+    host
+        The db host (inventory name, FQDN or minion id).
+
+    timeout
+        Seconds to wait for both replica threads to run.
+    """
+    _check_timeout(timeout)
+    topology = _topology()
+    name = _host_name(host, topology)
+    if name is None:
+        raise CommandExecutionError(f"{host} is not a db host (db hosts: {', '.join(topology['hosts'])})")
+    summary = _summarize(topology, _collect(topology), None)
+    primary = summary["primary"]
+    if primary is None:
+        raise CommandExecutionError(f"no running primary to rejoin: {'; '.join(summary['problems'])}")
+    if name == primary:
+        raise CommandExecutionError(f"{name} is the running primary")
+    state = summary["hosts"][name]
+    if not state["reachable"]:
+        raise CommandExecutionError(f"{name} does not answer: {state['error']}")
+    if state["replicating"] and state["source"] == primary:
+        return {"host": name, "primary": primary, "changed": False, "comment": f"replicating from {primary} already"}
+    mine = state["gtid_binlog_pos"]
+    theirs = _binlog_state(topology, primary)
+    missing = _missing_from(mine, theirs)
+    if missing:
+        raise CommandExecutionError(
+            f"{name} cannot rejoin: it holds transactions the primary {primary} never had ({', '.join(missing)}; "
+            f"{primary}'s binlog state: {theirs or 'empty'}): they were written on {name} and never replicated, "
+            f"so its data forked; " + REBUILD_HINT.format(host=name)
+        )
+    _point_at(topology, name, primary, timeout, from_binlog=True)
+    return {
+        "host": name,
+        "primary": primary,
+        "changed": True,
+        "gtid_slave_pos": mine,
+        "comment": f"replicating from {primary}, from {mine or 'the beginning'}",
+    }

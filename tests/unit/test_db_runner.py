@@ -1,0 +1,691 @@
+"""
+The db runner's decisions: GTID comparisons across hosts, the platform's state from each host's status, why a
+switchover is refused, which replica a failover promotes (and when it refuses), and the inventory edit that moves
+the masterdb role. Then switchover, failover and rejoin over simulated db hosts (a stand-in for the master's
+LocalClient and pillar) and a real git repository; the lab runs them for real (tests/e2e/test_7_db_switchover.py).
+"""
+
+import copy
+import importlib.util
+import subprocess
+
+import pytest
+import rolestack_inventory as logic
+from salt.exceptions import CommandExecutionError
+from salt.exceptions import SaltInvocationError
+
+from tests.support.paths import EXAMPLE_INVENTORY
+from tests.support.paths import REPO
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("db_runner", REPO / "_runners" / "db.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+db = _load_runner()
+
+EXAMPLE = EXAMPLE_INVENTORY.read_text()
+ZONE = "production.wpdn"
+DB1, DB2, DB3 = "db1-masterdb", "db2", "db3"
+S1, S2, S3 = 168430091, 168430092, 168430093
+
+
+def pillar_of(host, text=EXAMPLE):
+    inventory = logic.load_yaml(text)
+    return logic.pillar_for(logic.derive(inventory), host, ZONE)
+
+
+def three_db_inventory():
+    """The example inventory with a third db host."""
+    return EXAMPLE.replace(
+        "  db2:\n    address: 10.10.10.12\n", "  db2:\n    address: 10.10.10.12\n  db3:\n    address: 10.10.10.13\n"
+    )
+
+
+def topology(text=EXAMPLE, accepted=None):
+    hosts = [name for name in logic.load_yaml(text)["hosts"]]
+    return db._topology_from_pillar(pillar_of(DB2, text), hosts if accepted is None else accepted)
+
+
+def status(role="replica", read_only=True, source=DB1, io="Yes", sql="Yes", lag=0, current="", binlog="", slave="",
+           io_pos="", io_error="", sql_error=""):  # fmt: skip
+    """A mariadb_replication.status return, the keys the runner reads."""
+    replica = role == "replica"
+    return {
+        "role": role,
+        "read_only": read_only,
+        "Master_Host": f"{source}.{ZONE}" if replica else None,
+        "Slave_IO_Running": io if replica else None,
+        "Slave_SQL_Running": sql if replica else None,
+        "Seconds_Behind_Master": lag if replica else None,
+        "Last_IO_Error": io_error,
+        "Last_SQL_Error": sql_error,
+        "gtid_current_pos": current,
+        "gtid_slave_pos": slave,
+        "gtid_binlog_pos": binlog,
+        "Gtid_IO_Pos": io_pos,
+        "server_id": 1,
+    }
+
+
+def primary_status(pos=f"0-{S1}-100"):
+    return status(role="primary", read_only=False, current=pos, binlog=pos)
+
+
+def summary(results, text=EXAMPLE, max_lag=30):
+    topo = topology(text)
+    return topo, db._summarize(topo, results, max_lag)
+
+
+# ---- GTID ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "order"),
+    [
+        ("0-1-100", "0-1-100", "equal"),
+        ("0-1-101", "0-1-100", "ahead"),
+        ("0-1-99", "0-1-100", "behind"),
+        ("0-2-101", "0-1-100", "ahead"),  # sequence numbers order GTIDs, whatever the server
+        ("0-2-100", "0-1-100", "diverged"),  # the same number written by two servers: a fork
+        ("0-1-100,1-2-5", "0-1-100", "ahead"),
+        ("0-1-101,1-2-5", "0-1-100,1-2-6", "diverged"),
+        ("", "", "equal"),
+        ("", "0-1-1", "behind"),
+    ],
+)
+def test_gtid_order(a, b, order):
+    assert db._gtid_order(a, b) == order
+
+
+def test_malformed_gtid_is_refused():
+    with pytest.raises(SaltInvocationError, match="malformed GTID"):
+        db._gtid_order("0-1", "0-1-1")
+
+
+def test_missing_from_binlog_state_names_the_transactions_the_other_never_had():
+    state = f"0-{S1}-10,0-{S2}-12"
+    assert db._missing_from(f"0-{S1}-10", state) == []
+    assert db._missing_from(f"0-{S2}-11", state) == []
+    # an old primary's last transaction never reached the new primary: seq 12 exists there, from another server
+    assert db._missing_from(f"0-{S1}-12", state) == [f"0-{S1}-12"]
+    assert db._missing_from("", state) == []
+
+
+# ---- topology and state --------------------------------------------------------------------------
+
+
+def test_topology_from_the_db_pillar_maps_minion_ids():
+    topo = topology(accepted=[DB1, f"db2.{ZONE}", "salt"])
+    assert list(topo["hosts"]) == [DB1, DB2]
+    assert topo["hosts"][DB1]["minion"] == DB1
+    assert topo["hosts"][DB2]["minion"] == f"db2.{ZONE}"  # the minion id is the FQDN
+    assert topo["hosts"][DB2]["fqdn"] == f"db2.{ZONE}"
+    assert topo["masterdb"] == DB1
+    assert topo["settings"]["switchover_max_lag_seconds"] == 5
+    assert topo["password"] == "example-replication-0123456789"
+
+
+def test_topology_needs_the_replication_secret():
+    rolestack = copy.deepcopy(pillar_of(DB2))
+    rolestack["secrets"].pop("replication_password")
+    with pytest.raises(CommandExecutionError, match="replication_password"):
+        db._topology_from_pillar(rolestack, [DB1, DB2])
+
+
+@pytest.mark.parametrize("given", [DB2, f"db2.{ZONE}", "10.10.10.12", f"db2.{ZONE}."])
+def test_host_name_from_name_fqdn_or_address(given):
+    assert db._host_name(given, topology()) == DB2
+
+
+def test_host_name_of_the_masterdb_alias_and_of_strangers():
+    assert db._host_name(f"masterdb.{ZONE}", topology()) == DB1
+    assert db._host_name("app1", topology()) is None
+
+
+def test_summary_of_a_healthy_pair():
+    _, state = summary({DB1: {"status": primary_status()}, DB2: {"status": status(current=f"0-{S1}-100")}})
+    assert state["ok"] and state["primary"] == DB1 and state["masterdb"] == DB1
+    assert state["hosts"][DB2]["source"] == DB1 and state["hosts"][DB2]["replicating"]
+
+
+def test_summary_reports_broken_lagging_and_unreachable_replicas():
+    text = three_db_inventory()
+    _, state = summary(
+        {
+            DB1: {"status": primary_status()},
+            DB2: {"status": status(sql="No", sql_error="Duplicate entry '1' for key 'PRIMARY'")},
+            DB3: {"error": "the minion did not answer"},
+        },
+        text,
+    )
+    assert not state["ok"]
+    assert any(
+        "db2: replication from db1-masterdb is broken" in p and "Duplicate entry" in p for p in state["problems"]
+    )
+    assert any(p.startswith("db3: unreachable") for p in state["problems"])
+    _, state = summary({DB1: {"status": primary_status()}, DB2: {"status": status(lag=45)}}, max_lag=30)
+    assert state["problems"] == ["db2: 45 s behind db1-masterdb (more than 30 s)"]
+
+
+def test_summary_reports_the_inventory_naming_another_primary():
+    _, state = summary({DB1: {"status": status(source=DB2)}, DB2: {"status": primary_status()}})
+    assert state["primary"] == DB2
+    assert any(
+        "the inventory names db1-masterdb masterdb but the running primary is db2" in p for p in state["problems"]
+    )
+
+
+def test_summary_without_or_with_two_primaries():
+    _, state = summary({DB1: {"error": "cannot connect to MariaDB"}, DB2: {"status": status()}})
+    assert state["primary"] is None and "salt-run db.failover" in state["problems"][0]
+    _, state = summary({DB1: {"status": primary_status()}, DB2: {"status": primary_status()}})
+    assert state["primary"] is None and state["primaries"] == [DB1, DB2]
+    assert "several primaries" in state["problems"][0]
+
+
+# ---- switchover refusals -------------------------------------------------------------------------
+
+
+def refusal(new, results, text=EXAMPLE, max_lag=5):
+    topo, state = summary(results, text)
+    return db._switchover_refusal(new, topo, state, max_lag)
+
+
+def test_a_switchover_to_a_caught_up_replica_may_run():
+    pos = f"0-{S1}-100"
+    assert refusal(DB2, {DB1: {"status": primary_status(pos)}, DB2: {"status": status(current=pos)}}) is None
+    # behind by a little (within max_lag) is fine: the write block waits for it
+    assert (
+        refusal(DB2, {DB1: {"status": primary_status(pos)}, DB2: {"status": status(lag=3, current=f"0-{S1}-98")}})
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("new", "results", "reason"),
+    [
+        ("app1", {DB1: {"status": primary_status()}, DB2: {"status": status()}}, "app1 is not a db host"),
+        (DB1, {DB1: {"status": primary_status()}, DB2: {"status": status()}}, "db1-masterdb is the primary already"),
+        (DB2, {DB1: {"error": "down"}, DB2: {"status": status()}}, "there is no running primary"),
+        (DB2, {DB1: {"status": primary_status()}, DB2: {"error": "the minion did not answer"}}, "db2 does not answer"),
+        (DB2, {DB1: {"status": primary_status()}, DB2: {"status": status(io="No", sql="No")}}, "db2 is not replicating from db1-masterdb"),
+        (DB2, {DB1: {"status": primary_status()}, DB2: {"status": status(io="Connecting")}}, "IO thread Connecting"),
+        (DB2, {DB1: {"status": primary_status()}, DB2: {"status": status(lag=6)}}, "db2 is 6 s behind db1-masterdb, more than max_lag=5"),
+        (DB2, {DB1: {"status": primary_status()}, DB2: {"status": status(role="standalone", read_only=True)}}, "replicates from nobody"),
+        (
+            DB2,
+            {DB1: {"status": primary_status(f"0-{S1}-100")}, DB2: {"status": status(current=f"0-{S2}-101")}},
+            "db2 has transactions the primary db1-masterdb does not have",
+        ),
+        (
+            DB2,
+            {DB1: {"status": primary_status(f"0-{S1}-100")}, DB2: {"status": status(current=f"0-{S2}-100")}},
+            "does not have",
+        ),
+    ],
+)  # fmt: skip
+def test_switchover_refusals(new, results, reason):
+    assert reason in refusal(new, results)
+
+
+def test_switchover_refuses_a_replica_of_another_source():
+    text = three_db_inventory()
+    results = {DB1: {"status": primary_status()}, DB2: {"status": status()}, DB3: {"status": status(source=DB2)}}
+    assert refusal(DB3, results, text) == "db3 replicates from db2, not from the primary db1-masterdb"
+
+
+# ---- failover decisions --------------------------------------------------------------------------
+
+
+def plan(results, text=EXAMPLE):
+    topo, state = summary(results, text)
+    return db._failover_plan(topo, state)
+
+
+def test_failover_plan_finds_the_dead_primary_and_the_candidates():
+    text = three_db_inventory()
+    connecting = status(io="Connecting", io_error="error reconnecting to master")
+    found = plan(
+        {DB1: {"error": "cannot connect to MariaDB"}, DB2: {"status": connecting}, DB3: {"status": connecting}}, text
+    )
+    assert found == {"old": DB1, "candidates": [DB2, DB3], "excluded": {}}
+    found = plan(
+        {DB1: {"error": "did not answer"}, DB2: {"status": connecting}, DB3: {"error": "did not answer"}}, text
+    )
+    assert found["candidates"] == [DB2] and "unreachable" in found["excluded"][DB3]
+
+
+@pytest.mark.parametrize(
+    ("results", "reason"),
+    [
+        ({DB1: {"status": primary_status()}, DB2: {"status": status()}}, "nothing to fail over"),
+        ({DB1: {"status": status(role="standalone")}, DB2: {"status": status(io="Connecting")}}, "it is not dead"),
+        ({DB1: {"error": "did not answer"}, DB2: {"status": status(io="Yes")}}, "still receives db1-masterdb's binary log"),
+        ({DB1: {"error": "did not answer"}, DB2: {"error": "did not answer"}}, "no replica of db1-masterdb answers"),
+    ],
+)  # fmt: skip
+def test_failover_refusals(results, reason):
+    with pytest.raises(CommandExecutionError, match=reason):
+        plan(results)
+
+
+def test_failover_refuses_replicas_of_different_sources():
+    text = three_db_inventory()
+    results = {DB1: {"error": "down"}, DB2: {"status": status(io="No")}, DB3: {"status": status(source=DB2, io="No")}}
+    with pytest.raises(CommandExecutionError, match="different sources"):
+        plan(results, text)
+
+
+def positions(**applied):
+    return {host: {"applied": pos, "received": pos, "sql_running": True} for host, pos in applied.items()}
+
+
+def test_the_most_advanced_replica_is_promoted():
+    assert db._choose_promotion(positions(db2=f"0-{S1}-98", db3=f"0-{S1}-100", db4=f"0-{S1}-99")) == "db3"
+    # equal: the first in inventory order
+    assert db._choose_promotion(positions(db2=f"0-{S1}-100", db3=f"0-{S1}-100")) == "db2"
+    # several domains: the one holding every domain's latest
+    assert db._choose_promotion(positions(db2=f"0-{S1}-100,1-{S2}-7", db3=f"0-{S1}-100,1-{S2}-5")) == "db2"
+
+
+def test_never_promote_a_replica_behind_another():
+    found = positions(db2=f"0-{S1}-100", db3=f"0-{S1}-97")
+    assert db._choose_promotion(found) == "db2"
+    # db3 received more than anyone applied (its SQL thread stopped): refuse rather than lose 98-101
+    found["db3"]["received"] = f"0-{S1}-101"
+    found["db3"]["sql_running"] = False
+    with pytest.raises(CommandExecutionError, match=r"db3 received transactions up to 0-168430091-101 that db2"):
+        db._choose_promotion(found)
+
+
+def test_diverged_replicas_are_not_promoted():
+    with pytest.raises(CommandExecutionError, match="positions diverged"):
+        db._choose_promotion(positions(db2=f"0-{S1}-100,1-{S2}-5", db3=f"0-{S1}-99,1-{S2}-6"))
+    with pytest.raises(CommandExecutionError, match="positions diverged"):
+        db._choose_promotion(positions(db2=f"0-{S2}-100", db3=f"0-{S3}-100"))
+
+
+# ---- the inventory edit --------------------------------------------------------------------------
+
+
+def diff(old, new):
+    """The changed lines as (removed, added)."""
+    before, after = old.splitlines(), new.splitlines()
+    return [line for line in before if line not in after], [line for line in after if line not in before]
+
+
+def test_moving_masterdb_off_a_masterdb_named_host_gives_both_explicit_roles():
+    edited = db._move_masterdb(EXAMPLE, DB1, DB2)
+    assert diff(EXAMPLE, edited) == ([], ["    roles: [db]", "    roles: [db, masterdb]"])
+    # the lines land inside each host's block, comments kept
+    assert "  db1-masterdb:              # -> db, masterdb\n    roles: [db]\n    address: 10.10.10.11\n" in edited
+    assert "  db2:\n    roles: [db, masterdb]\n    address: 10.10.10.12\n" in edited
+    hosts = logic.load_yaml(edited)["hosts"]
+    assert hosts[DB1]["roles"] == ["db"] and hosts[DB2]["roles"] == ["db", "masterdb"]
+    assert logic.validate(logic.load_yaml(edited)) == []
+    # and back: the explicit lists are edited in place
+    back = db._move_masterdb(edited, DB2, DB1)
+    assert back == EXAMPLE.replace(
+        "\n    address: 10.10.10.11\n", "\n    roles: [db, masterdb]\n    address: 10.10.10.11\n"
+    ).replace("  db2:\n", "  db2:\n    roles: [db]\n")
+    derived = logic.derive(logic.load_yaml(back))
+    assert derived["hosts"][DB1]["db"]["is_master"] and not derived["hosts"][DB2]["db"]["is_master"]
+
+
+def test_block_lists_flow_mappings_and_empty_hosts():
+    text = (
+        "level: production\ndomain: wpdn\nnetwork: 10.10.10.0/24\nhosts:\n"
+        "  salt: {address: 10.10.10.2}\n"
+        "  db4:\n    roles:\n      - db\n      - masterdb   # the primary\n    address: 10.10.10.11\n"
+        "  db5: {address: 10.10.10.12}\n"
+        "  db6:\n"
+        "secrets:\n  replication_password: example-replication-0123456789\n"
+        "  db_admin_password: example-db-admin-0123456789\n"
+    )
+    edited = db._move_masterdb(text, "db4", "db5")
+    assert "  db4:\n    roles:\n      - db\n    address: 10.10.10.11\n" in edited
+    assert "  db5: {address: 10.10.10.12, roles: [db, masterdb]}\n" in edited
+    edited = db._move_masterdb(edited, "db5", "db6")
+    assert "  db6: {roles: [db, masterdb]}\n" in edited
+    assert "  db5: {address: 10.10.10.12, roles: [db]}\n" in edited
+
+
+def test_inventory_under_rolestack_inventory():
+    nested = "rolestack:\n  inventory:\n" + "".join(f"    {line}\n" if line else "\n" for line in EXAMPLE.splitlines())
+    edited = db._move_masterdb(nested, DB1, DB2)
+    assert logic.load_yaml(edited)["hosts"][DB2]["roles"] == ["db", "masterdb"]
+    assert "      db2:\n        roles: [db, masterdb]\n" in edited
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (DB2, DB1, "does not give db2 the masterdb role"),
+        (DB1, "app1", "app1 has no db role"),
+        (DB1, "db9", "db9 is not in the inventory"),
+    ],
+)
+def test_inventory_edit_refusals(old, new, message):
+    with pytest.raises(CommandExecutionError, match=message):
+        db._move_masterdb(EXAMPLE, old, new)
+
+
+def test_git_source_from_the_master_config():
+    opts = {"ext_pillar": [{"git": "main file:///x"}, {"rolestack": {"git": {"repo": "/srv/p", "path": "inv.yaml"}}}]}
+    assert db._git_source(opts) == {"repo": "/srv/p", "ref": "main", "path": "inv.yaml"}
+    assert db._git_source({"ext_pillar": [{"rolestack": {"inventory": "inventory.yaml"}}]}) is None
+    assert db._git_source({}) is None
+
+
+def test_highstate_summary():
+    returns = {
+        "db1": {
+            "ret": {"a": {"result": True, "changes": {"x": 1}}, "b": {"result": True, "changes": {}}},
+            "retcode": 0,
+        },
+        "db2": {"ret": {"a": {"result": False, "changes": {}, "comment": "boom", "__id__": "a"}}, "retcode": 2},
+        "db3": {"ret": ["Pillar failed to render with the following messages:", "invalid inventory"], "retcode": 5},
+    }
+    got = db._highstate_summary(returns, ["db1", "db2", "db3", "db4"])
+    assert got["db1"] == {"ok": True, "states": 2, "changed": 1, "failed": []}
+    assert got["db2"]["failed"] == ["a: boom"]
+    assert not got["db3"]["ok"] and "invalid inventory" in got["db3"]["error"]
+    assert got["db4"] == {"ok": False, "error": "did not answer"}
+
+
+# ---- the runner over simulated db hosts ----------------------------------------------------------
+
+
+class FakeHosts:
+    """db hosts as the runner sees them through LocalClient: a MariaDB state each, and the calls made."""
+
+    def __init__(self, servers, down=()):
+        self.servers = servers
+        self.down = set(down)
+        self.calls = []
+        self.fail = {}
+
+    # LocalClient
+    def cmd(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None, timeout=None, full_return=False, **_):
+        targets = tgt if isinstance(tgt, list) else sorted(self.servers)
+        out = {}
+        for minion in targets:
+            if minion in self.down:
+                continue
+            if isinstance(fun, list):
+                rets, codes = {}, {}
+                for name, args in zip(fun, arg, strict=True):
+                    kwargs = next((a for a in args if isinstance(a, dict) and a.get("__kwarg__")), {})
+                    plain = [a for a in args if not (isinstance(a, dict) and a.get("__kwarg__"))]
+                    kwargs = {k: v for k, v in kwargs.items() if k != "__kwarg__"}
+                    rets[name], codes[name] = self.one(minion, name, plain, kwargs)
+                out[minion] = {"ret": rets, "retcode": codes}
+            else:
+                ret, code = self.one(minion, fun, list(arg), dict(kwarg or {}))
+                out[minion] = {"ret": ret, "retcode": code}
+        return out
+
+    def cmd_iter_no_block(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", kwarg=None, **_):
+        for minion, ret in self.cmd(tgt, fun, arg, tgt_type, kwarg).items():
+            yield None
+            yield {minion: ret}
+
+    def destroy(self):
+        pass
+
+    def one(self, minion, fun, args, kwargs):
+        self.calls.append((minion, fun, args, kwargs))
+        if (minion, fun) in self.fail:
+            return f"ERROR: {self.fail[minion, fun]}", 1
+        if fun == "state.highstate":
+            return {"s": {"result": True, "changes": {}, "__id__": "s"}}, 0
+        server = self.servers.get(minion)
+        if server is None or server.get("dead"):
+            return "ERROR: cannot connect to MariaDB (socket /run/mysqld/mysqld.sock)", 1
+        if fun == "mariadb_replication.status":
+            return self.status(server), 0
+        if fun == "mariadb_replication.set_read_only":
+            server["read_only"] = kwargs["enabled"]
+            return {"read_only": kwargs["enabled"]}, 0
+        if fun == "mariadb_replication.kill_client_connections":
+            return [], 0
+        if fun == "mariadb_replication.wait_for_gtid":
+            if db._at_least(server["slave_pos"], args[0]):
+                return True, 0
+            return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
+        if fun in ("mariadb_replication.reset_replica", "mariadb_replication.stop_replica"):
+            server["running"] = False
+            if fun == "mariadb_replication.reset_replica":
+                server["source"] = None
+            return True, 0
+        if fun == "mariadb_replication.configure_replica":
+            server.update(source=kwargs["master_host"].split(".")[0], running=True, use_gtid="slave_pos")
+            return {"master_host": kwargs["master_host"]}, 0
+        if fun == "mariadb_replication.start_replica":
+            server["running"] = True
+            return {"replicating": True}, 0
+        if fun == "mariadb_replication.replica_settings":
+            return ({"master_host": server["source"]} if server["source"] else None), 0
+        if fun == "cmd.run_all":
+            sql = args[0][-1]
+            if "gtid_binlog_state" in sql:
+                return {"retcode": 0, "stdout": server.get("binlog_state", server["binlog"]), "stderr": ""}, 0
+            assert sql == "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"
+            assert not server["running"]
+            server["slave_pos"] = server["binlog"]
+            return {"retcode": 0, "stdout": "", "stderr": ""}, 0
+        raise AssertionError(f"unexpected call {fun}")
+
+    @staticmethod
+    def status(server):
+        replica = server["source"] is not None
+        role = "replica" if replica else "standalone" if server["read_only"] else "primary"
+        running = "Yes" if server["running"] else "No"
+        return {
+            "role": role,
+            "read_only": server["read_only"],
+            "Master_Host": f"{server['source']}.{ZONE}" if replica else None,
+            "Slave_IO_Running": (server.get("io") or running) if replica else None,
+            "Slave_SQL_Running": running if replica else None,
+            "Seconds_Behind_Master": 0 if replica and server["running"] else None,
+            "gtid_current_pos": server["binlog"] or server["slave_pos"],
+            "gtid_slave_pos": server["slave_pos"],
+            "gtid_binlog_pos": server["binlog"],
+            "Gtid_IO_Pos": server.get("io_pos", server["slave_pos"]) if replica else "",
+        }
+
+
+def server(source=None, read_only=True, binlog="", slave="", **extra):
+    return dict(source=source, read_only=read_only, running=source is not None, binlog=binlog, slave_pos=slave, **extra)
+
+
+@pytest.fixture
+def platform(monkeypatch, tmp_path):
+    """The runner's dunders, a git pillar repository with the example inventory, and simulated db hosts."""
+
+    def make(servers, text=EXAMPLE, down=()):
+        repo = tmp_path / "pillar"
+        if not repo.exists():
+            repo.mkdir()
+            git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+            subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+            (repo / "inventory.yaml").write_text(text)
+            subprocess.run([*git, "add", "-A"], check=True)
+            subprocess.run([*git, "commit", "-q", "-m", "inventory"], check=True)
+        hosts = FakeHosts(servers, down)
+        names = list(logic.load_yaml(text)["hosts"])
+
+        def show_pillar(minion):
+            committed = subprocess.run(
+                ["git", "-C", str(repo), "show", "main:inventory.yaml"], capture_output=True, text=True, check=True
+            ).stdout
+            return {"rolestack": pillar_of(minion, committed)}
+
+        opts = {
+            "__role": "master",
+            "id": "salt",
+            "ext_pillar": [{"rolestack": {"git": {"repo": str(repo), "ref": "main", "path": "inventory.yaml"}}}],
+        }
+        monkeypatch.setattr(db, "__opts__", opts, raising=False)
+        monkeypatch.setattr(db, "__salt__", {"pillar.show_pillar": show_pillar}, raising=False)
+        monkeypatch.setattr(db, "__context__", {}, raising=False)
+        monkeypatch.setattr(db.salt.client, "get_local_client", lambda mopts=None: hosts)
+        monkeypatch.setattr(db, "_accepted", lambda: sorted(names))
+        hosts.repo = repo
+        return hosts
+
+    return make
+
+
+def committed(repo):
+    return subprocess.run(["git", "-C", str(repo), "show", "main:inventory.yaml"], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
+
+
+def log_message(repo):
+    return subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def test_switchover_blocks_writes_until_the_new_primary_caught_up(platform):
+    pos = f"0-{S1}-100"
+    hosts = platform(
+        {DB1: server(read_only=False, binlog=pos, slave=f"0-{S2}-50"), DB2: server(source=DB1, binlog=pos, slave=pos)}
+    )
+    ret = db.switchover(DB2)
+    assert ret["old"] == DB1 and ret["new"] == DB2 and ret["problems"] == [], ret
+    assert ret["write_block_seconds"] >= 0 and ret["gtid_binlog_pos"] == pos
+    order = [(minion, fun.split(".")[-1]) for minion, fun, _args, _kwargs in hosts.calls]
+    block = order.index((DB1, "set_read_only"))
+    assert order.index((DB2, "wait_for_gtid")) > block
+    assert order.index((DB2, "reset_replica")) < order.index((DB2, "set_read_only"))
+    # the old primary replicates from where its own binary log stands, not from its stale gtid_slave_pos
+    assert order.index((DB1, "run_all")) < order.index((DB1, "configure_replica"))
+    assert hosts.servers[DB1]["slave_pos"] == pos and hosts.servers[DB1]["source"] == DB2
+    assert hosts.servers[DB1]["read_only"] and not hosts.servers[DB2]["read_only"]
+    assert hosts.servers[DB2]["source"] is None
+    configure = next(k for m, f, _a, k in hosts.calls if f.endswith("configure_replica"))
+    assert configure["master_host"] == f"db2.{ZONE}" and configure["master_user"] == "repl"
+    assert configure["ssl_cert"] == "/etc/mysql/ssl/client.pem" and configure["master_password"]
+    # the inventory commit, and the highstate that follows it
+    assert log_message(hosts.repo) == "db: switch masterdb from db1-masterdb to db2"
+    assert logic.load_yaml(committed(hosts.repo))["hosts"][DB2]["roles"] == ["db", "masterdb"]
+    assert ret["inventory"]["commit"] and set(ret["highstate"]) == set(logic.load_yaml(EXAMPLE)["hosts"])
+
+
+def test_switchover_that_cannot_catch_up_gives_the_writes_back(platform):
+    hosts = platform({DB1: server(read_only=False, binlog=f"0-{S1}-100"), DB2: server(source=DB1, slave=f"0-{S1}-99")})
+    with pytest.raises(CommandExecutionError, match=r"aborted: .*timed out.*db1-masterdb takes writes again"):
+        db.switchover(DB2, timeout=1)
+    assert not hosts.servers[DB1]["read_only"]
+    assert hosts.servers[DB2]["source"] == DB1 and hosts.servers[DB2]["read_only"]
+    assert log_message(hosts.repo) == "inventory"  # nothing committed
+
+
+def test_switchover_without_inventory_update_warns_that_the_inventory_disagrees(platform):
+    pos = f"0-{S1}-100"
+    hosts = platform({DB1: server(read_only=False, binlog=pos), DB2: server(source=DB1, slave=pos)})
+    ret = db.switchover(DB2, update_inventory=False)
+    assert "highstate" in ret and "skipped" in ret["highstate"]
+    assert any("commit the move of masterdb to db2" in problem for problem in ret["problems"])
+    assert db.__context__["retcode"] == 1
+    assert not any(fun == "state.highstate" for _m, fun, _a, _k in hosts.calls)
+
+
+@pytest.mark.parametrize("dead", ["mariadb", "host"])
+def test_failover_promotes_the_most_advanced_replica(platform, dead):
+    text = three_db_inventory()
+    hosts = platform(
+        {
+            DB1: server(read_only=False, binlog=f"0-{S1}-100", dead=True),
+            DB2: server(source=DB1, slave=f"0-{S1}-98", io="Connecting"),
+            DB3: server(source=DB1, slave=f"0-{S1}-100", io="Connecting"),
+        },
+        text,
+        down=[DB1] if dead == "host" else [],
+    )
+    dry = db.failover(dry_run=True)
+    assert dry["would_promote"] == DB3 and dry["promoted"] is None
+    assert hosts.servers[DB3]["source"] == DB1  # nothing changed
+    ret = db.failover()
+    assert ret["promoted"] == DB3 and ret["old"] == DB1 and ret["candidates"] == [DB2, DB3]
+    assert ret["positions"] == {DB2: f"0-{S1}-98", DB3: f"0-{S1}-100"}
+    assert hosts.servers[DB3]["source"] is None and not hosts.servers[DB3]["read_only"]
+    assert hosts.servers[DB2]["source"] == DB3
+    assert log_message(hosts.repo) == "db: fail over masterdb from db1-masterdb to db3"
+    assert DB1 not in ret["highstate"]  # the dead host is left alone
+    assert "db.rejoin db1-masterdb" in ret["old_primary"]
+
+
+def test_rejoin_refuses_an_old_primary_with_its_own_transactions(platform):
+    platform(
+        {
+            DB1: server(binlog=f"0-{S1}-12"),
+            DB2: server(read_only=False, binlog=f"0-{S2}-12", binlog_state=f"0-{S1}-10,0-{S2}-12"),
+        }
+    )
+    with pytest.raises(CommandExecutionError, match=r"never had \(0-168430091-12.*make lab-replace HOST=db1-masterdb"):
+        db.rejoin(DB1)
+
+
+def test_rejoin_an_old_primary_that_lost_nothing(platform):
+    hosts = platform(
+        {
+            DB1: server(binlog=f"0-{S1}-10", slave=f"0-{S2}-9"),
+            DB2: server(read_only=False, binlog=f"0-{S2}-12", binlog_state=f"0-{S1}-10,0-{S2}-12"),
+        }
+    )
+    ret = db.rejoin(DB1)
+    assert ret["changed"] and hosts.servers[DB1]["source"] == DB2 and hosts.servers[DB1]["slave_pos"] == f"0-{S1}-10"
+
+
+def git_repo(path, text=EXAMPLE):
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    (path / "inventory.yaml").write_text(text)
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "inventory"], check=True)
+    return path
+
+
+def test_commit_on_a_bare_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(db, "__opts__", {"id": "salt"}, raising=False)
+    work = git_repo(tmp_path / "work")
+    bare = tmp_path / "pillar.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    source = {"repo": str(bare), "ref": "main", "path": "inventory.yaml"}
+    done = db._commit_inventory(source, DB1, DB2, "db: switch masterdb from db1-masterdb to db2")
+    assert log_message(bare) == "db: switch masterdb from db1-masterdb to db2"
+    assert done["commit"] != done["parent"]
+    assert logic.load_yaml(committed(bare))["hosts"][DB2]["roles"] == ["db", "masterdb"]
+
+
+def test_commit_through_the_work_tree_and_refusal_of_local_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(db, "__opts__", {"id": "salt"}, raising=False)
+    repo = git_repo(tmp_path / "pillar")
+    source = {"repo": str(repo), "ref": "main", "path": "inventory.yaml"}
+    db._commit_inventory(source, DB1, DB2, "db: switch masterdb from db1-masterdb to db2")
+    # the work tree follows the commit: an operator's next `git commit -a` does not undo the move
+    assert (repo / "inventory.yaml").read_text() == committed(repo)
+    status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True)
+    assert status.stdout == ""
+    (repo / "inventory.yaml").write_text(committed(repo) + "# local edit\n")
+    with pytest.raises(CommandExecutionError, match="has uncommitted changes"):
+        db._commit_inventory(source, DB2, DB1, "db: switch masterdb from db2 to db1-masterdb")
+
+
+def test_health_exits_non_zero_on_a_broken_replica(platform):
+    pos = f"0-{S1}-100"
+    platform({DB1: server(read_only=False, binlog=pos), DB2: server(source=DB1, slave=pos)})
+    ret = db.health()
+    assert ret["ok"] and ret["hosts"][DB2] == {"ok": True, "role": "replica", "replicating": True, "lag": 0,
+                                               "problems": []}  # fmt: skip
+    assert "retcode" not in db.__context__
+    platform({DB1: server(read_only=False, binlog=pos), DB2: server(source=DB1, slave=pos, io="No")})
+    ret = db.health(max_lag=5)
+    assert not ret["ok"] and ret["max_lag"] == 5 and db.__context__["retcode"] == 1
+    assert ret["hosts"][DB2]["problems"] == ["replication from db1-masterdb is broken (IO thread No, SQL thread Yes)"]
