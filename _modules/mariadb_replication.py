@@ -1574,22 +1574,32 @@ def _local_backup_into(datadir, source_settings, timeout):
         defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(source_settings)}))
         target = os.path.join(work, "target")
         os.mkdir(target)
-        err_backup, err_extract = os.path.join(work, "backup.err"), os.path.join(work, "extract.err")
-        with open(err_backup, "wb") as backup_log, open(err_extract, "wb") as extract_log:
-            backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=backup_log)
-            extract = subprocess.Popen(_extract_command(datadir), stdin=backup.stdout, stderr=extract_log)
-            backup.stdout.close()
-            try:
-                extract.wait(timeout)
-                backup.wait(timeout)
-            except subprocess.TimeoutExpired:
-                backup.kill()
-                extract.kill()
-                raise CommandExecutionError(f"the backup took longer than {timeout}s")
-        if backup.returncode:
-            raise CommandExecutionError(f"mariabackup failed ({backup.returncode}): {_tail(err_backup)}")
-        if extract.returncode:
-            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {_tail(err_extract)}")
+        _pipe(
+            work,
+            ("mariabackup", _backup_command(defaults, target)),
+            ("mbstream -x", _extract_command(datadir)),
+            timeout,
+            "the backup",
+        )
+
+
+def _pipe(work, producer, consumer, timeout, what):
+    """Run producer | consumer (each a (label, argv)); CommandExecutionError with the failing side's stderr."""
+    logs = [os.path.join(work, f"pipe-{index}.err") for index in (0, 1)]
+    with open(logs[0], "wb") as producer_log, open(logs[1], "wb") as consumer_log:
+        first = subprocess.Popen(producer[1], stdout=subprocess.PIPE, stderr=producer_log)
+        second = subprocess.Popen(consumer[1], stdin=first.stdout, stderr=consumer_log)
+        first.stdout.close()
+        try:
+            second.wait(timeout)
+            first.wait(timeout)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            second.kill()
+            raise CommandExecutionError(f"{what} took longer than {timeout}s") from None
+    for (label, _argv), process, log in ((producer, first, logs[0]), (consumer, second, logs[1])):
+        if process.returncode:
+            raise CommandExecutionError(f"{label} failed ({process.returncode}): {_tail(log)}")
 
 
 def _read_exact(conn, size):
@@ -1841,42 +1851,21 @@ def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
     with tempfile.TemporaryDirectory(prefix="rolestack-dump-") as work:
         source_cnf = _write_private(work, "source.cnf", _option_file({"client": remote}))
         local_cnf = _write_private(work, "local.cnf", _option_file({"client": _client_options(local)}))
-        err_dump, err_load = os.path.join(work, "dump.err"), os.path.join(work, "load.err")
-        with open(err_dump, "wb") as dump_log, open(err_load, "wb") as load_log:
-            dump = subprocess.Popen(
-                [
-                    dump_bin,
-                    f"--defaults-file={source_cnf}",
-                    "--single-transaction",
-                    "--master-data=1",
-                    "--gtid",
-                    "--all-databases",
-                    "--routines",
-                    "--events",
-                    "--triggers",
-                    "--flush-privileges",
-                    "--hex-blob",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=dump_log,
-            )
-            load = subprocess.Popen(
-                [client_bin, f"--defaults-file={local_cnf}", "--init-command=SET SESSION sql_log_bin=0"],
-                stdin=dump.stdout,
-                stderr=load_log,
-            )
-            dump.stdout.close()
-            try:
-                load.wait(timeout)
-                dump.wait(timeout)
-            except subprocess.TimeoutExpired:
-                dump.kill()
-                load.kill()
-                raise CommandExecutionError(f"the dump took longer than {timeout}s")
-        if dump.returncode:
-            raise CommandExecutionError(f"mariadb-dump failed ({dump.returncode}): {_tail(err_dump)}")
-        if load.returncode:
-            raise CommandExecutionError(f"loading the dump failed ({load.returncode}): {_tail(err_load)}")
+        dump = [
+            dump_bin,
+            f"--defaults-file={source_cnf}",
+            "--single-transaction",
+            "--master-data=1",
+            "--gtid",
+            "--all-databases",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--flush-privileges",
+            "--hex-blob",
+        ]
+        load = [client_bin, f"--defaults-file={local_cnf}", "--init-command=SET SESSION sql_log_bin=0"]
+        _pipe(work, ("mariadb-dump", dump), ("loading the dump", load), timeout, "the dump")
 
 
 def provision_replica(
