@@ -943,6 +943,20 @@ def health(max_lag=None):
     )
 
 
+class _Steps(list):
+    """A runner's steps with the seconds each took since the previous one, shown as they happen."""
+
+    def __init__(self, start=None):
+        super().__init__()
+        self.mark = time.monotonic() if start is None else start
+
+    def __call__(self, what):
+        now = time.monotonic()
+        self.append({"step": what, "seconds": round(now - self.mark, 3)})
+        self.mark = now
+        _progress(what)
+
+
 def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=True):
     """
     Make the replica ``new`` the primary, the running primary its replica, and re-point every other db host at
@@ -998,20 +1012,12 @@ def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=T
     if reason:
         raise CommandExecutionError(f"switchover to {name} refused: {reason}")
     new, old = name, summary["primary"]
-    steps = []
-    mark = time.monotonic()
-
-    def step(what):
-        nonlocal mark
-        now = time.monotonic()
-        steps.append({"step": what, "seconds": round(now - mark, 3)})
-        mark = now
-        _progress(what)
+    step = steps = _Steps()
 
     # the write block starts: nothing but replication writes to the old primary from here
     _progress(f"{old}: read_only ON, client connections killed")
     block_started = time.monotonic()
-    mark = block_started
+    steps.mark = block_started
     try:
         # in one job; kill_client_connections and status run even if set_read_only failed: nothing is lost then
         _, killed, old_status = _call_many(
@@ -1051,7 +1057,7 @@ def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=T
         "gtid_binlog_pos": position,
         "killed_connections": len(killed),
         "replicas": replicas,
-        "steps": steps,
+        "steps": steps,  # later steps (inventory, highstate) are appended to it
     }
     ret.update(_after_move(topology, old, new, "switch", update_inventory, highstate, None, problems, step))
     ret["seconds"] = round(time.monotonic() - started, 3)
@@ -1143,15 +1149,7 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
     started = time.monotonic()
     _check_timeout(timeout)
     topology = _topology()
-    steps = []
-    mark = started
-
-    def step(what):
-        nonlocal mark
-        now = time.monotonic()
-        steps.append({"step": what, "seconds": round(now - mark, 3)})
-        mark = now
-        _progress(what)
+    step = steps = _Steps(started)
 
     results = _collect(topology, grace=FAILOVER_GRACE)
     sources = {_host_state(r["status"], topology)["source"] for r in results.values() if "status" in r}
@@ -1195,7 +1193,7 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
         "positions": {host: info["applied"] for host, info in positions.items()},
     }
     if dry_run:
-        ret.update(promoted=None, would_promote=chosen, seconds=round(time.monotonic() - started, 3), steps=steps)
+        ret.update(promoted=None, would_promote=chosen, seconds=round(time.monotonic() - started, 3), steps=list(steps))
         return ret
     _call(topology, chosen, "mariadb_replication.reset_replica")
     _call(topology, chosen, "mariadb_replication.set_read_only", enabled=False)
@@ -1206,7 +1204,7 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
     replicas, problems = _repoint(topology, others, chosen, None, timeout, reachable)
     if others:
         step(f"re-pointed at {chosen}: {', '.join(others)}")
-    ret.update(promoted=chosen, seconds=round(seconds, 3), replicas=replicas, steps=steps)
+    ret.update(promoted=chosen, seconds=round(seconds, 3), replicas=replicas, steps=list(steps))
     exclude = [topology["hosts"][old]["minion"]]
     ret.update(_after_move(topology, old, chosen, "fail over", update_inventory, highstate, exclude, problems, step))
     ret["old_primary"] = (
