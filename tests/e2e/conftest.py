@@ -4,7 +4,7 @@ with the same command an operator uses (`lab/rolestack_lab.py up`), torn down at
 numbered: they run in that order (the later ones change the lab: a pillar commit, a replaced host, lab-down).
 
 ROLESTACK_E2E_REUSE=1 runs the tests against an e2e lab that is already up (`make lab LAB=e2e PROFILE=small`)
-and leaves it up: for iterating on one role's checks.
+and leaves it up: for iterating on one role's checks. ROLESTACK_E2E_LAB=<name> uses another lab name.
 """
 
 import json
@@ -19,7 +19,8 @@ from tests.support.paths import REPO
 sys.path.insert(0, str(REPO / "lab"))
 import rolestack_lab
 
-LAB_NAME = "e2e"
+# another name lets a second checkout run its own e2e lab at the same time
+LAB_NAME = os.environ.get("ROLESTACK_E2E_LAB", "e2e")
 PROFILE = "small"
 REUSE = os.environ.get("ROLESTACK_E2E_REUSE") == "1"
 
