@@ -273,8 +273,12 @@ def _summarize(topology, results, max_lag):
     }
 
 
-def _switchover_refusal(new, topology, summary, max_lag):
-    """Why a switchover to ``new`` must not start (None: it may)."""
+def _switchover_refusal(new, topology, summary, max_lag, primary_binlog_state):
+    """
+    Why a switchover to ``new`` must not start (None: it may). ``primary_binlog_state`` is the primary's
+    ``gtid_binlog_state`` read after ``summary``: under writes, a replica's position read a moment after the
+    primary's may be ahead of it without holding anything the primary lacks.
+    """
     if new not in topology["hosts"]:
         return f"{new} is not a db host (db hosts: {', '.join(topology['hosts'])})"
     primary = summary["primary"]
@@ -303,12 +307,12 @@ def _switchover_refusal(new, topology, summary, max_lag):
             f"{new} is {lag} s behind {primary}, more than max_lag={max_lag} s: the write block would last until "
             f"it caught up; wait, or pass a larger max_lag"
         )
-    order = _gtid_order(target["gtid_current_pos"], hosts[primary]["gtid_binlog_pos"])
-    if order in ("ahead", "diverged"):
+    missing = _missing_from(target["gtid_current_pos"], primary_binlog_state)
+    if missing:
         return (
-            f"{new} has transactions the primary {primary} does not have ({new} at {target['gtid_current_pos']}, "
-            f"{primary} at {hosts[primary]['gtid_binlog_pos']}): they were written on the replica; promoting it "
-            f"would fork the data"
+            f"{new} has transactions the primary {primary} does not have ({', '.join(missing)}; {new} at "
+            f"{target['gtid_current_pos']}, {primary}'s binlog state {primary_binlog_state or 'empty'}): they were "
+            f"written on the replica; promoting it would fork the data"
         )
     return None
 
@@ -1008,7 +1012,10 @@ def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=T
     name = _host_name(new, topology) or str(new)
     limit = _lag_limit(topology, max_lag, "switchover_max_lag_seconds")
     summary = _summarize(topology, _collect(topology), _lag_limit(topology, None, "max_lag_seconds"))
-    reason = _switchover_refusal(name, topology, summary, limit)
+    binlog_state = None
+    if summary["primary"] and name != summary["primary"]:
+        binlog_state = _binlog_state(topology, summary["primary"])
+    reason = _switchover_refusal(name, topology, summary, limit, binlog_state)
     if reason:
         raise CommandExecutionError(f"switchover to {name} refused: {reason}")
     new, old = name, summary["primary"]

@@ -190,9 +190,11 @@ def test_summary_without_or_with_two_primaries():
 # ---- switchover refusals -------------------------------------------------------------------------
 
 
-def refusal(new, results, text=EXAMPLE, max_lag=5):
+def refusal(new, results, text=EXAMPLE, max_lag=5, binlog_state=None):
     topo, state = summary(results, text)
-    return db._switchover_refusal(new, topo, state, max_lag)
+    if binlog_state is None and state["primary"]:
+        binlog_state = state["hosts"][state["primary"]]["gtid_binlog_pos"]
+    return db._switchover_refusal(new, topo, state, max_lag, binlog_state)
 
 
 def test_a_switchover_to_a_caught_up_replica_may_run():
@@ -230,6 +232,14 @@ def test_a_switchover_to_a_caught_up_replica_may_run():
 )  # fmt: skip
 def test_switchover_refusals(new, results, reason):
     assert reason in refusal(new, results)
+
+
+def test_a_replica_read_after_the_primary_may_be_ahead_of_that_read():
+    # under writes: db2's position is read after db1's status; db1's binlog state, read last, has them all
+    results = {DB1: {"status": primary_status(f"0-{S1}-279")}, DB2: {"status": status(current=f"0-{S1}-284")}}
+    assert refusal(DB2, results, binlog_state=f"0-{S1}-290") is None
+    # the same positions without the later read: refused, naming what the primary lacks
+    assert "(0-" + f"{S1}-284; db2 at" in refusal(DB2, results, binlog_state=f"0-{S1}-279")
 
 
 def test_switchover_refuses_a_replica_of_another_source():
