@@ -71,6 +71,16 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 try:
+    # synced _utils: importable while Salt's loader loads this module
+    import rolestack_gtid as gtid
+except ImportError:
+    try:
+        # pip-installed rolestack (Salt loads no utils from entry points)
+        from rolestack._utils import rolestack_gtid as gtid
+    except ImportError:
+        gtid = None
+
+try:
     import pymysql
     import pymysql.cursors
     from pymysql.converters import escape_string
@@ -86,6 +96,8 @@ __virtualname__ = "mariadb_replication"
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 GTID_MODES = ("slave_pos", "current_pos")
+# a server that wrote transactions itself (an old primary) replicates from exactly where its binary log stands
+SLAVE_POS_FROM_BINLOG = "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"
 BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
 
 _CONNECTION_KEYS = (
@@ -207,6 +219,8 @@ _SYSTEM_USERS = frozenset({"system user", "event_scheduler"})
 def __virtual__():
     if not HAS_PYMYSQL:
         return (False, "mariadb_replication: PyMySQL is not installed")
+    if gtid is None:
+        return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
 
 
@@ -228,25 +242,7 @@ def _parse_gtid(position):
     A GTID position (``"0-1-100,1-2-7"``) as ``{domain_id: (server_id, seq_no)}``. Empty or None is the
     empty position; anything else malformed raises SaltInvocationError.
     """
-    if position is None:
-        return {}
-    if not isinstance(position, str):
-        raise SaltInvocationError(f"a GTID position is a string like '0-1-100', not {position!r}")
-    parsed = {}
-    text = position.strip()
-    if not text:
-        return parsed
-    for item in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)-(\d+)-(\d+)\s*", item)
-        if not match:
-            raise SaltInvocationError(f"malformed GTID {item.strip()!r} in position {position!r}")
-        domain, server, seq = (int(part) for part in match.groups())
-        if domain >= 2**32 or server >= 2**32 or seq >= 2**64:
-            raise SaltInvocationError(f"GTID {item.strip()!r} is out of range in position {position!r}")
-        if domain in parsed:
-            raise SaltInvocationError(f"domain {domain} appears twice in GTID position {position!r}")
-        parsed[domain] = (server, seq)
-    return parsed
+    return {domain: (server, seq) for domain, server, seq in gtid.parse(position)}
 
 
 def _gtid_order(a, b):
@@ -892,6 +888,67 @@ def gtid_most_advanced(positions):
     )
 
 
+def gtid_missing(position, binlog_state):
+    """
+    The GTIDs of ``position`` that a server whose ``gtid_binlog_state`` is ``binlog_state`` never had: what a
+    server at ``position`` (its ``gtid_binlog_pos``) holds that the other server's binary log never held. An
+    empty list means the other server has logged every one of them (a replica of it can continue from
+    ``position``); otherwise the first server forked: those transactions were written on it and never
+    replicated. Pure: no server involved. Malformed input raises SaltInvocationError.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' mariadb_replication.gtid_missing 0-1-12 0-1-10,0-2-11
+
+    position
+        A GTID position, the last GTID of each domain (``@@gtid_binlog_pos`` of the server to check).
+
+    binlog_state
+        A binlog state, the last GTID of each domain and server (``@@gtid_binlog_state`` of the other server).
+    """
+    return gtid.missing(position, binlog_state)
+
+
+def source_binlog_state(
+    master_host, master_user, master_password, ssl_ca, ssl_cert=None, ssl_key=None, master_port=3306, timeout=10
+):
+    """
+    A replication source's ``gtid_binlog_state`` and ``gtid_binlog_pos``, read over TLS as the replication
+    account with the credentials ``configure_replica`` takes (the source's certificate and name verified against
+    ``ssl_ca``; the client certificate for ``REQUIRE X509`` accounts). Reading a system variable needs no
+    privilege: ``REPLICATION SLAVE`` is enough. Returns ``{"gtid_binlog_state", "gtid_binlog_pos"}``; raises
+    CommandExecutionError when the source cannot be reached or refuses the login.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.source_binlog_state db2.example repl 's3cret' /etc/mysql/tls/ca.pem \\
+            ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key
+    """
+    spec = _replica_spec(master_host, master_user, master_password, master_port, ssl_ca, ssl_cert, ssl_key)
+    connection = {
+        "connection_host": spec["master_host"],
+        "connection_port": spec["master_port"],
+        "connection_user": spec["master_user"],
+        "connection_password": spec["master_password"],
+        "connection_ssl_ca": spec["ssl_ca"],
+        "connection_ssl_cert": spec["ssl_cert"],
+        "connection_ssl_key": spec["ssl_key"],
+        "connection_connect_timeout": timeout,
+    }
+    with _connect(**connection) as conn:
+        row = _query(
+            conn,
+            "SELECT @@GLOBAL.gtid_binlog_state AS state, @@GLOBAL.gtid_binlog_pos AS pos",
+            (),
+            f"reading the GTID binlog state of {master_host}",
+        )[0]
+    return {"gtid_binlog_state": row["state"] or "", "gtid_binlog_pos": row["pos"] or ""}
+
+
 def wait_for_gtid(gtid_pos, timeout=60, **connection_args):
     """
     Wait until this replica has applied GTID position ``gtid_pos`` (``MASTER_GTID_WAIT``, which follows
@@ -944,6 +1001,7 @@ def configure_replica(
     use_gtid="slave_pos",
     connect_retry=10,
     start=True,
+    slave_pos_from_binlog=False,
     **connection_args,
 ):
     """
@@ -982,6 +1040,12 @@ def configure_replica(
     start
         Start the replica threads afterwards. Defaults to ``True``.
 
+    slave_pos_from_binlog
+        Before CHANGE MASTER, ``SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos``: the server continues after the
+        last transaction of its own binary log. For a server that wrote transactions itself (an old primary
+        rejoining; its ``gtid_slave_pos`` is stale): check first that the source holds them all
+        (``source_binlog_state``, ``gtid_missing``). Defaults to ``False``.
+
     Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
     """
     spec = _replica_spec(
@@ -1003,6 +1067,8 @@ def configure_replica(
                 raise SaltInvocationError(f"{name} {spec[name]} does not exist")
     with _connect(**connection_args) as conn:
         _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        if slave_pos_from_binlog:
+            _query(conn, SLAVE_POS_FROM_BINLOG, doing="SET GLOBAL gtid_slave_pos")
         _query(conn, _change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
         if start:
             _query(conn, "START SLAVE", doing="START SLAVE")

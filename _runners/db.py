@@ -21,7 +21,6 @@ See docs/roles/db.md ("Switch master", "Fail over", "Rejoin an old primary", "He
 import copy
 import logging
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -34,13 +33,15 @@ from salt.exceptions import SaltInvocationError
 
 try:
     # synced _utils: importable while Salt's loader loads this module
+    import rolestack_gtid as gtid
     import rolestack_inventory as logic
 except ImportError:
     try:
         # pip-installed rolestack (Salt loads no utils from entry points)
+        from rolestack._utils import rolestack_gtid as gtid
         from rolestack._utils import rolestack_inventory as logic
     except ImportError:
-        logic = None
+        gtid = logic = None
 
 log = logging.getLogger(__name__)
 
@@ -57,43 +58,18 @@ GATHER_JOB_TIMEOUT = 5
 # whether its MariaDB is dead is decided by the replicas (their IO threads), not by this
 FAILOVER_GRACE = 2
 NO_ANSWER = "the minion did not answer"
-# the mariadb client over the local socket (Debian's root): sets gtid_slave_pos from the host's own binary log,
-# so a server that wrote transactions itself (an old primary) replicates from exactly where it stands
-SLAVE_POS_FROM_BINLOG = ["mariadb", "--batch", "-e", "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"]
-REBUILD_HINT = (
-    "rebuild it as a new replica: destroy the VM and provision a new one under the same name (docs/procedures.md, "
-    "'Replace a VM': salt-run minion_key.replace {host} fingerprint=<fp>, then salt-call state.highstate on it; in "
-    "the lab: make lab-replace HOST={host}); its first highstate copies the primary's data (mariabackup) and "
-    "replicates"
-)
+REBUILD_HINT = gtid.REBUILD_HINT if gtid else None
 
 
 def __virtual__():
     if __opts__.get("__role") != "master":
         return (False, "db: a master runner (salt-run db.<function>)")
-    if logic is None:
-        return (False, "db: the rolestack_inventory util is missing (salt-run saltutil.sync_all, or pip install)")
+    if logic is None or gtid is None:
+        return (False, "db: the rolestack utils are missing (salt-run saltutil.sync_all, or pip install)")
     return __virtualname__
 
 
 # ---- pure logic: GTID positions ------------------------------------------------------------------
-
-
-def _parse_gtid(position):
-    """
-    A GTID position or binlog state (``0-1-100,1-2-7``) as ``[(domain, server_id, seq_no), ...]``; empty or None
-    is the empty position.
-    """
-    parsed = []
-    for item in (position or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        match = re.fullmatch(r"(\d+)-(\d+)-(\d+)", item)
-        if not match:
-            raise SaltInvocationError(f"malformed GTID {item!r} in position {position!r}")
-        parsed.append(tuple(int(part) for part in match.groups()))
-    return parsed
 
 
 def _gtid_order(a, b):
@@ -101,8 +77,8 @@ def _gtid_order(a, b):
     ``equal``, ``ahead`` (a holds all of b and more), ``behind`` or ``diverged``, domain by domain: sequence
     numbers order GTIDs (gtid_strict_mode), and the same sequence number from two servers is a fork.
     """
-    left = {domain: (server, seq) for domain, server, seq in _parse_gtid(a)}
-    right = {domain: (server, seq) for domain, server, seq in _parse_gtid(b)}
+    left = {domain: (server, seq) for domain, server, seq in gtid.parse(a)}
+    right = {domain: (server, seq) for domain, server, seq in gtid.parse(b)}
     ahead = behind = forked = False
     for domain in set(left) | set(right):
         server_a, seq_a = left.get(domain, (None, -1))
@@ -117,19 +93,6 @@ def _gtid_order(a, b):
 
 def _at_least(a, b):
     return _gtid_order(a, b) in ("equal", "ahead")
-
-
-def _missing_from(position, binlog_state):
-    """
-    The GTIDs of ``position`` (a host's last GTID per domain) that a server whose ``gtid_binlog_state`` (the last
-    GTID of every domain and server it ever logged) is ``binlog_state`` never had.
-    """
-    have = {(domain, server): seq for domain, server, seq in _parse_gtid(binlog_state)}
-    return [
-        f"{domain}-{server}-{seq}"
-        for domain, server, seq in _parse_gtid(position)
-        if have.get((domain, server), -1) < seq
-    ]
 
 
 # ---- pure logic: topology and state --------------------------------------------------------------
@@ -707,13 +670,6 @@ def _replica_args(topology, source):
     }
 
 
-def _slave_pos_from_binlog(topology, host):
-    """gtid_slave_pos := gtid_binlog_pos on a host whose replica threads are stopped (or none configured)."""
-    result = _call(topology, host, "cmd.run_all", SLAVE_POS_FROM_BINLOG, python_shell=False)
-    if result.get("retcode"):
-        raise CommandExecutionError(f"{host}: setting gtid_slave_pos from its binary log: {result.get('stderr')}")
-
-
 def _binlog_state(topology, host):
     """A host's ``gtid_binlog_state``: the last GTID of every (domain, server) its binary log ever held."""
     result = _call(
@@ -731,10 +687,10 @@ def _binlog_state(topology, host):
 def _point_at(topology, host, source, timeout, from_binlog=False):
     """Make ``host`` a read-only replica of ``source`` and wait until both replica threads run."""
     _call(topology, host, "mariadb_replication.set_read_only", enabled=True)
-    if from_binlog:
-        _call(topology, host, "mariadb_replication.stop_replica")
-        _slave_pos_from_binlog(topology, host)
-    _call(topology, host, "mariadb_replication.configure_replica", **_replica_args(topology, source))
+    # from_binlog: gtid_slave_pos := gtid_binlog_pos after STOP SLAVE, so a server that wrote transactions itself
+    # (an old primary) replicates from exactly where it stands, not from its stale gtid_slave_pos
+    _call(topology, host, "mariadb_replication.configure_replica", **_replica_args(topology, source),
+          slave_pos_from_binlog=from_binlog)  # fmt: skip
     return _call(topology, host, "mariadb_replication.start_replica", timeout=timeout, wait=timeout + 15)
 
 
@@ -1262,7 +1218,7 @@ def rejoin(host, timeout=30):
         return {"host": name, "primary": primary, "changed": False, "comment": f"replicating from {primary} already"}
     mine = state["gtid_binlog_pos"]
     theirs = _binlog_state(topology, primary)
-    missing = _missing_from(mine, theirs)
+    missing = gtid.missing(mine, theirs)
     if missing:
         raise CommandExecutionError(
             f"{name} cannot rejoin: it holds transactions the primary {primary} never had ({', '.join(missing)}; "

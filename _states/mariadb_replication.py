@@ -31,10 +31,22 @@ import time
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
+try:
+    # synced _utils: importable while Salt's loader loads this module
+    import rolestack_gtid as gtid
+except ImportError:
+    try:
+        # pip-installed rolestack (Salt loads no utils from entry points)
+        from rolestack._utils import rolestack_gtid as gtid
+    except ImportError:
+        gtid = None
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "mariadb_replication"
 
+# Last_IO_Errno when the source cannot serve the GTID position asked for (forked, or purged binary logs)
+ERR_MASTER_FATAL_READING_BINLOG = 1236
 # what replica_configured compares with the running replica (MariaDB never shows the password)
 COMPARED = ("master_host", "master_port", "master_user", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify", "use_gtid")
 
@@ -42,6 +54,8 @@ COMPARED = ("master_host", "master_port", "master_user", "ssl_ca", "ssl_cert", "
 def __virtual__():
     if "mariadb_replication.status" not in __salt__:
         return (False, "the mariadb_replication execution module is not available (PyMySQL missing?)")
+    if gtid is None:
+        return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
 
 
@@ -200,6 +214,16 @@ def replica_configured(
             ret["comment"] = f"already replicating from {name}"
             return ret
         needs_copy = provision and _fresh(status)
+        from_binlog = None
+        if not needs_copy:
+            # never point a server at a source that lacks transactions it holds (a forked old primary)
+            forked = _forked(name, wanted, master_password, status)
+            if forked:
+                ret.update(result=False, comment=forked)
+                return ret
+            from_binlog = _slave_pos_from_binlog(status)
+            if from_binlog:
+                differences["gtid_slave_pos"] = from_binlog
         if __opts__["test"]:
             ret["result"] = None
             if needs_copy:
@@ -207,7 +231,9 @@ def replica_configured(
                 ret["comment"] = f"would copy {name}'s data ({provision_method}) and replicate from it"
             elif differences:
                 ret["changes"] = differences
-                ret["comment"] = f"would point replication at {name}"
+                ret["comment"] = f"would point replication at {name}" + (
+                    f", continuing after its own binary log ({from_binlog['new']})" if from_binlog else ""
+                )
             else:
                 ret["changes"] = {"started": True}
                 ret["comment"] = f"would start replication from {name}"
@@ -224,14 +250,7 @@ def replica_configured(
                                                        timeout, connection)  # fmt: skip
         elif differences:
             __salt__["mariadb_replication.configure_replica"](
-                master_host=name,
-                master_user=master_user,
-                master_password=master_password,
-                master_port=int(master_port),
-                ssl_ca=ssl_ca,
-                ssl_cert=ssl_cert,
-                ssl_key=ssl_key,
-                **connection,
+                **_source_args(name, wanted, master_password), slave_pos_from_binlog=bool(from_binlog), **connection
             )
             ret["changes"].update(differences)
         else:
@@ -244,15 +263,69 @@ def replica_configured(
         return ret
 
 
+def _source_args(name, wanted, master_password):
+    """The source and the credentials to reach it, as the execution module's functions take them."""
+    return {
+        "master_host": name,
+        "master_user": wanted["master_user"],
+        "master_password": master_password,
+        "master_port": wanted["master_port"],
+        "ssl_ca": wanted["ssl_ca"],
+        "ssl_cert": wanted["ssl_cert"],
+        "ssl_key": wanted["ssl_key"],
+    }
+
+
+def _this_host():
+    return __opts__.get("id") or "this host"
+
+
+def _forked(name, wanted, master_password, status):
+    """
+    Why this server must not replicate from ``name`` (a comment), or None: its binary log holds GTIDs the
+    source's never held. Only reads: the source's ``gtid_binlog_state`` over TLS as the replication account.
+    """
+    position = status.get("gtid_binlog_pos") or ""
+    if not position:
+        return None
+    host = _this_host()
+    try:
+        source = __salt__["mariadb_replication.source_binlog_state"](**_source_args(name, wanted, master_password))
+    except CommandExecutionError as err:
+        return (
+            f"cannot check whether {host} holds transactions {name} never had (its gtid_binlog_pos is {position}), "
+            f"so replication was not changed: {err}"
+        )
+    errant = __salt__["mariadb_replication.gtid_missing"](position, source["gtid_binlog_state"])
+    if not errant:
+        return None
+    return (
+        f"{host} holds transactions the source {name} never had: {', '.join(errant)} ({host}'s gtid_binlog_pos "
+        f"{position}; {name}'s gtid_binlog_state {source['gtid_binlog_state'] or 'empty'}). They were written on "
+        f"{host} and never replicated (an old primary that took writes the new one did not receive): its data "
+        f"forked, and replicating would stop with error 1236 or lose them. Nothing was changed. salt-run db.rejoin "
+        f"{host} refuses it too; " + gtid.REBUILD_HINT.format(host=host)
+    )
+
+
+def _slave_pos_from_binlog(status):
+    """
+    ``{"old", "new"}`` when this server's binary log is ahead of its ``gtid_slave_pos`` (it wrote transactions
+    itself: an old primary, its slave position stale): it must continue after its own last transaction.
+    """
+    binlog, slave = status.get("gtid_binlog_pos") or "", status.get("gtid_slave_pos") or ""
+    if (
+        binlog
+        and __salt__["mariadb_replication.gtid_compare"](binlog, slave)
+        and set(gtid.parse(binlog)) != set(gtid.parse(slave))
+    ):
+        return {"old": slave, "new": binlog}
+    return None
+
+
 def _provision(name, wanted, master_password, source, method, timeout, connection):
     args = dict(
-        master_host=name,
-        master_user=wanted["master_user"],
-        master_password=master_password,
-        master_port=wanted["master_port"],
-        ssl_ca=wanted["ssl_ca"],
-        ssl_cert=wanted["ssl_cert"],
-        ssl_key=wanted["ssl_key"],
+        **_source_args(name, wanted, master_password),
         method=method,
         overwrite_fresh=True,
         timeout=timeout,
@@ -293,6 +366,14 @@ def _check_replicating(ret, name, wanted, connection, wait=30):
             ret["result"] = False
             error = status.get("Last_IO_Error") or status.get("Last_SQL_Error") or "threads not running"
             ret["comment"] = f"configured replication from {name}, but it does not run: {error}"
+            if status.get("Last_IO_Errno") == ERR_MASTER_FATAL_READING_BINLOG:
+                host = _this_host()
+                ret["comment"] = (
+                    f"configured replication from {name}, but {name} cannot send what {host} asks for (error 1236: "
+                    f"{error}): {name}'s binary log lacks transactions {host} holds or needs (a forked old primary, "
+                    f"or binary logs purged on {name}). {host} cannot continue from it; "
+                    + gtid.REBUILD_HINT.format(host=host)
+                )
             return ret
         time.sleep(0.5)
 

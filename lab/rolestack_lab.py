@@ -40,7 +40,9 @@ import rolestack_inventory  # noqa: E402
 
 CACHE = REPO / "lab" / "cache"
 RUN = REPO / "lab" / "run"
-VENV = REPO / ".venv"
+# resolved: a second checkout may link .venv to another one's, and the scripts' #! lines name the real path
+# (the one bind-mounted into the hosts)
+VENV = (REPO / ".venv").resolve()
 PYTHON_HOME = Path(sys.base_prefix)  # the interpreter the venv uses; bind-mounted read-only into hosts
 SUITE_FALLBACK = "bookworm"
 

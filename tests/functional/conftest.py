@@ -5,6 +5,8 @@ import shutil
 import pytest
 from saltfactories.utils.functional import Loaders
 
+from tests.support.mariadb import Instances
+from tests.support.mariadb import make_pki
 from tests.support.paths import LOADER_DIRS
 from tests.support.paths import PILLAR_EXAMPLE
 from tests.support.paths import STATES
@@ -57,3 +59,30 @@ def ext_pillar(make_loaders):
 
     call.opts = loaders.opts
     return call
+
+
+# private MariaDB servers for the replication modules: a PKI and servers per test module, stopped by PID after it
+
+
+@pytest.fixture(scope="module")
+def pki(test_root, request):
+    return make_pki(test_root / f"pki-{request.module.__name__.rpartition('.')[2]}")
+
+
+@pytest.fixture(scope="module")
+def instances(test_root, pki):
+    started = Instances(test_root, pki)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_loaders(salt_factories, request):
+    """A masterless minion's loaders for the module (id: the module's MINION, else mariadb-replication)."""
+    config = {"file_client": "local", "ext_pillar": [], **LOADER_DIRS}
+    factory = salt_factories.salt_minion_daemon(
+        getattr(request.module, "MINION", "mariadb-replication"), overrides=config
+    )
+    loaders = Loaders(factory.config.copy())
+    yield loaders
+    loaders.reset_state()

@@ -1,14 +1,10 @@
 """
 The mariadb_replication module through the salt loader against real private mariadbd instances: a primary
-and a replica replicating over verified TLS (certificates made here with cryptography), the refusals
+and a replica replicating over verified TLS (certificates from tests/support/mariadb.py), the refusals
 (wrong CA, clear text, accounts without a TLS requirement, writes on a read-only replica), and provisioning
 an empty third instance from the primary with mariabackup (local pipe and TLS stream) and mysqldump.
 """
 
-import datetime
-import ipaddress
-import os
-import signal
 import socket
 import ssl
 import threading
@@ -16,17 +12,9 @@ import time
 
 import pymysql
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
-from saltfactories.utils.functional import Loaders
 
-from tests.support.paths import LOADER_DIRS
-from tests.support.services import PrivateMariaDB
 from tests.support.services import free_port
 from tests.support.services import wait_for
 
@@ -36,163 +24,7 @@ DUMP_PASSWORD = "dump-pw #1 'q' \"dq\" \\back"
 APP_PASSWORD = "app-password"
 
 # ---------------------------------------------------------------------------------------------------------
-# a small PKI
-
-
-def _name(cn):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(key, path):
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    path.chmod(0o644)  # test keys: the server reads them as user mysql
-
-
-def _certificate(subject, key, issuer, issuer_key, ca=False, sans=None, client=False):
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _make_pki(directory):
-    directory.mkdir()
-    directory.chmod(0o755)
-    files = {}
-
-    def ca(label, cn):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(cn, key, cn, key, ca=True)
-        files[f"{label}_ca"] = directory / f"{label}-ca.pem"
-        files[f"{label}_ca"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return key
-
-    def leaf(label, cn, ca_cn, ca_key, **options):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(cn, key, ca_cn, ca_key, **options)
-        files[f"{label}_cert"] = directory / f"{label}.pem"
-        files[f"{label}_key"] = directory / f"{label}.key"
-        files[f"{label}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(key, files[f"{label}_key"])
-
-    ca_key = ca("good", "Rolestack Test CA")
-    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    leaf("server", "db-server", "Rolestack Test CA", ca_key, sans=sans)
-    leaf("client", "db-replica", "Rolestack Test CA", ca_key, client=True)
-    wrong_key = ca("wrong", "Unrelated CA")
-    leaf("wrong_client", "intruder", "Unrelated CA", wrong_key, client=True)
-    return {label: str(path) for label, path in files.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# fixtures: instances and loaders live for the module
-
-
-def _mariadb_config(pki, server_id, read_only=False):
-    return (
-        f"log_bin = mysql-bin\nbinlog_format = ROW\ngtid_strict_mode = ON\nlog_slave_updates = ON\n"
-        f"relay_log = relay-bin\nread_only = {'ON' if read_only else 'OFF'}\n"
-        f"ssl_ca = {pki['good_ca']}\nssl_cert = {pki['server_cert']}\nssl_key = {pki['server_key']}\n"
-    )
-
-
-class Instance:
-    """A private mariadbd and how the module reaches it."""
-
-    def __init__(self, root, pki, server_id, read_only=False):
-        self.server = PrivateMariaDB(root, server_id=server_id, extra_config=_mariadb_config(pki, server_id, read_only))
-        self.adopted_pid = None
-
-    def start(self):
-        self.server.start()
-        return self
-
-    @property
-    def args(self):
-        return {"connection_unix_socket": str(self.server.socket)}
-
-    @property
-    def port(self):
-        return self.server.port
-
-    def sql(self, statement, args=None):
-        conn = pymysql.connect(unix_socket=str(self.server.socket), user="root", autocommit=True)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(statement, args)
-                return cursor.fetchall()
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.server.stop()
-        if self.adopted_pid:  # a server the module started (provision_replica start_command)
-            with _suppress(ProcessLookupError):
-                os.kill(self.adopted_pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    pid, _ = os.waitpid(self.adopted_pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid:
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(self.adopted_pid, signal.SIGKILL)
-
-
-class _suppress:
-    def __init__(self, *errors):
-        self.errors = errors
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, self.errors)
-
-
-@pytest.fixture(scope="module")
-def pki(test_root):
-    return _make_pki(test_root / "mariadb-pki")
-
-
-@pytest.fixture(scope="module")
-def instances(test_root, pki):
-    started = []
-
-    def start(server_id, read_only=False):
-        instance = Instance(test_root, pki, server_id, read_only)
-        started.append(instance)
-        return instance.start()
-
-    yield start
-    for instance in reversed(started):
-        instance.stop()
+# fixtures (pki, instances and module_loaders: tests/functional/conftest.py) live for the module
 
 
 @pytest.fixture(scope="module")
@@ -206,13 +38,9 @@ def replica(instances):
 
 
 @pytest.fixture(scope="module")
-def mdb(salt_factories):
-    """The module through a masterless minion's loaders (as make_loaders builds them, for the module scope)."""
-    config = {"file_client": "local", "ext_pillar": [], **LOADER_DIRS}
-    factory = salt_factories.salt_minion_daemon("mariadb-replication", overrides=config)
-    loaders = Loaders(factory.config.copy())
-    yield loaders.modules.mariadb_replication
-    loaders.reset_state()
+def mdb(module_loaders):
+    """The module through a masterless minion's loaders."""
+    return module_loaders.modules.mariadb_replication
 
 
 def _replica_args(primary, pki, **overrides):

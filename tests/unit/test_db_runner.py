@@ -106,15 +106,6 @@ def test_malformed_gtid_is_refused():
         db._gtid_order("0-1", "0-1-1")
 
 
-def test_missing_from_binlog_state_names_the_transactions_the_other_never_had():
-    state = f"0-{S1}-10,0-{S2}-12"
-    assert db._missing_from(f"0-{S1}-10", state) == []
-    assert db._missing_from(f"0-{S2}-11", state) == []
-    # an old primary's last transaction never reached the new primary: seq 12 exists there, from another server
-    assert db._missing_from(f"0-{S1}-12", state) == [f"0-{S1}-12"]
-    assert db._missing_from("", state) == []
-
-
 # ---- topology and state --------------------------------------------------------------------------
 
 
@@ -473,6 +464,8 @@ class FakeHosts:
                 server["source"] = None
             return True, 0
         if fun == "mariadb_replication.configure_replica":
+            if kwargs.get("slave_pos_from_binlog"):
+                server["slave_pos"] = server["binlog"]
             server.update(source=kwargs["master_host"].split(".")[0], running=True, use_gtid="slave_pos")
             return {"master_host": kwargs["master_host"]}, 0
         if fun == "mariadb_replication.start_replica":
@@ -482,12 +475,8 @@ class FakeHosts:
             return ({"master_host": server["source"]} if server["source"] else None), 0
         if fun == "cmd.run_all":
             sql = args[0][-1]
-            if "gtid_binlog_state" in sql:
-                return {"retcode": 0, "stdout": server.get("binlog_state", server["binlog"]), "stderr": ""}, 0
-            assert sql == "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"
-            assert not server["running"]
-            server["slave_pos"] = server["binlog"]
-            return {"retcode": 0, "stdout": "", "stderr": ""}, 0
+            assert "gtid_binlog_state" in sql
+            return {"retcode": 0, "stdout": server.get("binlog_state", server["binlog"]), "stderr": ""}, 0
         raise AssertionError(f"unexpected call {fun}")
 
     @staticmethod
@@ -574,7 +563,8 @@ def test_switchover_blocks_writes_until_the_new_primary_caught_up(platform):
     assert order.index((DB2, "wait_for_gtid")) > block
     assert order.index((DB2, "reset_replica")) < order.index((DB2, "set_read_only"))
     # the old primary replicates from where its own binary log stands, not from its stale gtid_slave_pos
-    assert order.index((DB1, "run_all")) < order.index((DB1, "configure_replica"))
+    configure_db1 = next(k for m, f, _a, k in hosts.calls if m == DB1 and f.endswith("configure_replica"))
+    assert configure_db1["slave_pos_from_binlog"] is True
     assert hosts.servers[DB1]["slave_pos"] == pos and hosts.servers[DB1]["source"] == DB2
     assert hosts.servers[DB1]["read_only"] and not hosts.servers[DB2]["read_only"]
     assert hosts.servers[DB2]["source"] is None

@@ -1,0 +1,67 @@
+"""
+MariaDB GTIDs for rolestack, shared by the ``mariadb_replication`` execution module and state (on the db hosts)
+and the ``db`` runner (on the master), which cannot import an execution module: parsing positions and binlog
+states, which transactions of one server another never had, and the operator's way out when a server forked.
+
+Pure: no server, no Salt loader (only Salt's exception). Unit tests in tests/unit/test_gtid_logic.py.
+"""
+
+import re
+
+from salt.exceptions import SaltInvocationError
+
+_GTID = re.compile(r"\s*(\d+)-(\d+)-(\d+)\s*")
+
+# what to do with a db host holding transactions its primary never had (it forked): named by the db runner's
+# refusals (rejoin, failover) and by the replica state. It cannot rejoin without losing or duplicating them.
+REBUILD_HINT = (
+    "rebuild it as a new replica: destroy the VM and provision a new one under the same name (docs/procedures.md, "
+    "'Replace a VM': salt-run minion_key.replace {host} fingerprint=<fp>, then salt-call state.highstate on it; in "
+    "the lab: make lab-replace HOST={host}); its first highstate copies the primary's data (mariabackup) and "
+    "replicates"
+)
+
+
+def parse(text, binlog_state=False):
+    """
+    A GTID position (``"0-1-100,1-2-7"``: the last GTID of each domain) or, with ``binlog_state``, a binlog state
+    (the last GTID of each domain *and server*: a domain may repeat) as ``[(domain, server_id, seq_no), ...]`` in
+    the given order. Empty or None is empty; anything malformed, out of range or repeated raises
+    SaltInvocationError.
+    """
+    what = "GTID binlog state" if binlog_state else "GTID position"
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise SaltInvocationError(f"a {what} is a string like '0-1-100', not {text!r}")
+    if not text.strip():
+        return []
+    parsed, seen = [], set()
+    for item in text.split(","):
+        match = _GTID.fullmatch(item)
+        if not match:
+            raise SaltInvocationError(f"malformed GTID {item.strip()!r} in {what} {text!r}")
+        domain, server, seq = (int(part) for part in match.groups())
+        if domain >= 2**32 or server >= 2**32 or seq >= 2**64:
+            raise SaltInvocationError(f"GTID {item.strip()!r} is out of range in {what} {text!r}")
+        key = (domain, server) if binlog_state else domain
+        if key in seen:
+            repeated = f"domain {domain} server {server}" if binlog_state else f"domain {domain}"
+            raise SaltInvocationError(f"{repeated} appears twice in {what} {text!r}")
+        seen.add(key)
+        parsed.append((domain, server, seq))
+    return parsed
+
+
+def missing(position, binlog_state):
+    """
+    The GTIDs of ``position`` (a server's ``gtid_binlog_pos``: its last GTID per domain) that a server whose
+    ``gtid_binlog_state`` (the last GTID of every domain and server its binary log ever held) is ``binlog_state``
+    never had, as ``"domain-server-seq"`` strings in the order of ``position``. With ``gtid_strict_mode``, a
+    server that logged ``0-1-12`` logged ``0-1-1`` .. ``0-1-11`` of that server too, so the last one per (domain,
+    server) is enough. An empty list: every transaction of ``position`` is in the other's binary log.
+    """
+    have = {(domain, server): seq for domain, server, seq in parse(binlog_state, binlog_state=True)}
+    return [
+        f"{domain}-{server}-{seq}" for domain, server, seq in parse(position) if have.get((domain, server), -1) < seq
+    ]

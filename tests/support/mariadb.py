@@ -1,0 +1,175 @@
+"""
+Private MariaDB servers for the replication tests: a small PKI (a CA, a server certificate for 127.0.0.1 and
+localhost, a client certificate, and an unrelated CA with its own client), and ``Instance``, a private mariadbd
+configured for GTID replication over TLS with those files. Used by tests/functional/test_mariadb_replication.py
+and tests/functional/test_replica_divergence.py.
+"""
+
+import datetime
+import ipaddress
+import os
+import signal
+import time
+
+import pymysql
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.services import PrivateMariaDB
+
+# ---- a small PKI
+
+
+def _name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write_key(key, path):
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    path.chmod(0o644)  # test keys: the server reads them as user mysql
+
+
+def _certificate(subject, key, issuer, issuer_key, ca=False, sans=None, client=False):
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    else:
+        usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(directory):
+    directory.mkdir()
+    directory.chmod(0o755)
+    files = {}
+
+    def ca(label, cn):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(cn, key, cn, key, ca=True)
+        files[f"{label}_ca"] = directory / f"{label}-ca.pem"
+        files[f"{label}_ca"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return key
+
+    def leaf(label, cn, ca_cn, ca_key, **options):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(cn, key, ca_cn, ca_key, **options)
+        files[f"{label}_cert"] = directory / f"{label}.pem"
+        files[f"{label}_key"] = directory / f"{label}.key"
+        files[f"{label}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, files[f"{label}_key"])
+
+    ca_key = ca("good", "Rolestack Test CA")
+    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    leaf("server", "db-server", "Rolestack Test CA", ca_key, sans=sans)
+    leaf("client", "db-replica", "Rolestack Test CA", ca_key, client=True)
+    wrong_key = ca("wrong", "Unrelated CA")
+    leaf("wrong_client", "intruder", "Unrelated CA", wrong_key, client=True)
+    return {label: str(path) for label, path in files.items()}
+
+
+# ---- servers
+
+
+def mariadb_config(pki, server_id, read_only=False):
+    return (
+        f"log_bin = mysql-bin\nbinlog_format = ROW\ngtid_strict_mode = ON\nlog_slave_updates = ON\n"
+        f"relay_log = relay-bin\nread_only = {'ON' if read_only else 'OFF'}\n"
+        f"ssl_ca = {pki['good_ca']}\nssl_cert = {pki['server_cert']}\nssl_key = {pki['server_key']}\n"
+    )
+
+
+class Instance:
+    """A private mariadbd and how the module reaches it."""
+
+    def __init__(self, root, pki, server_id, read_only=False):
+        self.server = PrivateMariaDB(root, server_id=server_id, extra_config=mariadb_config(pki, server_id, read_only))
+        self.adopted_pid = None
+
+    def start(self):
+        self.server.start()
+        return self
+
+    @property
+    def args(self):
+        return {"connection_unix_socket": str(self.server.socket)}
+
+    @property
+    def port(self):
+        return self.server.port
+
+    def sql(self, statement, args=None):
+        conn = pymysql.connect(unix_socket=str(self.server.socket), user="root", autocommit=True)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement, args)
+                return cursor.fetchall()
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.server.stop()
+        if self.adopted_pid:  # a server the module started (provision_replica start_command)
+            with Suppress(ProcessLookupError):
+                os.kill(self.adopted_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(self.adopted_pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(self.adopted_pid, signal.SIGKILL)
+
+
+class Suppress:
+    def __init__(self, *errors):
+        self.errors = errors
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, self.errors)
+
+
+class Instances:
+    """Starts private servers with one PKI (``instances(server_id, read_only)``); ``stop_all`` stops them, last first."""
+
+    def __init__(self, root, pki):
+        self.root, self.pki, self.started = root, pki, []
+
+    def __call__(self, server_id, read_only=False):
+        instance = Instance(self.root, self.pki, server_id, read_only)
+        self.started.append(instance)
+        return instance.start()
+
+    def stop_all(self):
+        for instance in reversed(self.started):
+            instance.stop()
