@@ -270,7 +270,7 @@ def _switchover_refusal(new, topology, summary, max_lag, primary_binlog_state):
             f"{new} is {lag} s behind {primary}, more than max_lag={max_lag} s: the write block would last until "
             f"it caught up; wait, or pass a larger max_lag"
         )
-    missing = _missing_from(target["gtid_current_pos"], primary_binlog_state)
+    missing = gtid.missing(target["gtid_current_pos"], primary_binlog_state)
     if missing:
         return (
             f"{new} has transactions the primary {primary} does not have ({', '.join(missing)}; {new} at "
