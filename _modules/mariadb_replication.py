@@ -1159,6 +1159,36 @@ def set_read_only(enabled=True, **connection_args):
     return {"read_only": enabled, "changed": before != enabled}
 
 
+def promote(gtid_pos=None, timeout=60, **connection_args):
+    """
+    Make this replica the primary in one call (a switchover's write block is as short as its slowest step):
+    wait until it applied ``gtid_pos`` (when given), stop and forget replication (``RESET SLAVE ALL``), then
+    ``read_only`` OFF. Nothing after a failed step runs: a replica that did not catch up stays a read-only
+    replica. Returns ``{"applied": <gtid_pos or None>, "gtid_current_pos", "read_only": False}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.promote 0-1-1234 timeout=30
+        salt db2 mariadb_replication.promote
+
+    gtid_pos
+        The old primary's last position (its ``gtid_binlog_pos`` once it is read-only); None when it is dead
+        (failover: the replica applied its relay log already).
+
+    timeout
+        Seconds to wait for ``gtid_pos``. Defaults to ``60``.
+    """
+    if gtid_pos:
+        wait_for_gtid(gtid_pos, timeout=timeout, **connection_args)
+    reset_replica(**connection_args)
+    set_read_only(False, **connection_args)
+    with _connect(**connection_args) as conn:
+        current = _query(conn, "SELECT @@gtid_current_pos AS p", (), "reading gtid_current_pos")[0]["p"]
+    return {"applied": gtid_pos or None, "gtid_current_pos": current, "read_only": False}
+
+
 def kill_client_connections(exclude_users=None, **connection_args):
     """
     Kill every client connection except replication threads (binlog dump threads of replicas, this server's

@@ -998,16 +998,14 @@ def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=T
     position = old_status["gtid_binlog_pos"]
     step(f"{old}: read_only ON, {len(killed)} client connection(s) killed, at {position}")
     try:
-        _call(topology, new, "mariadb_replication.wait_for_gtid", position, timeout=timeout, wait=timeout + 15)
-        step(f"{new}: applied {position}")
-        _call(topology, new, "mariadb_replication.reset_replica")
-        step(f"{new}: replication stopped and forgotten (RESET SLAVE ALL)")
-        _call(topology, new, "mariadb_replication.set_read_only", enabled=False)
+        # one job: wait for the position, RESET SLAVE ALL, read_only OFF (each salt job costs ~0.2 s of block)
+        _call(topology, new, "mariadb_replication.promote", position, timeout=timeout, wait=timeout + 15)
     except CommandExecutionError as err:
         undo = _undo_switchover(topology, old, new, timeout)
         raise CommandExecutionError(f"switchover to {new} aborted: {err}; {undo}") from err
     write_block = time.monotonic() - block_started
-    step(f"{new}: read_only OFF, takes writes (write block {write_block:.3f} s)")
+    step(f"{new}: applied {position}, replication forgotten (RESET SLAVE ALL), read_only OFF, takes writes "
+         f"(write block {write_block:.3f} s)")  # fmt: skip
 
     others = [host for host in topology["hosts"] if host not in (new, old)] + [old]
     reachable = {host for host, state in summary["hosts"].items() if state["reachable"]}
@@ -1158,8 +1156,7 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
     if dry_run:
         ret.update(promoted=None, would_promote=chosen, seconds=round(time.monotonic() - started, 3), steps=list(steps))
         return ret
-    _call(topology, chosen, "mariadb_replication.reset_replica")
-    _call(topology, chosen, "mariadb_replication.set_read_only", enabled=False)
+    _call(topology, chosen, "mariadb_replication.promote")
     seconds = time.monotonic() - started
     step(f"{chosen}: replication reset, read_only OFF, takes writes")
     others = [host for host in topology["hosts"] if host not in (old, chosen)]

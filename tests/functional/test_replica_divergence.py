@@ -13,6 +13,9 @@ A module of its own (not test_mariadb_replication.py, which runs in a separate s
 docs/development.md); its servers, PKI and loaders are its own (tests/functional/conftest.py, per module).
 """
 
+import pytest
+from salt.exceptions import CommandExecutionError
+
 from tests.support.services import wait_for
 
 REPL_PASSWORD = "repl-divergence-'pw'"
@@ -61,10 +64,17 @@ def _failed_over(module_loaders, pki, instances, first_id):
     old.sql("INSERT INTO app.items VALUES (1, 'old primary'), (2, 'old primary')")
     mdb.configure_replica(**_source(old, pki), connect_retry=1, **new.args)
     mdb.start_replica(timeout=30, **new.args)
-    assert mdb.wait_for_gtid(mdb.status(**old.args)["gtid_binlog_pos"], timeout=30, **new.args)
     mdb.set_read_only(True, **old.args)
-    mdb.reset_replica(**new.args)
-    mdb.set_read_only(False, **new.args)
+    position = mdb.status(**old.args)["gtid_binlog_pos"]
+    # what db.switchover runs on the new primary: one call waits for the position, forgets the source and
+    # takes writes; a position it cannot reach changes nothing
+    with pytest.raises(CommandExecutionError, match=r"timed out after 1s waiting for GTID position 0-1-999999"):
+        mdb.promote("0-1-999999", timeout=1, **new.args)
+    assert mdb.status(**new.args)["read_only"] is True and mdb.replica_settings(**new.args)
+    promoted = mdb.promote(position, timeout=30, **new.args)
+    assert promoted["applied"] == position and promoted["read_only"] is False
+    assert promoted["gtid_current_pos"] == position
+    assert mdb.replica_settings(**new.args) is None and mdb.status(**new.args)["role"] == "primary"
     new.sql("INSERT INTO app.items VALUES (3, 'new primary')")
     return mdb, old, new
 

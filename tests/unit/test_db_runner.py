@@ -458,6 +458,12 @@ class FakeHosts:
             if db._at_least(server["slave_pos"], args[0]):
                 return True, 0
             return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
+        if fun == "mariadb_replication.promote":
+            # as the module: wait (when given), RESET SLAVE ALL, read_only OFF; nothing after a failed step
+            if args and not db._at_least(server["slave_pos"], args[0]):
+                return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
+            server.update(running=False, source=None, read_only=False)
+            return {"applied": args[0] if args else None, "read_only": False}, 0
         if fun in ("mariadb_replication.reset_replica", "mariadb_replication.stop_replica"):
             server["running"] = False
             if fun == "mariadb_replication.reset_replica":
@@ -560,8 +566,9 @@ def test_switchover_blocks_writes_until_the_new_primary_caught_up(platform):
     assert ret["write_block_seconds"] >= 0 and ret["gtid_binlog_pos"] == pos
     order = [(minion, fun.split(".")[-1]) for minion, fun, _args, _kwargs in hosts.calls]
     block = order.index((DB1, "set_read_only"))
-    assert order.index((DB2, "wait_for_gtid")) > block
-    assert order.index((DB2, "reset_replica")) < order.index((DB2, "set_read_only"))
+    # the new primary waits for the old one's last position, then takes writes, in one call
+    promote = order.index((DB2, "promote"))
+    assert promote > block and hosts.calls[promote][2] == [pos]
     # the old primary replicates from where its own binary log stands, not from its stale gtid_slave_pos
     configure_db1 = next(k for m, f, _a, k in hosts.calls if m == DB1 and f.endswith("configure_replica"))
     assert configure_db1["slave_pos_from_binlog"] is True
