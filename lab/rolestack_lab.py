@@ -533,6 +533,9 @@ def boot_host(lab, host):
         f"--bind-ro={PYTHON_HOME}", f"--bind-ro={VENV}", f"--bind-ro={CACHE / 'repo'}:/srv/repo",
         "--resolv-conf=off", "--timezone=off", "--link-journal=no",
     ]  # fmt: skip
+    if VENV.resolve() != VENV:
+        # a checkout sharing another's venv (.venv a symlink, e.g. a git worktree): its scripts name the real path
+        cmd.append(f"--bind-ro={VENV.resolve()}")
     with open(hdir / "console.log", "ab") as log:
         proc = subprocess.Popen(
             [str(part) for part in cmd],
