@@ -139,13 +139,7 @@ class Instance:
         return self.server.port
 
     def sql(self, statement, args=None):
-        conn = pymysql.connect(unix_socket=str(self.server.socket), user="root", autocommit=True)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(statement, args)
-                return cursor.fetchall()
-        finally:
-            conn.close()
+        return self.server.sql(statement, args)
 
     def stop(self):
         self.server.stop()
