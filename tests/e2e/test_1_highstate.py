@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.e2e.conftest import LAB_NAME
 from tests.e2e.conftest import rolestack_lab
 
 SMALL = rolestack_lab.PROFILES["small"]
@@ -21,7 +22,7 @@ def second(lab, first):
 
 def test_the_lab_runs_the_small_profile(lab):
     assert lab.hosts == sorted(SMALL)
-    assert "lab e2e (small) up in" in lab.up_output
+    assert f"lab {LAB_NAME} (small) up in" in lab.up_output
 
 
 @pytest.mark.parametrize("host", sorted(SMALL))
