@@ -8,6 +8,8 @@ pillar.example's moved to 127.0.0.0/24 with app1 at 127.0.0.1, so the derived ac
 this test logs in with over TCP (the private server has no TLS: an account with REQUIRE SSL is refused).
 """
 
+import contextlib
+
 import pymysql
 import pytest
 import yaml
@@ -81,6 +83,16 @@ def _db_grants(server, host, user="wiki"):
     return sorted(row["PRIVILEGE_TYPE"] for row in rows)
 
 
+@contextlib.contextmanager
+def _refused(errno):
+    """The server refuses with this error code. By code, not class: in one session with the other functional
+    modules, pymysql.err.OperationalError is not the class the connection raises (pymysql.err was imported
+    again; seen, cause not pinned down)."""
+    with pytest.raises(Exception) as err:
+        yield
+    assert getattr(err.value, "args", (None,))[0] == errno, err.value
+
+
 def _login(server, host="127.0.0.1"):
     return pymysql.connect(host=host, port=server.port, user="wiki", password=PASSWORD, database="wiki")
 
@@ -138,9 +150,8 @@ def test_create_exact_accounts_drop_stale_ones_then_nothing_to_do(server, apply,
         assert _db_grants(server, host) == WANTED, host  # exactly the inventory's privileges
 
     # REQUIRE SSL: this server has no TLS, so the derived account cannot log in in plain text
-    with pytest.raises(pymysql.err.OperationalError) as err:
+    with _refused(1045):
         _login(server)
-    assert err.value.args[0] == 1045
 
     second = apply()
     changed = {key: ret["changes"] for key, ret in second.items() if ret["changes"]}
@@ -161,9 +172,9 @@ def test_without_ssl_the_account_logs_in_and_writes(server, apply, inventory, cl
             cursor.execute("INSERT INTO pages VALUES (1, 'Main Page')")
             conn.commit()
             # exactly the granted privileges: no more (no GRANT OPTION, nothing outside wiki.*)
-            with pytest.raises(pymysql.err.OperationalError):
+            with _refused(1044):
                 cursor.execute("CREATE DATABASE wiki2")
-            with pytest.raises(pymysql.err.OperationalError):
+            with _refused(1142):
                 cursor.execute("CREATE TRIGGER t BEFORE INSERT ON pages FOR EACH ROW SET NEW.title = 'x'")
     finally:
         conn.close()
