@@ -464,8 +464,8 @@ def _validate_databases(databases, passwords, role_members, err):
         for user, settings in users.items():
             _validate_db_user(f"{path}.users.{user}", user, settings, first_use, err)
 
-    if passwords is None and not first_use:
-        return
+    if passwords is None:
+        passwords = {}
     if not isinstance(passwords, dict):
         err(f"secrets.{DB_USERS_SECRET}: got a {type(passwords).__name__}, expected a mapping of user name to password")
         passwords = {}

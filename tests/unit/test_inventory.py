@@ -134,6 +134,7 @@ MALFORMED = [
     ("secrets/db_users/wiki", "short", "secrets.db_users.wiki:", "at least 16"),
     ("secrets/db_users/ghost", "x" * 20, "secrets.db_users.ghost:", "no such user"),
     ("secrets/db_users", ["wiki"], "secrets.db_users:", "mapping of user name to password"),
+    ("secrets/db_users", _DELETE, "secrets.db_users.wiki:", "missing"),
 ]
 
 
