@@ -340,6 +340,11 @@ def _require_clause(require, literal=_literal):
     return "REQUIRE " + " AND ".join(f"{key.upper()} {literal(require[key])}" for key in order if key in require)
 
 
+def _text(value):
+    """A str of a column value PyMySQL returned as bytes (binary collations)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _require_from_row(row):
     """The normalized requirement of a mysql.user row (ssl_type, x509_issuer, x509_subject, ssl_cipher)."""
     ssl_type = (row.get("ssl_type") or "").upper()
@@ -350,8 +355,7 @@ def _require_from_row(row):
     if ssl_type == "SPECIFIED":
         found = {}
         for key, column in (("issuer", "x509_issuer"), ("subject", "x509_subject"), ("cipher", "ssl_cipher")):
-            value = row.get(column) or b""
-            value = value.decode() if isinstance(value, bytes) else value
+            value = _text(row.get(column) or b"")
             if value:
                 found[key] = value
         return found
@@ -422,6 +426,13 @@ def _missing_privileges(wanted, held):
     if "ALL PRIVILEGES" in held:
         return set()
     return set(wanted) - set(held) - {"USAGE"}
+
+
+def _extra_privileges(wanted, held):
+    """The held privileges beyond the wanted ones (ALL PRIVILEGES wanted covers every one)."""
+    if "ALL PRIVILEGES" in wanted:
+        return set()
+    return set(held) - set(wanted) - {"USAGE"}
 
 
 def _validate_port(port, what="port"):
@@ -1386,16 +1397,58 @@ def user_absent(user, host="%", test=False, **connection_args):
     return {"changed": True, "changes": {"deleted": f"{user}@{host}"}}
 
 
-def grant_present(user, host, privileges, database, test=False, **connection_args):
+def user_hosts(user, **connection_args):
     """
-    Ensure an account holds these privileges on a database (``*`` for global privileges); privileges it
-    holds beyond them are left alone. Returns ``{"changed": bool, "changes": {"granted": [...]}}``.
+    The hosts (``Host`` column) of every account named ``user``, sorted; an empty list when there is none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.user_hosts wiki
+    """
+    _account(user, "%")
+    with _connect(**connection_args) as conn:
+        rows = _query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}")
+    return sorted(_text(row["Host"]) for row in rows)
+
+
+def user_absent_except(user, hosts, test=False, **connection_args):
+    """
+    Ensure ``user`` has no account at any host but ``hosts`` (a list): the accounts of a managed user whose
+    host left the platform or lost the role are dropped. Accounts at ``hosts`` are neither created nor changed.
+    Returns ``{"changed": bool, "changes": {"deleted": ["user@host", ...]}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.user_absent_except wiki '[10.10.10.51, 10.10.10.52]' test=True
+    """
+    if isinstance(hosts, str) or not isinstance(hosts, list | tuple | set):
+        raise SaltInvocationError(f"hosts must be a list of hosts to keep, not {hosts!r}")
+    keep = set(hosts)
+    stale = [host for host in user_hosts(user, **connection_args) if host not in keep]
+    for host in stale:
+        if not test:
+            user_absent(user, host, **connection_args)
+    if not stale:
+        return {"changed": False, "changes": {}}
+    return {"changed": True, "changes": {"deleted": [f"{user}@{host}" for host in stale]}}
+
+
+def grant_present(user, host, privileges, database, exact=False, test=False, **connection_args):
+    """
+    Ensure an account holds these privileges on a database (``*`` for global privileges). With ``exact``
+    False, privileges it holds beyond them are left alone; with ``exact`` True they are revoked (on that
+    database only). Returns ``{"changed": bool, "changes": {"granted": [...], "revoked": [...], "on": ...}}``.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt db1 mariadb_replication.grant_present app 10.0.0.% 'SELECT,INSERT,UPDATE,DELETE' app
+        salt db1 mariadb_replication.grant_present wiki 10.10.10.51 'SELECT,INSERT' wiki exact=True
 
     privileges
         A list or a comma-separated string; ``ALL`` means ``ALL PRIVILEGES``.
@@ -1406,19 +1459,30 @@ def grant_present(user, host, privileges, database, test=False, **connection_arg
     wanted = _normalize_privileges(privileges)
     target = _grant_target(database)
     _account(user, host)
+    changes = {}
     with _connect(**connection_args) as conn:
         if _user_row(conn, user, host) is None:
             raise CommandExecutionError(f"account {user}@{host} does not exist")
-        missing = _missing_privileges(wanted, _grants(conn, user, host).get(target, set()))
-        if missing and not test:
-            _query(
-                conn,
-                f"GRANT {', '.join(sorted(missing))} ON {target} TO {_account(user, host, conn.literal)}",
-                doing=f"GRANT ON {target} TO {user}@{host}",
-            )
-    if not missing:
+        held = _grants(conn, user, host).get(target, set())
+        extra = _extra_privileges(wanted, held) if exact else set()
+        # ALL PRIVILEGES held beyond what is wanted: revoke it all, then grant what is wanted
+        missing = set(wanted) - {"USAGE"} if "ALL PRIVILEGES" in extra else _missing_privileges(wanted, held)
+        account = _account(user, host, conn.literal)
+        for key, verb, preposition, names in (
+            ("revoked", "REVOKE", "FROM", extra),
+            ("granted", "GRANT", "TO", missing),
+        ):
+            if names:
+                changes[key] = sorted(names)
+                if not test:
+                    _query(
+                        conn,
+                        f"{verb} {', '.join(sorted(names))} ON {target} {preposition} {account}",
+                        doing=f"{verb} ON {target} {preposition} {user}@{host}",
+                    )
+    if not changes:
         return {"changed": False, "changes": {}}
-    return {"changed": True, "changes": {"granted": sorted(missing), "on": target}}
+    return {"changed": True, "changes": {**changes, "on": target}}
 
 
 def replication_user_present(

@@ -111,10 +111,34 @@ def user_present(name, password, host="%", ssl_require=None, **kwargs):
     return _account_state(name, "mariadb_replication.user_present", f"account {name}@{host}", args)
 
 
-def grant_present(name, host, privileges, database, **kwargs):
-    """The account ``name@host`` holds ``privileges`` on ``database`` (``*`` for global)."""
-    args = dict(user=name, host=host, privileges=privileges, database=database, **kwargs)
-    return _account_state(name, "mariadb_replication.grant_present", f"grants of {name}@{host} on {database}", args)
+def user_absent_except(name, hosts, **kwargs):
+    """
+    User ``name`` has no account at any host but ``hosts`` (a list; may be empty): accounts of a managed user
+    at hosts that left the platform or lost the role are dropped.
+    """
+    args = dict(user=name, hosts=hosts, **kwargs)
+    return _account_state(name, "mariadb_replication.user_absent_except", f"accounts of {name} elsewhere", args)
+
+
+def grant_present(name, host, privileges, database, exact=False, **kwargs):
+    """
+    The account ``name@host`` holds ``privileges`` on ``database`` (``*`` for global); with ``exact`` True,
+    nothing more on that database (other privileges there are revoked).
+    """
+    args = dict(user=name, host=host, privileges=privileges, database=database, exact=exact, **kwargs)
+    what = f"grants of {name}@{host} on {database}"
+    if __opts__["test"]:
+        # a dry run of a new account: the account state before this one only said it would create it
+        try:
+            missing = __salt__["mariadb_replication.user_info"](name, host, **_connection(kwargs)) is None
+        except (CommandExecutionError, SaltInvocationError):
+            missing = False  # the dry run below reports the error
+        if missing:
+            ret = _ret(name)
+            ret.update(result=None, changes={"granted": privileges, "on": database})
+            ret["comment"] = f"{what} would be granted (the account does not exist yet)"
+            return ret
+    return _account_state(name, "mariadb_replication.grant_present", what, args)
 
 
 def database_present(name, character_set="utf8mb4", collate=None, **kwargs):

@@ -71,7 +71,7 @@ SIGNING_POLICIES = {
 # names /etc/hosts and DNS give to the host carrying each core role
 CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
 
-TOP_KEYS = ("name", "level", "domain", "network", "hosts", "aliases", "db", "secrets")
+TOP_KEYS = ("name", "level", "domain", "network", "hosts", "aliases", "db", "databases", "secrets")
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {
     "semi_sync_timeout_ms": (10000, 100, 3600000, "how long masterdb waits for a replica's acknowledgement"),
@@ -79,6 +79,44 @@ DB_SETTINGS = {
     "switchover_max_lag_seconds": (5, 0, 3600, "a switchover refuses a target further behind"),
 }
 HOST_KEYS = ("roles", "address", "cluster")
+
+# application databases (created on masterdb only; replicas get them by replication) and their accounts:
+# one account <user>@<address> per inventory host having one of the user's roles
+DATABASE_KEYS = ("character_set", "collate", "users")
+DB_USER_KEYS = ("roles", "privileges", "ssl")
+DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+DB_USER_RE = re.compile(r"^[A-Za-z0-9_]{1,80}$")
+CHARSET_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+DEFAULT_CHARACTER_SET = "utf8mb4"
+SYSTEM_DATABASES = ("information_schema", "mysql", "performance_schema", "sys")
+# accounts the platform or MariaDB itself owns (compared without case)
+BUILTIN_DB_USERS = ("repl", "root", "mysql", "mariadb.sys", "public")
+# privileges that apply to one database (GRANT ... ON `db`.*), as SHOW GRANTS prints them
+DB_PRIVILEGES = (
+    "ALL PRIVILEGES",
+    "ALTER",
+    "ALTER ROUTINE",
+    "CREATE",
+    "CREATE ROUTINE",
+    "CREATE TEMPORARY TABLES",
+    "CREATE VIEW",
+    "DELETE",
+    "DELETE HISTORY",
+    "DROP",
+    "EVENT",
+    "EXECUTE",
+    "INDEX",
+    "INSERT",
+    "LOCK TABLES",
+    "REFERENCES",
+    "SELECT",
+    "SHOW VIEW",
+    "TRIGGER",
+    "UPDATE",
+)
+# the secret holding the application accounts' passwords: a mapping of user name to password
+DB_USERS_SECRET = "db_users"
+DB_PORT = 3306
 LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 TRAILING_DIGITS_RE = re.compile(r"[0-9]+$")
@@ -212,14 +250,9 @@ def validate(inventory):
         if host.lower() in lowered:
             err(f"{path}: duplicate host name (same as {lowered[host.lower()]!r}), expected unique names")
         lowered[host.lower()] = host
+        spec = _check_mapping(path, spec, HOST_KEYS, err)
         if spec is None:
-            spec = {}
-        if not isinstance(spec, dict):
-            err(f"{path}: got {_fmt(spec)}, expected a mapping with keys {', '.join(HOST_KEYS)} (or nothing)")
             continue
-        for key in spec:
-            if key not in HOST_KEYS:
-                err(f"{path}.{key}: unknown key (value {_fmt(spec[key])}), expected one of {', '.join(HOST_KEYS)}")
 
         roles = spec.get("roles")
         name_cluster = None
@@ -329,14 +362,12 @@ def validate(inventory):
         secrets = {}
     for secret, value in secrets.items():
         path = f"secrets.{secret}"
+        if secret == DB_USERS_SECRET:
+            continue  # checked with the databases
         if secret not in SECRETS:
-            err(f"{path}: unknown secret, expected one of {', '.join(sorted(SECRETS))}")
-        elif not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
-            # never echo a secret value back
-            err(
-                f"{path}: got a {type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}, "
-                f"expected a string of at least {MIN_SECRET_LENGTH} characters"
-            )
+            err(f"{path}: unknown secret, expected one of {', '.join(sorted([*SECRETS, DB_USERS_SECRET]))}")
+        else:
+            _check_secret_value(path, value, err)
     for secret, props in SECRETS.items():
         users = sorted({host for role in props["required"] for host in role_members[role]})
         if users and secret not in secrets:
@@ -344,7 +375,140 @@ def validate(inventory):
                 f"secrets.{secret}: missing, expected a value because {', '.join(users)} "
                 f"{'needs' if len(users) == 1 else 'need'} it"
             )
+    _validate_databases(inventory.get("databases"), secrets.get(DB_USERS_SECRET), role_members, err)
     return errors
+
+
+def _check_mapping(path, spec, keys, err):
+    """A mapping with only ``keys`` (None counts as empty); returns it, or None when it is not a mapping."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        err(f"{path}: got {_fmt(spec)}, expected a mapping with keys {', '.join(keys)} (or nothing)")
+        return None
+    for key in spec:
+        if key not in keys:
+            err(f"{path}.{key}: unknown key (value {_fmt(spec[key])}), expected one of {', '.join(keys)}")
+    return spec
+
+
+def _check_secret_value(path, value, err):
+    if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+        # never echo a secret value back
+        err(
+            f"{path}: got a {type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}, "
+            f"expected a string of at least {MIN_SECRET_LENGTH} characters"
+        )
+
+
+def _check_list(path, value, allowed, what, err, normalize=str):
+    """A non-empty list of distinct items out of ``allowed``; returns the valid items (normalized)."""
+    if not isinstance(value, list) or not value:
+        err(f"{path}: got {_fmt(value)}, expected a non-empty list of {what}")
+        return []
+    good = []
+    for index, item in enumerate(value):
+        name = normalize(item) if isinstance(item, str) else item
+        if not isinstance(name, str) or name not in allowed:
+            err(f"{path}[{index}]: unknown {what[:-1]} {_fmt(item)}, expected one of {', '.join(sorted(allowed))}")
+        elif name in good:
+            err(f"{path}[{index}]: {_fmt(item)} listed twice, expected each once")
+        else:
+            good.append(name)
+    return good
+
+
+def _privilege_name(text):
+    return " ".join(text.upper().split())
+
+
+def _validate_databases(databases, passwords, role_members, err):
+    """The ``databases`` key and ``secrets.db_users``: names, settings, accounts, one password per user."""
+    if databases is None:
+        databases = {}
+    if not isinstance(databases, dict):
+        err(f"databases: got {_fmt(databases)}, expected a mapping of database name to settings")
+        databases = {}
+    if databases and not role_members["db"]:
+        err(f"databases: {', '.join(map(str, databases))} defined but no host has the role 'db', expected db hosts")
+    first_use = {}  # user -> (path, roles, ssl) where it was first seen
+    for database, spec in databases.items():
+        path = f"databases.{database}"
+        if not isinstance(database, str) or not DB_NAME_RE.match(database):
+            err(f"{path}: database name {_fmt(database)} is not valid, expected 1-64 characters out of A-Z a-z 0-9 _")
+            continue
+        if database.lower() in SYSTEM_DATABASES:
+            err(f"{path}: {database!r} is a system database, expected an application database name")
+            continue
+        spec = _check_mapping(path, spec, DATABASE_KEYS, err)
+        if spec is None:
+            continue
+        character_set = spec.get("character_set", DEFAULT_CHARACTER_SET)
+        if not isinstance(character_set, str) or not CHARSET_RE.match(character_set):
+            err(f"{path}.character_set: got {_fmt(character_set)}, expected a character set name such as 'utf8mb4'")
+        elif "collate" in spec:
+            collate = spec["collate"]
+            if not isinstance(collate, str) or not CHARSET_RE.match(collate):
+                err(f"{path}.collate: got {_fmt(collate)}, expected a collation name such as 'utf8mb4_unicode_ci'")
+            elif not collate.startswith(character_set + "_"):
+                err(
+                    f"{path}.collate: {collate!r} is not a collation of the character set {character_set!r}, "
+                    f"expected a name starting with '{character_set}_'"
+                )
+        users = spec.get("users")
+        if users is None:
+            users = {}
+        if not isinstance(users, dict):
+            err(f"{path}.users: got {_fmt(users)}, expected a mapping of user name to roles, privileges, ssl")
+            users = {}
+        for user, settings in users.items():
+            _validate_db_user(f"{path}.users.{user}", user, settings, first_use, err)
+
+    if passwords is None:
+        passwords = {}
+    if not isinstance(passwords, dict):
+        err(f"secrets.{DB_USERS_SECRET}: got a {type(passwords).__name__}, expected a mapping of user name to password")
+        passwords = {}
+    for user, value in passwords.items():
+        if user not in first_use:
+            err(
+                f"secrets.{DB_USERS_SECRET}.{user}: no such user in databases.*.users, "
+                f"expected one of {', '.join(sorted(first_use)) or '(none)'}"
+            )
+        else:
+            _check_secret_value(f"secrets.{DB_USERS_SECRET}.{user}", value, err)
+    for user, (where, _roles, _ssl) in sorted(first_use.items()):
+        if user not in passwords:
+            err(f"secrets.{DB_USERS_SECRET}.{user}: missing, expected the password of user {user!r} ({where})")
+
+
+def _validate_db_user(path, user, settings, first_use, err):
+    if not isinstance(user, str) or not DB_USER_RE.match(user):
+        err(f"{path}: user name {_fmt(user)} is not valid, expected 1-80 characters out of A-Z a-z 0-9 _")
+        return
+    if user.lower() in BUILTIN_DB_USERS:
+        err(f"{path}: {user!r} is a built-in account ({', '.join(BUILTIN_DB_USERS)}), expected another user name")
+        return
+    settings = _check_mapping(path, settings, DB_USER_KEYS, err)
+    if settings is None:
+        return
+    roles = _check_list(f"{path}.roles", settings.get("roles"), ROLES, "roles", err)
+    _check_list(f"{path}.privileges", settings.get("privileges"), DB_PRIVILEGES, "privileges", err, _privilege_name)
+    ssl = settings.get("ssl", True)
+    if not isinstance(ssl, bool):
+        err(f"{path}.ssl: got {_fmt(ssl)}, expected true (REQUIRE SSL) or false")
+    if user not in first_use:
+        first_use[user] = (path, sorted(roles), ssl)
+        return
+    # one account per user and address: the same roles and TLS requirement wherever the user appears
+    where, first_roles, first_ssl = first_use[user]
+    if sorted(roles) != first_roles:
+        err(
+            f"{path}.roles: got {_fmt(sorted(roles))} but user {user!r} has roles {_fmt(first_roles)} in {where}, "
+            "expected the same roles on every database of a user"
+        )
+    if ssl != first_ssl:
+        err(f"{path}.ssl: got {_fmt(ssl)} but {where}.ssl is {_fmt(first_ssl)}, expected the same for every database")
 
 
 def _address_in(candidates, network):
@@ -474,6 +638,9 @@ def derive(inventory, mine_addresses=None):
     db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
     db_settings = {key: (inventory.get("db") or {}).get(key, spec[0]) for key, spec in DB_SETTINGS.items()}
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
+    databases, db_users = _db_accounts(inventory.get("databases") or {}, by_role)
+    db_passwords = secrets.get(DB_USERS_SECRET) or {}
+    masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
 
     out = {}
@@ -501,6 +668,8 @@ def derive(inventory, mine_addresses=None):
                 "peers": db_peers,
                 "server_id": server_id(entry["address"]) if entry["address"] else None,
                 "settings": db_settings,
+                "databases": databases,
+                "users": db_users,
             }
         if "sessions" in roles:
             pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}
@@ -518,11 +687,54 @@ def derive(inventory, mine_addresses=None):
             for secret, props in SECRETS.items()
             if secret in secrets and any(role in props["roles"] for role in roles)
         }
+        # application accounts: db hosts (any of them may become masterdb) get every password; a host with one
+        # of a user's roles gets that user's password and where to connect
+        client_users = {user: spec for user, spec in db_users.items() if set(spec["roles"]) & set(roles)}
+        if client_users:
+            pillar["db_client"] = {
+                "host": masterdb_name,
+                "port": DB_PORT,
+                "users": {
+                    user: {"databases": sorted(spec["grants"]), "ssl": spec["ssl"]}
+                    for user, spec in client_users.items()
+                },
+            }
+        password_users = db_users if "db" in roles else client_users
+        if password_users:
+            granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
     common_unknown = dict(common, host=None, etc_hosts=_etc_hosts(core_lines, {"address": None}))
     return {"hosts": out, "common": common_unknown}
+
+
+def _db_accounts(databases, by_role):
+    """
+    The databases' settings and one entry per application user: its roles, TLS requirement, privileges per
+    database and the addresses of the hosts with one of its roles (an account each; pending hosts have none).
+    """
+    settings, users = {}, {}
+    for database, spec in databases.items():
+        spec = spec or {}
+        settings[database] = {
+            "character_set": spec.get("character_set", DEFAULT_CHARACTER_SET),
+            "collate": spec.get("collate"),
+        }
+        for user, account in (spec.get("users") or {}).items():
+            entry = users.setdefault(
+                user,
+                {
+                    "roles": sorted(account["roles"]),
+                    "ssl": account.get("ssl", True),
+                    "hosts": sorted(
+                        {e["address"] for role in account["roles"] for e in by_role[role]}, key=ipaddress.ip_address
+                    ),
+                    "grants": {},
+                },
+            )
+            entry["grants"][database] = sorted(_privilege_name(privilege) for privilege in account["privileges"])
+    return settings, users
 
 
 def _etc_hosts(core_lines, entry):

@@ -37,18 +37,23 @@ def changed_ids(result):
     }
 
 
+def assert_highstate_refused(lab, *words):
+    """A highstate of every host is refused, each return naming every one of ``words`` (key path, bad value)."""
+    returns = lab.salt("*", "state.highstate")
+    assert sorted(returns) == lab.hosts
+    for host, ret in returns.items():
+        # salt refuses the highstate: the return is the list of pillar errors, no state ran
+        assert isinstance(ret, list), (host, ret)
+        text = "\n".join(ret)
+        assert all(word in text for word in words), (words, text)
+        assert "Traceback" not in text
+
+
 def test_invalid_commit_is_refused_with_the_key_path_and_changes_nothing(lab):
     before = fingerprints(lab)
     commit(lab, lambda data: data["hosts"]["db2"].update(address="10.99.0.12"), "db2 outside the network")
     try:
-        returns = lab.salt("*", "state.highstate")
-        assert sorted(returns) == lab.hosts
-        for host, ret in returns.items():
-            # salt refuses the highstate: the return is the list of pillar errors, no state ran
-            assert isinstance(ret, list), (host, ret)
-            text = "\n".join(ret)
-            assert "hosts.db2.address" in text and "10.99.0.12" in text, text
-            assert "Traceback" not in text
+        assert_highstate_refused(lab, "hosts.db2.address", "10.99.0.12")
         assert fingerprints(lab) == before
     finally:
         git(lab, "revert", "--no-edit", "HEAD")

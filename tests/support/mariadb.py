@@ -11,7 +11,6 @@ import os
 import signal
 import time
 
-import pymysql
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
@@ -122,13 +121,7 @@ class Instance:
         return self.server.port
 
     def sql(self, statement, args=None):
-        conn = pymysql.connect(unix_socket=str(self.server.socket), user="root", autocommit=True)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(statement, args)
-                return cursor.fetchall()
-        finally:
-            conn.close()
+        return self.server.sql(statement, args)
 
     def stop(self):
         self.server.stop()

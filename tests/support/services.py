@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 
+import pymysql
 import pytest
 
 
@@ -181,6 +182,17 @@ class PrivateMariaDB(PrivateService):
 
     def ready(self):
         return self.socket.exists() and port_open(self.port)
+
+    def sql(self, statement, args=None, dicts=False):
+        """Run one statement as root over the socket (autocommit); its rows, as dicts when ``dicts``."""
+        cursorclass = pymysql.cursors.DictCursor if dicts else pymysql.cursors.Cursor
+        conn = pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True, cursorclass=cursorclass)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement, args)
+                return cursor.fetchall()
+        finally:
+            conn.close()
 
 
 KINDS = {"redis": PrivateRedis, "memcached": PrivateMemcached, "mariadb": PrivateMariaDB}

@@ -73,6 +73,68 @@ MALFORMED = [
     ("db/semi_sync_timeout_ms", "10s", "db.semi_sync_timeout_ms:", "'10s'"),
     ("db/switchover_max_lag_seconds", True, "db.switchover_max_lag_seconds:", "integer"),
     ("db/lag", 3, "db.lag:", "unknown key"),
+    # application databases and their accounts
+    ("databases", ["wiki"], "databases:", "mapping of database name"),
+    ("databases/wiki-2", {}, "databases.wiki-2:", "A-Z a-z 0-9 _"),
+    ("databases/" + "w" * 65, {}, "databases.www", "1-64 characters"),
+    ("databases/mysql", {}, "databases.mysql:", "system database"),
+    ("databases/wiki", "yes", "databases.wiki:", "'yes'"),
+    ("databases/wiki/engine", "innodb", "databases.wiki.engine:", "unknown key"),
+    ("databases/wiki/character_set", "utf-8", "databases.wiki.character_set:", "'utf-8'"),
+    ("databases/wiki/collate", "latin1_swedish_ci", "databases.wiki.collate:", "starting with 'utf8mb4_'"),
+    ("databases/wiki/collate", 7, "databases.wiki.collate:", "collation name"),
+    ("databases/wiki/users", ["wiki"], "databases.wiki.users:", "mapping of user name"),
+    ("databases/wiki/users/wiki/roles", ["app", "wizard"], "databases.wiki.users.wiki.roles[1]:", "'wizard'"),
+    ("databases/wiki/users/wiki/roles", [], "databases.wiki.users.wiki.roles:", "non-empty list of roles"),
+    ("databases/wiki/users/wiki/roles", _DELETE, "databases.wiki.users.wiki.roles:", "None"),
+    ("databases/wiki/users/wiki/privileges", ["SELECT", "FLY"], "databases.wiki.users.wiki.privileges[1]:", "'FLY'"),
+    ("databases/wiki/users/wiki/privileges", ["SUPER"], "databases.wiki.users.wiki.privileges[0]:", "'SUPER'"),
+    ("databases/wiki/users/wiki/privileges", [], "databases.wiki.users.wiki.privileges:", "non-empty list"),
+    ("databases/wiki/users/wiki/privileges", ["select", "SELECT"], "databases.wiki.users.wiki.privileges[1]:", "twice"),
+    ("databases/wiki/users/wiki/ssl", "yes", "databases.wiki.users.wiki.ssl:", "'yes'"),
+    ("databases/wiki/users/wiki/host", "%", "databases.wiki.users.wiki.host:", "unknown key"),
+    ("databases/wiki/users/wiki", ["app"], "databases.wiki.users.wiki:", "expected a mapping"),
+    (
+        "databases/wiki/users/wiki bot",
+        {"roles": ["app"], "privileges": ["SELECT"]},
+        "databases.wiki.users.wiki bot:",
+        "1-80 characters",
+    ),
+    (
+        "databases/wiki/users/" + "u" * 81,
+        {"roles": ["app"], "privileges": ["SELECT"]},
+        "databases.wiki.users.uuu",
+        "1-80 characters",
+    ),
+    (
+        "databases/wiki/users/repl",
+        {"roles": ["app"], "privileges": ["SELECT"]},
+        "databases.wiki.users.repl:",
+        "built-in account",
+    ),
+    (
+        "databases/wiki/users/Root",
+        {"roles": ["app"], "privileges": ["SELECT"]},
+        "databases.wiki.users.Root:",
+        "built-in account",
+    ),
+    (
+        "databases/blog",
+        {"users": {"wiki": {"roles": ["frontend"], "privileges": ["SELECT"]}}},
+        "databases.blog.users.wiki.roles:",
+        "databases.wiki.users.wiki",
+    ),
+    (
+        "databases/blog",
+        {"users": {"wiki": {"roles": ["app"], "privileges": ["SELECT"], "ssl": False}}},
+        "databases.blog.users.wiki.ssl:",
+        "databases.wiki.users.wiki.ssl",
+    ),
+    ("secrets/db_users/wiki", _DELETE, "secrets.db_users.wiki:", "databases.wiki.users.wiki"),
+    ("secrets/db_users/wiki", "short", "secrets.db_users.wiki:", "at least 16"),
+    ("secrets/db_users/ghost", "x" * 20, "secrets.db_users.ghost:", "no such user"),
+    ("secrets/db_users", ["wiki"], "secrets.db_users:", "mapping of user name to password"),
+    ("secrets/db_users", _DELETE, "secrets.db_users.wiki:", "missing"),
 ]
 
 
@@ -248,3 +310,101 @@ def test_synthetic_inventory_is_valid_and_derives_linearly():
 
 def test_allow_lists_are_collapsed():
     assert inv.collapse(["10.0.0.1", "10.0.0.0", "10.0.0.2", "10.0.0.3", "10.0.0.9"]) == ["10.0.0.0/30", "10.0.0.9/32"]
+
+
+def _with_blog(example, **user):
+    """The example plus a database ``blog`` whose user ``wiki`` (also on ``wiki``) has these settings."""
+    data = copy.deepcopy(example)
+    data["databases"]["blog"] = {"users": {"wiki": {"roles": ["app"], "privileges": ["SELECT"], **user}}}
+    return data
+
+
+def test_databases_without_db_hosts_are_refused(example):
+    data = copy.deepcopy(example)
+    for host in ("db1-masterdb", "db2"):
+        del data["hosts"][host]
+    errors = inv.validate(data)
+    assert any(e.startswith("databases: wiki defined but no host has the role 'db'") for e in errors), errors
+
+
+def test_a_user_may_serve_several_databases_with_one_password(example):
+    data = _with_blog(example)
+    assert inv.validate(data) == []
+    users = inv.derive(data)["hosts"]["db2"]["db"]["users"]
+    assert users["wiki"]["grants"] == {
+        "blog": ["SELECT"],
+        "wiki": ["ALTER", "CREATE", "DELETE", "DROP", "INDEX", "INSERT", "SELECT", "UPDATE"],
+    }
+    client = inv.derive(data)["hosts"]["app1"]["db_client"]
+    assert client["users"] == {"wiki": {"databases": ["blog", "wiki"], "ssl": True}}
+
+
+def test_db_password_values_are_never_echoed(example):
+    data = copy.deepcopy(example)
+    data["secrets"]["db_users"]["wiki"] = "tooshort-wikipw"
+    assert "tooshort-wikipw" not in str(inv.InventoryError(inv.validate(data)))
+
+
+def test_databases_and_accounts_are_derived_for_db_hosts(example):
+    hosts = inv.derive(example)["hosts"]
+    for name in ("db1-masterdb", "db2"):  # any db host may become masterdb: both get everything
+        db = hosts[name]["db"]
+        assert db["databases"] == {"wiki": {"character_set": "utf8mb4", "collate": "utf8mb4_unicode_ci"}}
+        assert db["users"] == {
+            "wiki": {
+                "roles": ["app"],
+                "ssl": True,
+                "hosts": ["10.10.10.51", "10.10.10.52"],
+                "grants": {"wiki": ["ALTER", "CREATE", "DELETE", "DROP", "INDEX", "INSERT", "SELECT", "UPDATE"]},
+            }
+        }
+        assert hosts[name]["secrets"]["db_users"] == {"wiki": "example-wiki-db-0123456789"}
+
+
+def test_db_defaults_and_lowercase_privileges(example):
+    data = copy.deepcopy(example)
+    data["databases"]["wiki"] = {
+        "users": {"wiki": {"roles": ["app", "frontend"], "privileges": ["select", "show  view"]}}
+    }
+    assert inv.validate(data) == []
+    derived = inv.derive(data, {"frontend1": ["10.10.10.61"]})
+    db = derived["hosts"]["db2"]["db"]
+    assert db["databases"] == {"wiki": {"character_set": "utf8mb4", "collate": None}}
+    assert db["users"]["wiki"]["ssl"] is True
+    assert db["users"]["wiki"]["grants"] == {"wiki": ["SELECT", "SHOW VIEW"]}
+    assert db["users"]["wiki"]["hosts"] == ["10.10.10.51", "10.10.10.52", "10.10.10.61"]
+    # a host whose address is not known yet has no account (it gets one once the mine reports it)
+    assert inv.derive(data)["hosts"]["db2"]["db"]["users"]["wiki"]["hosts"] == ["10.10.10.51", "10.10.10.52"]
+
+
+def test_db_passwords_reach_only_the_hosts_that_need_them(example):
+    data = copy.deepcopy(example)
+    data["databases"]["search"] = {"users": {"indexer": {"roles": ["jobrunner"], "privileges": ["SELECT"]}}}
+    data["secrets"]["db_users"]["indexer"] = "indexer-password-0123456789"
+    data["hosts"]["job1"] = {"roles": ["jobrunner"], "address": "10.10.10.71"}
+    hosts = inv.derive(data)["hosts"]
+    app = hosts["app1"]
+    assert app["secrets"]["db_users"] == {"wiki": "example-wiki-db-0123456789"}
+    assert app["db_client"] == {
+        "host": "masterdb.production.wpdn",
+        "port": 3306,
+        "users": {"wiki": {"databases": ["wiki"], "ssl": True}},
+    }
+    assert hosts["job1"]["secrets"]["db_users"] == {"indexer": "indexer-password-0123456789"}
+    assert set(hosts["db1-masterdb"]["secrets"]["db_users"]) == {"wiki", "indexer"}
+    for name in ("salt", "sessions1", "frontend1", "mail", "backup", "memcache-alpha1"):
+        assert "db_users" not in hosts[name].get("secrets", {}), name
+        assert "db_client" not in hosts[name], name
+    assert "db_client" not in hosts["db2"]
+    # the name clients connect to is the one the zone and /etc/hosts give masterdb
+    names = {(r["name"], r["data"]) for r in hosts["salt"]["dns_zone"]["records"]}
+    assert ("masterdb", "10.10.10.11") in names
+
+
+def test_no_databases_no_db_keys(example):
+    data = copy.deepcopy(example)
+    del data["databases"]
+    del data["secrets"]["db_users"]
+    hosts = inv.derive(data)["hosts"]
+    assert hosts["db2"]["db"]["users"] == {} and hosts["db2"]["db"]["databases"] == {}
+    assert "db_users" not in hosts["db2"]["secrets"] and "db_client" not in hosts["app1"]
