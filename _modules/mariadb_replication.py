@@ -52,11 +52,13 @@ MariaDB 10.11 notes
 """
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import logging
 import os
 import pwd
+import queue
 import re
 import shlex
 import shutil
@@ -65,6 +67,7 @@ import ssl
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 from salt.exceptions import CommandExecutionError
@@ -1584,6 +1587,67 @@ def database_absent(name, test=False, **connection_args):
 # provisioning a replica: mariabackup (local pipe or one TLS stream from the source) or mysqldump
 
 _FRAME = struct.Struct(">cI")
+# data frames of up to 4 MiB, through 1 MiB pipes: fewer wake-ups on 2 busy cores
+_CHUNK = 4 << 20
+_PIPE_SIZE = 1 << 20
+
+
+class _Overlap(threading.Thread):
+    """
+    Runs ``step`` in its own thread, a bounded queue between it and the caller, so that reading one side of
+    the backup stream overlaps writing the other (pipes and sockets release the GIL). ``step(None)`` produces
+    a chunk (``b""`` at the end); ``step(chunk)`` consumes one. The thread's error is raised to the caller.
+    """
+
+    def __init__(self, step, produce):
+        super().__init__(daemon=True)
+        self.step, self.produce, self.error = step, produce, None
+        self.chunks = queue.Queue(maxsize=4)
+
+    def run(self):
+        try:
+            if self.produce:
+                while chunk := self.step(None):
+                    self.chunks.put(chunk)
+            else:
+                while (chunk := self.chunks.get()) is not None:
+                    self.step(chunk)
+        except (OSError, ValueError) as err:
+            self.error = err
+            if not self.produce:
+                while self.chunks.get() is not None:  # unblock a caller still putting, until its end mark
+                    pass
+        finally:
+            if self.produce:
+                self.chunks.put(b"")
+
+    def put(self, chunk):
+        if self.error is not None:
+            raise self.error
+        self.chunks.put(chunk)
+
+    def __iter__(self):
+        while chunk := self.chunks.get():
+            yield chunk
+        if self.error is not None:
+            raise self.error
+
+    def finish_quietly(self):
+        with contextlib.suppress(OSError, ValueError):
+            self.finish()
+
+    def finish(self):
+        if not self.produce:
+            self.chunks.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _widen_pipe(stream):
+    """Grow a pipe's buffer to _PIPE_SIZE (best effort: the kernel may cap it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
 
 def _client_options(settings):
@@ -1762,14 +1826,15 @@ def _pipe(work, producer, consumer, timeout, what):
             raise CommandExecutionError(f"{label} failed ({process.returncode}): {_tail(log)}")
 
 
-def _read_exact(conn, size):
-    data = bytearray()
-    while len(data) < size:
-        chunk = conn.recv(min(size - len(data), 1 << 20))
-        if not chunk:
+def _read_exact(conn, view, size):
+    """Fill ``view[:size]`` from the connection; returns that part of the view."""
+    got = 0
+    while got < size:
+        count = conn.recv_into(view[got:size])
+        if not count:
             raise CommandExecutionError("the backup stream ended early (did the source fail?)")
-        data.extend(chunk)
-    return bytes(data)
+        got += count
+    return view[:size]
 
 
 def _stream_backup_into(datadir, source_host, stream_port, ssl_ca, ssl_cert, ssl_key, timeout):
@@ -1794,22 +1859,31 @@ def _stream_backup_into(datadir, source_host, stream_port, ssl_ca, ssl_cert, ssl
             raise CommandExecutionError(f"TLS with the backup stream at {source_host}:{stream_port} failed: {err}")
         with conn, open(err_extract, "wb") as extract_log:
             conn.settimeout(max(30.0, deadline - time.monotonic()))
-            extract = subprocess.Popen(_extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log)
+            extract = subprocess.Popen(_extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log, bufsize=0)
+            _widen_pipe(extract.stdin)
             received, trailer = 0, None
+            header = memoryview(bytearray(_FRAME.size))
+            writer = _Overlap(extract.stdin.write, produce=False)
+            writer.start()
             try:
                 while trailer is None:
-                    kind, size = _FRAME.unpack(_read_exact(conn, _FRAME.size))
-                    payload = _read_exact(conn, size)
+                    kind, size = _FRAME.unpack(_read_exact(conn, header, _FRAME.size))
+                    if size > _CHUNK:
+                        raise CommandExecutionError(f"a backup stream frame of {size} bytes (at most {_CHUNK})")
+                    payload = _read_exact(conn, memoryview(bytearray(size)), size)
                     if kind == b"D":
-                        extract.stdin.write(payload)
+                        writer.put(payload)
                         received += size
                     elif kind == b"E":
-                        trailer = json.loads(payload)
+                        trailer = json.loads(bytes(payload))
                     else:
                         raise CommandExecutionError(f"unexpected frame {kind!r} in the backup stream")
+                writer.finish()
             except (OSError, ssl.SSLError) as err:
                 raise CommandExecutionError(f"the backup stream from {source_host} broke: {err}")
             finally:
+                if writer.is_alive():
+                    writer.finish_quietly()
                 with contextlib.suppress(OSError):
                     extract.stdin.close()
                 extract.wait(60)
@@ -1943,14 +2017,22 @@ def _send_backup(conn, settings):
         sent = 0
         with open(err_path, "wb") as err_log:
             backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
+            _widen_pipe(backup.stdout)
+            reader = _Overlap(lambda _: backup.stdout.read(_CHUNK), produce=True)
+            reader.start()
             try:
-                while chunk := backup.stdout.read(1 << 20):
-                    conn.sendall(_FRAME.pack(b"D", len(chunk)) + chunk)
+                for chunk in reader:
+                    conn.sendall(_FRAME.pack(b"D", len(chunk)))
+                    conn.sendall(chunk)
                     sent += len(chunk)
+                reader.finish()
                 backup.wait()
             except (OSError, ssl.SSLError) as err:
                 backup.kill()
                 backup.wait()
+                with contextlib.suppress(OSError, ValueError):
+                    for _ in reader:  # to its end mark: the reading thread must not stay blocked on a full queue
+                        pass
                 raise CommandExecutionError(f"the replica went away during the backup: {err}")
         messages = _tail(err_path, 200000)
         match = re.search(r"GTID of the last change '([^']*)'", messages)

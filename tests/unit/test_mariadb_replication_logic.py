@@ -533,3 +533,46 @@ def test_health_problems_name_the_cause(change, word):
 
 def test_health_without_a_limit_ignores_lag():
     assert mr._health_problems({**HEALTHY, "seconds_behind_master": 10_000}, None) == []
+
+
+# ---- the backup stream's overlap of reading and writing ------------------------------------------------------
+
+
+def test_overlap_consumer_writes_every_chunk_in_order_and_ends():
+    written = []
+    writer = mr._Overlap(written.append, produce=False)
+    writer.start()
+    for index in range(20):
+        writer.put(b"%d" % index)
+    writer.finish()
+    assert written == [b"%d" % index for index in range(20)] and not writer.is_alive()
+
+
+def test_overlap_consumer_error_reaches_the_caller_without_a_hang():
+    def broken_pipe(_chunk):
+        raise BrokenPipeError("mbstream exited")
+
+    writer = mr._Overlap(broken_pipe, produce=False)
+    writer.start()
+    with pytest.raises(BrokenPipeError):
+        for _ in range(50):  # more than the queue holds: put must not block once the thread failed
+            writer.put(b"x")
+        writer.finish()
+    writer.finish_quietly()
+    assert not writer.is_alive()
+
+
+def test_overlap_producer_yields_until_the_end_and_raises_its_error():
+    chunks = iter([b"a", b"b", b""])
+    reader = mr._Overlap(lambda _: next(chunks), produce=True)
+    reader.start()
+    assert list(reader) == [b"a", b"b"]
+    reader.finish()
+
+    def failing(_):
+        raise OSError("read failed")
+
+    reader = mr._Overlap(failing, produce=True)
+    reader.start()
+    with pytest.raises(OSError, match="read failed"):
+        list(reader)
