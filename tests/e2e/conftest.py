@@ -37,6 +37,24 @@ def lab_cli(*args, timeout=1800):
     )
 
 
+def failures(result):
+    """What made a highstate unclean: per host, a missing return or each failed state's id and comment."""
+    found = {}
+    for row in result["rows"]:
+        if "error" in row:
+            found[row["host"]] = row["error"]
+    for host, states in result["returns"].items():
+        if isinstance(states, dict):
+            failed = {
+                state.get("__id__", sid): str(state.get("comment"))[:400]
+                for sid, state in states.items()
+                if isinstance(state, dict) and not state.get("result")
+            }
+            if failed:
+                found[host] = failed
+    return found
+
+
 class LabHandle:
     """What the tests need from a running lab: its hosts, the salt CLI, commands inside hosts."""
 

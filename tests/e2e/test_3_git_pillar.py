@@ -5,6 +5,8 @@ import subprocess
 import pytest
 import yaml
 
+from tests.e2e.conftest import failures
+
 WATCHED = ["/etc/hosts", "/etc/resolv.conf", "/etc/motd", "/etc/issue.net"]
 
 
@@ -58,7 +60,7 @@ def test_invalid_commit_is_refused_with_the_key_path_and_changes_nothing(lab):
     finally:
         git(lab, "revert", "--no-edit", "HEAD")
     result = lab.highstate()
-    assert result["clean"] and not any(changed_ids(result).values()), changed_ids(result)
+    assert result["clean"] and not any(changed_ids(result).values()), (changed_ids(result), failures(result))
 
 
 def test_a_committed_edit_is_followed_and_a_revert_too(lab):
@@ -68,7 +70,7 @@ def test_a_committed_edit_is_followed_and_a_revert_too(lab):
     commit(lab, www_on_app1, "www on app1")
     try:
         result = lab.highstate()
-        assert result["clean"], result["rows"]
+        assert result["clean"], failures(result)
         changes = changed_ids(result)
         # only the zone follows (the salt host); no other host derives anything from an alias
         assert "salt-dns-zone" in changes["salt"]
@@ -78,7 +80,7 @@ def test_a_committed_edit_is_followed_and_a_revert_too(lab):
     finally:
         git(lab, "revert", "--no-edit", "HEAD")
     result = lab.highstate()
-    assert result["clean"]
+    assert result["clean"], failures(result)
     assert lab.sh("app1", "dig", "+short", "+search", "+time=2", "www").stdout.split() == []
 
 

@@ -3,6 +3,7 @@
 import json
 import time
 
+from tests.e2e.conftest import failures
 from tests.e2e.conftest import lab_cli
 from tests.e2e.conftest import rolestack_lab
 
@@ -32,5 +33,5 @@ def test_replace_brings_the_host_back(lab):
     # its role is there (the base role's files) and a second highstate changes nothing
     assert f"nameserver {lab.address('salt')}" in lab.read(HOST, "/etc/resolv.conf")
     result = lab.highstate(HOST)
-    assert result["clean"], result["rows"]
+    assert result["clean"], failures(result)
     assert not [sid for sid, state in result["returns"][HOST].items() if state.get("changes")]

@@ -6,6 +6,7 @@ import time
 import pytest
 import yaml
 
+from tests.e2e.conftest import failures
 from tests.e2e.conftest import lab_cli
 
 MASTER, REPLICA = "db1-masterdb", "db2"
@@ -85,7 +86,7 @@ def test_second_highstate_of_db_hosts_changes_nothing(lab):
     for host in (MASTER, REPLICA):
         result = lab.highstate(host)
         changed = [s["__id__"] for s in result["returns"][host].values() if s.get("changes")]
-        assert result["clean"] and not changed, (host, changed, result["rows"])
+        assert result["clean"] and not changed, (host, changed, failures(result))
 
 
 def test_replaced_replica_comes_back_replicating_with_all_rows(lab, rows):

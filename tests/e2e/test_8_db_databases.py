@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.e2e.conftest import failures
 from tests.e2e.test_3_git_pillar import assert_highstate_refused
 from tests.e2e.test_3_git_pillar import changed_ids
 from tests.e2e.test_3_git_pillar import commit
@@ -52,7 +53,7 @@ def topology(lab):
 @pytest.fixture(scope="module")
 def converged(lab, topology):
     result = lab.highstate()
-    assert result["clean"], result["rows"]
+    assert result["clean"], failures(result)
     return result
 
 
@@ -133,5 +134,5 @@ def test_bad_commit_is_refused_naming_the_key_path_and_changes_nothing(lab, topo
 
 def test_second_highstate_changes_nothing(lab, converged):
     result = lab.highstate()
-    assert result["clean"], result["rows"]
+    assert result["clean"], failures(result)
     assert not any(changed_ids(result).values()), changed_ids(result)
