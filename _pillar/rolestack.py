@@ -24,6 +24,7 @@ number of hosts. An invalid inventory raises, so Salt puts the error in ``_error
 highstate: a half topology is never served.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -214,7 +215,7 @@ def _write_json(path, data):
 
 def _build(source, cache_root, entry_dir):
     """Load, validate and derive; write the result (or the errors) into entry_dir atomically."""
-    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "zone": None, "mine": ""}
+    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "zone": None, "mine": "", "hosts": []}
     tmp = tempfile.mkdtemp(prefix=".build-", dir=cache_root)
     try:
         try:
@@ -237,11 +238,19 @@ def _build(source, cache_root, entry_dir):
             for name, pillar in derived["hosts"].items():
                 _write_json(os.path.join(tmp, "hosts", f"{name}.json"), pillar)
             _write_json(os.path.join(tmp, "common.json"), derived["common"])
-            meta.update(pending=derived["common"]["pending"], zone=zone)
+            meta.update(pending=derived["common"]["pending"], zone=zone, hosts=sorted(derived["hosts"]))
             meta["mine"] = _mine_fingerprint(cache, meta["pending"], zone) if meta["pending"] else ""
         _write_json(os.path.join(tmp, "meta.json"), meta)
+        if _current(entry_dir):
+            # another master worker built this version meanwhile: never pull a good entry from under its readers
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         if os.path.isdir(entry_dir):
-            shutil.rmtree(entry_dir, ignore_errors=True)
+            # stale (the mine moved): out of the way in one rename, then the new one in another
+            aside = tempfile.mkdtemp(prefix=".stale-", dir=cache_root)
+            with contextlib.suppress(OSError):
+                os.rename(entry_dir, os.path.join(aside, "entry"))
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             os.rename(tmp, entry_dir)
         except OSError:
@@ -253,6 +262,16 @@ def _build(source, cache_root, entry_dir):
     for other in os.listdir(cache_root):
         if other != os.path.basename(entry_dir) and not other.startswith("."):
             shutil.rmtree(os.path.join(cache_root, other), ignore_errors=True)
+
+
+def _current(entry_dir):
+    """The entry exists, is complete and not stale."""
+    try:
+        with open(os.path.join(entry_dir, "meta.json"), encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return False
+    return not (meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"], meta["zone"]) != meta["mine"])
 
 
 def _read_entry(entry_dir, minion_id):
@@ -267,12 +286,11 @@ def _read_entry(entry_dir, minion_id):
         if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"], meta["zone"]) != meta["mine"]:
             return None
         for name in logic.host_candidates(minion_id, meta["zone"]):
-            if "/" not in name:
-                try:
-                    with open(os.path.join(entry_dir, "hosts", f"{name}.json"), encoding="utf-8") as handle:
-                        return json.load(handle)
-                except FileNotFoundError:
-                    continue
+            if "/" not in name and name in meta["hosts"]:
+                # a missing file of a listed host: the entry is being replaced (None: read again, never the
+                # common pillar of a host outside the inventory)
+                with open(os.path.join(entry_dir, "hosts", f"{name}.json"), encoding="utf-8") as handle:
+                    return json.load(handle)
         with open(os.path.join(entry_dir, "common.json"), encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
@@ -291,7 +309,9 @@ def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{source.fingerprint}".encode()).hexdigest()[:24]
     entry_dir = os.path.join(cache_root, digest)
     data = _read_entry(entry_dir, minion_id)
-    if data is None:
+    for _attempt in range(3):  # concurrent master workers may be replacing a stale entry
+        if data is not None:
+            break
         _build(source, cache_root, entry_dir)
         data = _read_entry(entry_dir, minion_id)
     if data is None:

@@ -58,6 +58,7 @@ def ext_pillar(make_loaders):
         return pillars["rolestack"](minion_id, pillar or {}, **(config or {"inventory": "inventory.yaml"}))
 
     call.opts = loaders.opts
+    call.read_entry = pillars["rolestack"].__globals__["_read_entry"]
     return call
 
 

@@ -51,6 +51,21 @@ def test_derivation_is_cached_per_inventory_version(ext_pillar, pillar_tree):
     assert any(ipaddress.ip_address("10.10.10.53") in block for block in allow)
 
 
+def test_an_entry_being_replaced_never_serves_the_common_pillar_to_a_listed_host(ext_pillar):
+    # master workers render pillars concurrently: one may read an entry while another replaces it
+    assert ext_pillar("db2")["rolestack"]["host"]["name"] == "db2"
+    cache_root = ext_pillar.opts["cachedir"] + "/rolestack/inventory"
+    (entry,) = os.listdir(cache_root)
+    entry_dir = os.path.join(cache_root, entry)
+    os.remove(os.path.join(entry_dir, "hosts", "db2.json"))  # half-removed, as during a replacement
+    # the half-read entry is not taken for the pillar of a host outside the inventory
+    assert ext_pillar.read_entry(entry_dir, "db2") is None
+    # the render builds again rather than keep the damaged entry
+    os.remove(os.path.join(entry_dir, "meta.json"))
+    assert ext_pillar("db2")["rolestack"]["host"] == {**ext_pillar("db2")["rolestack"]["host"], "name": "db2"}
+    assert os.path.exists(os.path.join(cache_root, os.listdir(cache_root)[0], "hosts", "db2.json"))
+
+
 def test_invalid_inventory_is_refused_with_every_error(ext_pillar, pillar_tree):
     def break_it(data):
         data["hosts"]["db2"]["roles"] = ["db", "masterdb"]
