@@ -183,6 +183,7 @@ _TEXT_VARIABLES = (
     "gtid_current_pos",
     "gtid_slave_pos",
     "gtid_binlog_pos",
+    "gtid_binlog_state",
     "binlog_format",
     "rpl_semi_sync_master_wait_point",
 )
@@ -753,7 +754,7 @@ def status(**connection_args):
     ``Seconds_Behind_Master``, ``Master_Host``, ``Master_Port``, ``Master_SSL_*``, ``Using_Gtid``, ...; None
     when no source is configured), the variables ``server_id``, ``read_only``, ``log_bin``,
     ``log_slave_updates``, ``gtid_strict_mode``, ``gtid_domain_id``, ``gtid_current_pos``, ``gtid_slave_pos``,
-    ``gtid_binlog_pos``, ``binlog_format``, the semi-sync settings and status (``rpl_semi_sync_master_enabled``,
+    ``gtid_binlog_pos``, ``gtid_binlog_state``, ``binlog_format``, the semi-sync settings and status (``rpl_semi_sync_master_enabled``,
     ``rpl_semi_sync_slave_enabled``, ``rpl_semi_sync_master_wait_point``, ``Rpl_semi_sync_master_clients``,
     ``Rpl_semi_sync_master_status``, ``Rpl_semi_sync_slave_status``), and:
 

@@ -672,16 +672,7 @@ def _replica_args(topology, source):
 
 def _binlog_state(topology, host):
     """A host's ``gtid_binlog_state``: the last GTID of every (domain, server) its binary log ever held."""
-    result = _call(
-        topology,
-        host,
-        "cmd.run_all",
-        ["mariadb", "--batch", "--skip-column-names", "-e", "SELECT @@GLOBAL.gtid_binlog_state"],
-        python_shell=False,
-    )
-    if result.get("retcode"):
-        raise CommandExecutionError(f"{host}: reading gtid_binlog_state: {result.get('stderr')}")
-    return result.get("stdout", "").strip()
+    return _call(topology, host, "mariadb_replication.status").get("gtid_binlog_state") or ""
 
 
 def _point_at(topology, host, source, timeout, from_binlog=False):

@@ -479,10 +479,6 @@ class FakeHosts:
             return {"replicating": True}, 0
         if fun == "mariadb_replication.replica_settings":
             return ({"master_host": server["source"]} if server["source"] else None), 0
-        if fun == "cmd.run_all":
-            sql = args[0][-1]
-            assert "gtid_binlog_state" in sql
-            return {"retcode": 0, "stdout": server.get("binlog_state", server["binlog"]), "stderr": ""}, 0
         raise AssertionError(f"unexpected call {fun}")
 
     @staticmethod
@@ -500,6 +496,7 @@ class FakeHosts:
             "gtid_current_pos": server["binlog"] or server["slave_pos"],
             "gtid_slave_pos": server["slave_pos"],
             "gtid_binlog_pos": server["binlog"],
+            "gtid_binlog_state": server.get("binlog_state", server["binlog"]),
             "Gtid_IO_Pos": server.get("io_pos", server["slave_pos"]) if replica else "",
         }
 
