@@ -1596,8 +1596,8 @@ _PIPE_SIZE = 1 << 20
 class _Overlap(threading.Thread):
     """
     Runs ``step`` in its own thread, a bounded queue between it and the caller, so that reading one side of
-    the backup stream overlaps writing the other (pipes and sockets release the GIL). ``step(None)`` produces
-    a chunk (``b""`` at the end); ``step(chunk)`` consumes one. The thread's error is raised to the caller.
+    the backup stream overlaps writing the other (pipes and sockets release the GIL). A producer's ``step()``
+    returns a chunk (``b""`` at the end); a consumer's ``step(chunk)`` takes one. The thread's error is raised to the caller.
     """
 
     def __init__(self, step, produce):
@@ -1608,7 +1608,7 @@ class _Overlap(threading.Thread):
     def run(self):
         try:
             if self.produce:
-                while chunk := self.step(None):
+                while chunk := self.step():
                     self.chunks.put(chunk)
             else:
                 while (chunk := self.chunks.get()) is not None:
@@ -2019,7 +2019,7 @@ def _send_backup(conn, settings):
         with open(err_path, "wb") as err_log:
             backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
             _widen_pipe(backup.stdout)
-            reader = _Overlap(lambda _: backup.stdout.read(_CHUNK), produce=True)
+            reader = _Overlap(lambda: backup.stdout.read(_CHUNK), produce=True)
             reader.start()
             try:
                 for chunk in reader:

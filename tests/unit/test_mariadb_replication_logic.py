@@ -564,12 +564,12 @@ def test_overlap_consumer_error_reaches_the_caller_without_a_hang():
 
 def test_overlap_producer_yields_until_the_end_and_raises_its_error():
     chunks = iter([b"a", b"b", b""])
-    reader = mr._Overlap(lambda _: next(chunks), produce=True)
+    reader = mr._Overlap(lambda: next(chunks), produce=True)
     reader.start()
     assert list(reader) == [b"a", b"b"]
     reader.finish()
 
-    def failing(_):
+    def failing():
         raise OSError("read failed")
 
     reader = mr._Overlap(failing, produce=True)
