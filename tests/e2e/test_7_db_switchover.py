@@ -162,13 +162,18 @@ def test_switchover_by_runner(lab, rows):
     assert inventory(lab)["hosts"][MASTER]["roles"] == ["db"]  # the name cannot change: explicit roles
 
 
-def test_switchover_back_by_runner(lab, rows):
+def switch_back(lab, rows):
+    """db.switchover to db1-masterdb: it takes writes through the masterdb name, db2 replicates them."""
     code, ret = salt_run(lab, "db.switchover", MASTER)
     assert code == 0 and not ret["problems"], ret
     assert_primary(lab, MASTER, REPLICA)
     write(lab, rows, f"masterdb.{ZONE}")
     wait_rows(lab, REPLICA, rows["n"])
     assert_names_follow(lab, MASTER)
+
+
+def test_switchover_back_by_runner(lab, rows):
+    switch_back(lab, rows)
     assert last_commit(lab) == f"db: switch masterdb from {REPLICA} to {MASTER}"
 
 
@@ -270,9 +275,4 @@ def test_the_old_primary_rebuilt_as_a_replica(lab, rows):
     wait_rows(lab, MASTER, rows["n"])
     assert_primary(lab, REPLICA, MASTER)
     # hand the lab back as it was: db1-masterdb the primary
-    code, ret = salt_run(lab, "db.switchover", MASTER)
-    assert code == 0 and not ret["problems"], ret
-    assert_primary(lab, MASTER, REPLICA)
-    write(lab, rows, f"masterdb.{ZONE}")
-    wait_rows(lab, REPLICA, rows["n"])
-    assert_names_follow(lab, MASTER)
+    switch_back(lab, rows)

@@ -15,6 +15,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
+from tests.support.mariadb import source_args
 from tests.support.services import free_port
 from tests.support.services import wait_for
 
@@ -44,18 +45,7 @@ def mdb(module_loaders):
 
 
 def _replica_args(primary, pki, **overrides):
-    args = {
-        "master_host": "127.0.0.1",
-        "master_port": primary.port,
-        "master_user": "repl",
-        "master_password": REPL_PASSWORD,
-        "ssl_ca": pki["good_ca"],
-        "ssl_cert": pki["client_cert"],
-        "ssl_key": pki["client_key"],
-        "connect_retry": 1,
-    }
-    args.update(overrides)
-    return args
+    return source_args(primary, pki, REPL_PASSWORD, **overrides)
 
 
 @pytest.fixture(scope="module")

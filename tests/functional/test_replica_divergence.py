@@ -16,6 +16,7 @@ docs/development.md); its servers, PKI and loaders are its own (tests/functional
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from tests.support.mariadb import source_args
 from tests.support.services import wait_for
 
 REPL_PASSWORD = "repl-divergence-'pw'"
@@ -23,15 +24,7 @@ MINION = "db-old-primary"
 
 
 def _source(instance, pki):
-    return {
-        "master_host": "127.0.0.1",
-        "master_port": instance.port,
-        "master_user": "repl",
-        "master_password": REPL_PASSWORD,
-        "ssl_ca": pki["good_ca"],
-        "ssl_cert": pki["client_cert"],
-        "ssl_key": pki["client_key"],
-    }
+    return source_args(instance, pki, REPL_PASSWORD)
 
 
 def _apply(module_loaders, new_primary, old_primary, pki, test=False):
@@ -62,7 +55,7 @@ def _failed_over(module_loaders, pki, instances, first_id):
     old.sql("CREATE DATABASE app")
     old.sql("CREATE TABLE app.items (id INT PRIMARY KEY, host VARCHAR(40))")
     old.sql("INSERT INTO app.items VALUES (1, 'old primary'), (2, 'old primary')")
-    mdb.configure_replica(**_source(old, pki), connect_retry=1, **new.args)
+    mdb.configure_replica(**_source(old, pki), **new.args)
     mdb.start_replica(timeout=30, **new.args)
     mdb.set_read_only(True, **old.args)
     position = mdb.status(**old.args)["gtid_binlog_pos"]
@@ -121,7 +114,7 @@ def test_a_forked_old_primary_is_refused_and_left_alone(module_loaders, pki, ins
 
     # pointed at the new primary anyway, from its own binary log position (what db.rejoin does once it found no
     # errant GTID): the new primary cannot serve that position and MariaDB stops the IO thread with error 1236
-    mdb.configure_replica(**_source(new, pki), connect_retry=1, slave_pos_from_binlog=True, **old.args)
+    mdb.configure_replica(**_source(new, pki), slave_pos_from_binlog=True, **old.args)
     wait_for(lambda: mdb.status(**old.args)["Last_IO_Errno"] == 1236, 30, "error 1236 on the forked old primary")
     assert mdb.lag(**old.args)["io_running"] is False
     before = _snapshot(mdb, old)

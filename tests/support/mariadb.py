@@ -93,6 +93,22 @@ def make_pki(directory):
 # ---- servers
 
 
+def source_args(instance, pki, password, **overrides):
+    """configure_replica's arguments for replicating from ``instance`` over verified TLS as ``repl``."""
+    args = {
+        "master_host": "127.0.0.1",
+        "master_port": instance.port,
+        "master_user": "repl",
+        "master_password": password,
+        "ssl_ca": pki["good_ca"],
+        "ssl_cert": pki["client_cert"],
+        "ssl_key": pki["client_key"],
+        "connect_retry": 1,
+    }
+    args.update(overrides)
+    return args
+
+
 def mariadb_config(pki, server_id, read_only=False):
     return (
         f"log_bin = mysql-bin\nbinlog_format = ROW\ngtid_strict_mode = ON\nlog_slave_updates = ON\n"
