@@ -197,6 +197,14 @@ def roles_from_name(name):
     return roles, cluster, None
 
 
+def host_roles(name, spec):
+    """(roles, cluster read from the name) of a host of a valid inventory: its ``roles``, or those of its name."""
+    roles, name_cluster = (spec or {}).get("roles"), None
+    if roles is None:
+        roles, name_cluster, _ = roles_from_name(name)
+    return list(dict.fromkeys(roles)), name_cluster
+
+
 def _fmt(value):
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -570,10 +578,7 @@ def derive(inventory, mine_addresses=None):
     clusters = {role: {} for role in CLUSTER_ROLES}
     for name, spec in inventory["hosts"].items():
         spec = spec or {}
-        roles, name_cluster = spec.get("roles"), None
-        if roles is None:
-            roles, name_cluster, _ = roles_from_name(name)
-        roles = list(dict.fromkeys(roles))
+        roles, name_cluster = host_roles(name, spec)
         address = spec.get("address") or _address_in(mine_addresses.get(name), network)
         cluster = None
         if any(role in CLUSTER_ROLES for role in roles):
@@ -784,3 +789,44 @@ def pillar_for(derived, minion_id, zone=None):
         if name in derived["hosts"]:
             return derived["hosts"][name]
     return derived["common"]
+
+
+# what each peer call is for: db hosts ask the CA (the salt host's minion) to sign their certificates (x509_v2
+# remote signing); a new replica asks a db host (masterdb) for one backup stream; the CA asks the master whether
+# a requester matches a signing policy's ``minions`` (a runner, so ``peer_run``)
+PEER_SIGN = "x509.sign_remote_certificate"
+PEER_STREAM = "mariadb_replication.serve_backup_stream"
+PEER_RUN_MATCH = "match.compound_matches"
+
+
+def exact_pattern(text):
+    """
+    A regular expression matching exactly ``text``: Salt matches peer keys (minion ids) and function names with
+    ``re.match``, a prefix match, so ``salt`` alone would also let ``salt2`` in; ``.`` matches any character and
+    ``$`` also matches before a final newline, hence escaped dots and ``\\Z``.
+    """
+    return "^" + "".join(char if char.isalnum() or char in "_-" else "\\" + char for char in text) + "\\Z"
+
+
+def master_acl(inventory):
+    """
+    The salt master's ``peer`` and ``peer_run`` settings for a valid inventory, least privilege: each db host may
+    publish the signing request to the salt host only and the backup stream request to the other db hosts only
+    (per-target entries ``{"L@<ids>": [function]}``, Salt's ``auth_check``); only the salt host's minion may run
+    ``match.compound_matches``. Minion ids are the inventory host names. Raises InventoryError.
+    """
+    errors = validate(inventory)
+    if errors:
+        raise InventoryError(errors)
+    roles = {name: host_roles(name, spec)[0] for name, spec in inventory["hosts"].items()}
+    (salt_host,) = [name for name, host in roles.items() if "salt" in host]
+    db_hosts = sorted(name for name, host in roles.items() if "db" in host)
+    peer = {}
+    for host in db_hosts:
+        rights = [{f"L@{salt_host}": [exact_pattern(PEER_SIGN)]}]
+        sources = [other for other in db_hosts if other != host]
+        if sources:
+            rights.append({"L@" + ",".join(sources): [exact_pattern(PEER_STREAM)]})
+        peer[exact_pattern(host)] = rights
+    peer_run = {exact_pattern(salt_host): [exact_pattern(PEER_RUN_MATCH)]}
+    return {"peer": peer, "peer_run": peer_run}

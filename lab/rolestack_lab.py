@@ -388,11 +388,11 @@ def write_master_config(lab):
         "file_roots": {"base": [str(REPO / "states"), str(fileserver)]},
         "pillar_roots": {"base": [str(lab.pillar_repo)]},
         "ext_pillar": [{"rolestack": {"git": {"repo": str(lab.pillar_repo), "ref": "main", "path": "inventory.yaml"}}}],
-        # db hosts ask the salt host (the CA) to sign their certificates: x509_v2 remote signing
-        # and a new replica asks masterdb for one backup stream (mutual TLS with those certificates)
-        "peer": {".*": ["x509.sign_remote_certificate", "mariadb_replication.serve_backup_stream"]},
-        # the CA checks a signing policy's "minions" (I@rolestack:host:roles:db) through the master
-        "peer_run": {lab.salt_host: ["match.compound_matches"]},
+        # peer/peer_run, least privilege, derived from the committed inventory as `rolestack-inventory master-acl`
+        # prints them (docs/roles/db.md): db hosts ask only the CA to sign and only db hosts for a backup stream
+        **rolestack_inventory.master_acl(
+            rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
+        ),
         # keys are accepted by rule: a minion presenting the lab's enrollment grain
         "autosign_grains_dir": str(autosign),
         "log_file": str(root / "master.log"),

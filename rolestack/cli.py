@@ -1,9 +1,11 @@
 """
 ``rolestack-inventory``: validate inventory files without a master, e.g. from a git pre-commit or
-pre-receive hook. Exit status 0 when every file is valid, 1 otherwise; errors go to stderr.
+pre-receive hook, and print the master settings derived from an inventory. Exit status 0 when every file is
+valid, 1 otherwise; errors go to stderr.
 
     rolestack-inventory validate pillar/inventory.yaml
     git show :inventory.yaml | rolestack-inventory validate -
+    rolestack-inventory master-acl pillar/inventory.yaml > /etc/salt/master.d/rolestack-peer.conf
 """
 
 import argparse
@@ -31,13 +33,19 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("validate", help="validate inventory files ('-' reads stdin)")
     check.add_argument("files", nargs="+")
+    acl = sub.add_parser(
+        "master-acl",
+        help="print the master's peer/peer_run settings for an inventory ('-' reads stdin), a master.d file",
+    )
+    acl.add_argument("file")
     args = parser.parse_args(argv)
     logic = _inventory_logic()
+    if args.command == "master-acl":
+        return _print_master_acl(logic, args.file)
     failed = False
     for name in args.files:
         try:
-            text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8").read()  # noqa: SIM115
-            errors = logic.validate(logic.load_yaml(text, name))
+            errors = logic.validate(_load(logic, name))
         except logic.InventoryError as err:
             errors = err.errors
         except OSError as err:
@@ -48,6 +56,27 @@ def main(argv=None):
         else:
             print(f"{name}: valid")
     return 1 if failed else 0
+
+
+def _load(logic, name):
+    text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8").read()  # noqa: SIM115
+    return logic.load_yaml(text, name)
+
+
+def _print_master_acl(logic, name):
+    import yaml
+
+    try:
+        acl = logic.master_acl(_load(logic, name))
+    except logic.InventoryError as err:
+        print(str(logic.InventoryError(err.errors, name)), file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"{name}: cannot read: {err}", file=sys.stderr)
+        return 1
+    print(f"# derived from {name} by rolestack-inventory master-acl: re-run it when a db or salt host changes")
+    print(yaml.safe_dump(acl, sort_keys=False, default_flow_style=False), end="")
+    return 0
 
 
 if __name__ == "__main__":
