@@ -104,7 +104,7 @@ def host_pillar(host, path=None, text=None):
         salt-call --local inventory.host_pillar db2 path=/srv/pillar/inventory.yaml
 
     host
-        The host name (or minion id) to show.
+        The host name to show, which is also its minion id; any other name gets the common pillar.
 
     path / text
         The inventory file, or its YAML text.
@@ -115,4 +115,4 @@ def host_pillar(host, path=None, text=None):
         derived = logic.derive(inventory)
     except invalid as err:
         raise CommandExecutionError(str(invalid(err.errors, source))) from err
-    return logic.pillar_for(derived, host, f"{inventory['level']}.{inventory['domain']}")
+    return logic.pillar_for(derived, host)

@@ -3,7 +3,8 @@ rolestack ext_pillar: gives each minion its place in the platform, derived from 
 
 Each minion gets, under the ``rolestack`` key, its own roles/level/address and the topology its roles
 need (masterdb and db peers, session/cache cluster members, mail relay, backup host, DNS server,
-allow-lists), and only the secrets its roles need. See ``docs/inventory.md``.
+allow-lists), and only the secrets its roles need. A host's one minion id is its inventory host name; any
+other id (an FQDN included) gets the common part, without secrets. See ``docs/inventory.md``.
 
 Configuration (master config), one source:
 
@@ -178,33 +179,34 @@ def _mine_location(cache, minion):
     return None
 
 
-def _mine_fingerprint(cache, hosts, zone):
+def _mine_fingerprint(cache, hosts):
     """When each pending host last updated its mine data: a change invalidates the derivation."""
     marks = []
     for host in hosts:
-        for minion in (host, f"{host}.{zone}"):
-            location = _mine_location(cache, minion)
-            if location:
-                try:
-                    marks.append(f"{minion}:{cache.updated(*location)}")
-                except Exception:  # pylint: disable=broad-except
-                    marks.append(f"{minion}:-")
+        location = _mine_location(cache, host)
+        if location:
+            try:
+                marks.append(f"{host}:{cache.updated(*location)}")
+            except Exception:  # pylint: disable=broad-except
+                marks.append(f"{host}:-")
     return "|".join(marks)
 
 
-def _mine_addresses(cache, hosts, zone):
+def _mine_addresses(cache, hosts):
+    """
+    The mine addresses of hosts without an inventory address, read under the host name only: a host's one
+    minion id (any other id, e.g. an FQDN, could be enrolled by someone else).
+    """
     found = {}
     for host in hosts:
-        for minion in (host, f"{host}.{zone}"):
-            location = _mine_location(cache, minion)
-            try:
-                mine = (cache.fetch(*location) if location else None) or {}
-            except Exception:  # pylint: disable=broad-except
-                mine = {}
-            addresses = mine.get("network.ip_addrs")
-            if addresses:
-                found[host] = addresses
-                break
+        location = _mine_location(cache, host)
+        try:
+            mine = (cache.fetch(*location) if location else None) or {}
+        except Exception:  # pylint: disable=broad-except
+            mine = {}
+        addresses = mine.get("network.ip_addrs")
+        if addresses:
+            found[host] = addresses
     return found
 
 
@@ -215,7 +217,7 @@ def _write_json(path, data):
 
 def _build(source, cache_root, entry_dir):
     """Load, validate and derive; write the result (or the errors) into entry_dir atomically."""
-    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "zone": None, "mine": "", "hosts": []}
+    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "mine": "", "hosts": []}
     tmp = tempfile.mkdtemp(prefix=".build-", dir=cache_root)
     try:
         try:
@@ -224,9 +226,8 @@ def _build(source, cache_root, entry_dir):
             if errors:
                 raise logic.InventoryError(errors, source.name)
             missing = logic.missing_addresses(inventory)
-            zone = f"{inventory['level']}.{inventory['domain']}"
             cache = _mine_cache() if missing else None
-            mine = _mine_addresses(cache, missing, zone) if missing else {}
+            mine = _mine_addresses(cache, missing) if missing else {}
             derived = logic.derive(inventory, mine)
         except logic.InventoryError as err:
             if err.source is None:
@@ -238,8 +239,8 @@ def _build(source, cache_root, entry_dir):
             for name, pillar in derived["hosts"].items():
                 _write_json(os.path.join(tmp, "hosts", f"{name}.json"), pillar)
             _write_json(os.path.join(tmp, "common.json"), derived["common"])
-            meta.update(pending=derived["common"]["pending"], zone=zone, hosts=sorted(derived["hosts"]))
-            meta["mine"] = _mine_fingerprint(cache, meta["pending"], zone) if meta["pending"] else ""
+            meta.update(pending=derived["common"]["pending"], hosts=sorted(derived["hosts"]))
+            meta["mine"] = _mine_fingerprint(cache, meta["pending"]) if meta["pending"] else ""
         _write_json(os.path.join(tmp, "meta.json"), meta)
         if _current(entry_dir):
             # another master worker built this version meanwhile: never pull a good entry from under its readers
@@ -271,7 +272,7 @@ def _current(entry_dir):
             meta = json.load(handle)
     except (FileNotFoundError, ValueError):
         return False
-    return not (meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"], meta["zone"]) != meta["mine"])
+    return not (meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"]) != meta["mine"])
 
 
 def _read_entry(entry_dir, minion_id):
@@ -283,14 +284,14 @@ def _read_entry(entry_dir, minion_id):
         if os.path.exists(errors_file):
             with open(errors_file, encoding="utf-8") as handle:
                 raise SaltInvocationError(json.load(handle)["message"])
-        if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"], meta["zone"]) != meta["mine"]:
+        if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"]) != meta["mine"]:
             return None
-        for name in logic.host_candidates(minion_id, meta["zone"]):
-            if "/" not in name and name in meta["hosts"]:
-                # a missing file of a listed host: the entry is being replaced (None: read again, never the
-                # common pillar of a host outside the inventory)
-                with open(os.path.join(entry_dir, "hosts", f"{name}.json"), encoding="utf-8") as handle:
-                    return json.load(handle)
+        # a host's one minion id is its inventory name (a DNS label, never a path); any other id is not a host's
+        if minion_id in meta["hosts"]:
+            # a missing file of a listed host: the entry is being replaced (None: read again, never the
+            # common pillar of a host outside the inventory)
+            with open(os.path.join(entry_dir, "hosts", f"{minion_id}.json"), encoding="utf-8") as handle:
+                return json.load(handle)
         with open(os.path.join(entry_dir, "common.json"), encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:

@@ -775,20 +775,13 @@ def _dns_records(hosts, core, aliases, cluster_members):
     return records
 
 
-def host_candidates(minion_id, zone=None):
-    """Inventory host names a minion id may stand for: the id itself, or its short name when the rest is the zone."""
-    short, _, rest = minion_id.partition(".")
-    if rest and (zone is None or rest == zone):
-        return [minion_id, short]
-    return [minion_id]
-
-
-def pillar_for(derived, minion_id, zone=None):
-    """The derived pillar of one minion; a minion id may be the short name or the FQDN in the zone."""
-    for name in host_candidates(minion_id, zone):
-        if name in derived["hosts"]:
-            return derived["hosts"][name]
-    return derived["common"]
+def pillar_for(derived, minion_id, zone=None):  # pylint: disable=unused-argument
+    """
+    The derived pillar of one minion. A host's one minion id is its inventory host name: any other id, an FQDN
+    such as ``db2.<zone>`` included, gets the common pillar (no secrets, no role data). ``zone`` is ignored
+    (callers of the former FQDN lookup pass it).
+    """
+    return derived["hosts"].get(minion_id, derived["common"])
 
 
 # what each peer call is for: db hosts ask the CA (the salt host's minion) to sign their certificates (x509_v2

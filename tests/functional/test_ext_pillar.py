@@ -28,9 +28,25 @@ def test_each_minion_gets_its_roles_and_topology(ext_pillar):
     app1 = ext_pillar("app1")["rolestack"]
     assert app1["proxy"]["sessions"][0]["address"] == "10.10.10.21"
     assert "replication_password" not in app1["secrets"]
-    assert ext_pillar("db2.production.wpdn")["rolestack"]["host"]["name"] == "db2"
     stranger = ext_pillar("stranger")["rolestack"]
     assert stranger["host"] is None and "secrets" not in stranger
+
+
+@pytest.mark.parametrize("minion_id", ["db2.production.wpdn", "salt.production.wpdn"])
+def test_only_the_inventory_name_is_a_hosts_minion_id(ext_pillar, minion_id):
+    # a key enrolled under a host's FQDN gets the common pillar: no secrets, no db data, no signing policies
+    result = ext_pillar(minion_id)
+    assert result == {"rolestack": ext_pillar("stranger")["rolestack"]}
+    assert result["rolestack"]["host"] is None and "secrets" not in result["rolestack"]
+
+
+def test_the_mine_of_an_fqdn_id_gives_no_address(ext_pillar):
+    # only the host's own id (its inventory name) may tell the platform where the host is
+    salt.cache.factory(ext_pillar.opts).store(
+        "mine", "frontend1.production.wpdn", {"network.ip_addrs": ["10.10.10.61"]}
+    )
+    assert ext_pillar("frontend1")["rolestack"]["host"]["address"] is None
+    assert ext_pillar("salt")["rolestack"]["pending"] == ["frontend1"]
 
 
 def test_derivation_is_cached_per_inventory_version(ext_pillar, pillar_tree):

@@ -289,8 +289,18 @@ def test_missing_address_comes_from_the_mine(example):
 def test_unknown_minion_gets_common_pillar(example):
     derived = inv.derive(example)
     assert inv.pillar_for(derived, "stranger")["host"] is None
-    assert inv.pillar_for(derived, "db2.production.wpdn", "production.wpdn")["host"]["name"] == "db2"
+    assert inv.pillar_for(derived, "db2")["host"]["name"] == "db2"
     assert inv.pillar_for(derived, "db2.elsewhere", "production.wpdn")["host"] is None
+
+
+@pytest.mark.parametrize("minion_id", ["db2.production.wpdn", "salt.production.wpdn", "DB2", "db2."])
+def test_a_host_has_one_minion_id_its_inventory_name(example, minion_id):
+    # anyone who enrolls another id of a db host (its FQDN) gets the common pillar: no secrets, no policies
+    derived = inv.derive(example)
+    for zone in (None, "production.wpdn"):
+        pillar = inv.pillar_for(derived, minion_id, zone)
+        assert pillar is derived["common"]
+        assert pillar["host"] is None and "secrets" not in pillar and "x509_signing_policies" not in pillar
 
 
 def test_server_id_is_stable_and_unique():
