@@ -132,6 +132,17 @@ class InventoryError(Exception):
         super().__init__(head + ":\n  - " + "\n  - ".join(self.errors))
 
 
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
+# a line that opens a secrets section (at the top, or under rolestack:inventory), and what a quoted part of a
+# YAML error message looks like (a token, a tag, a character out of the source)
+SECRETS_LINE_RE = re.compile(r"""^( *)(['"]?)secrets\2[ \t]*:""")
+QUOTED_RE = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A duplicate mapping key: its problem names the key (a name, never a value) and the first line."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate mapping keys (YAML would silently keep the last one)."""
 
@@ -141,10 +152,10 @@ def _construct_unique_mapping(loader, node, deep=False):
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
+            raise _DuplicateKeyError(
                 "while constructing a mapping",
                 node.start_mark,
-                f"found duplicate key {key!r} (first at line {seen[key] + 1})",
+                f"found duplicate key {_key(key)!r} (first at line {seen[key] + 1})",
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line
@@ -162,10 +173,55 @@ def load_yaml(text, source="<inventory>"):
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
-        raise InventoryError([f"YAML: {err}".replace("\n", " ")], source) from err
+        # "from None": the YAML error's own text quotes the source line, and a logged traceback would show it
+        raise InventoryError([yaml_error_text(err, text)], source) from None
     if isinstance(data, dict) and isinstance(data.get("rolestack"), dict) and "inventory" in data["rolestack"]:
         data = data["rolestack"]["inventory"]
     return data
+
+
+def _key(key):
+    """A mapping key as a key path shows it: the key when it looks like a name, else only what it is."""
+    return key if isinstance(key, str) and KEY_NAME_RE.match(key) else f"<{_kind(key)}>"
+
+
+def _secret_lines(text):
+    """Numbers (from 0) of the lines that are, or may be, in a ``secrets`` section: its line and the deeper ones."""
+    lines, indent = set(), None
+    for number, line in enumerate(text.splitlines()):
+        stripped = line.lstrip(" \t")
+        if indent is not None:
+            if stripped and not stripped.startswith("#") and len(line) - len(stripped) <= indent:
+                indent = None
+            else:
+                lines.add(number)
+                continue
+        match = SECRETS_LINE_RE.match(line)
+        if match:
+            indent = len(match.group(1))
+            lines.add(number)
+    return lines
+
+
+def yaml_error_text(err, text):
+    """
+    A YAML error as one line, never quoting the source: line and column, what was wrong. PyYAML's own message
+    shows the offending line (a secret when it is under ``secrets``), so it is rebuilt from its parts; when the
+    error is, or may be, in a secrets section the quoted parts (tokens, tags, characters) are left out too.
+    """
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return f"YAML: {type(err).__name__}"
+    marks = [mark for mark in (err.context_mark, err.problem_mark) if mark is not None]
+    secret = not isinstance(err, _DuplicateKeyError) and bool(_secret_lines(text) & {mark.line for mark in marks})
+    parts = []
+    for what, mark in ((err.context, err.context_mark), (err.problem, err.problem_mark)):
+        if not what:
+            continue
+        what = " ".join(str(what).split())
+        if secret:
+            what = QUOTED_RE.sub("(...)", what)
+        parts.append(f"{what} (line {mark.line + 1}, column {mark.column + 1})" if mark else what)
+    return "YAML: " + "; ".join(parts)
 
 
 def roles_from_name(name):
@@ -210,6 +266,17 @@ def _fmt(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _kind(value):
+    """
+    What a value is, never what it holds: its type, and its length for a string. For values that may be secrets:
+    a secret under ``secrets``, or one put in the wrong place (an unknown key, a mapping's place).
+    """
+    if isinstance(value, str):
+        return f"a str of length {len(value)}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def validate(inventory):
     """
     Validate an inventory mapping. Returns the list of every error found (empty when valid).
@@ -217,11 +284,11 @@ def validate(inventory):
     errors = []
     err = errors.append
     if not isinstance(inventory, dict):
-        return [f"<top>: got {_fmt(inventory)}, expected a mapping with keys {', '.join(TOP_KEYS)}"]
+        return [f"<top>: got {_kind(inventory)}, expected a mapping with keys {', '.join(TOP_KEYS)}"]
 
     for key in inventory:
         if key not in TOP_KEYS:
-            err(f"{key}: unknown key (value {_fmt(inventory[key])}), expected one of {', '.join(TOP_KEYS)}")
+            err(f"{_key(key)}: unknown key (value: {_kind(inventory[key])}), expected one of {', '.join(TOP_KEYS)}")
 
     name = inventory.get("name", "platform")
     if not isinstance(name, str) or not LABEL_RE.match(name):
@@ -244,7 +311,7 @@ def validate(inventory):
 
     hosts = inventory.get("hosts")
     if not isinstance(hosts, dict) or not hosts:
-        err(f"hosts: got {_fmt(hosts)}, expected a non-empty mapping of host name to settings")
+        err(f"hosts: got {_kind(hosts)}, expected a non-empty mapping of host name to settings")
         hosts = {}
 
     seen_addresses = {}
@@ -334,7 +401,7 @@ def validate(inventory):
     if aliases is None:
         aliases = {}
     if not isinstance(aliases, dict):
-        err(f"aliases: got {_fmt(aliases)}, expected a mapping of DNS name to a list of host names")
+        err(f"aliases: got {_kind(aliases)}, expected a mapping of DNS name to a list of host names")
         aliases = {}
     for alias, targets in aliases.items():
         path = f"aliases.{alias}"
@@ -353,10 +420,10 @@ def validate(inventory):
 
     db_settings = inventory.get("db")
     if db_settings is not None and not isinstance(db_settings, dict):
-        err(f"db: got {_fmt(db_settings)}, expected a mapping with keys {', '.join(DB_SETTINGS)}")
+        err(f"db: got {_kind(db_settings)}, expected a mapping with keys {', '.join(DB_SETTINGS)}")
     for key, value in (db_settings if isinstance(db_settings, dict) else {}).items():
         if key not in DB_SETTINGS:
-            err(f"db.{key}: unknown key (value {_fmt(value)}), expected one of {', '.join(DB_SETTINGS)}")
+            err(f"db.{_key(key)}: unknown key (value: {_kind(value)}), expected one of {', '.join(DB_SETTINGS)}")
             continue
         _default, low, high, what = DB_SETTINGS[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -366,14 +433,17 @@ def validate(inventory):
     if secrets is None:
         secrets = {}
     if not isinstance(secrets, dict):
-        err(f"secrets: got a {type(secrets).__name__}, expected a mapping of secret name to value")
+        err(f"secrets: got {_kind(secrets)}, expected a mapping of secret name to value")
         secrets = {}
     for secret, value in secrets.items():
-        path = f"secrets.{secret}"
+        path = f"secrets.{_key(secret)}"
         if secret == DB_USERS_SECRET:
             continue  # checked with the databases
         if secret not in SECRETS:
-            err(f"{path}: unknown secret, expected one of {', '.join(sorted([*SECRETS, DB_USERS_SECRET]))}")
+            err(
+                f"{path}: unknown secret (value: {_kind(value)}), "
+                f"expected one of {', '.join(sorted([*SECRETS, DB_USERS_SECRET]))}"
+            )
         else:
             _check_secret_value(path, value, err)
     for secret, props in SECRETS.items():
@@ -392,21 +462,18 @@ def _check_mapping(path, spec, keys, err):
     if spec is None:
         return {}
     if not isinstance(spec, dict):
-        err(f"{path}: got {_fmt(spec)}, expected a mapping with keys {', '.join(keys)} (or nothing)")
+        err(f"{path}: got {_kind(spec)}, expected a mapping with keys {', '.join(keys)} (or nothing)")
         return None
     for key in spec:
         if key not in keys:
-            err(f"{path}.{key}: unknown key (value {_fmt(spec[key])}), expected one of {', '.join(keys)}")
+            err(f"{path}.{_key(key)}: unknown key (value: {_kind(spec[key])}), expected one of {', '.join(keys)}")
     return spec
 
 
 def _check_secret_value(path, value, err):
     if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
         # never echo a secret value back
-        err(
-            f"{path}: got a {type(value).__name__} of length {len(value) if isinstance(value, str) else '-'}, "
-            f"expected a string of at least {MIN_SECRET_LENGTH} characters"
-        )
+        err(f"{path}: got {_kind(value)}, expected a string of at least {MIN_SECRET_LENGTH} characters")
 
 
 def _check_list(path, value, allowed, what, err, normalize=str):
@@ -435,7 +502,7 @@ def _validate_databases(databases, passwords, role_members, err):
     if databases is None:
         databases = {}
     if not isinstance(databases, dict):
-        err(f"databases: got {_fmt(databases)}, expected a mapping of database name to settings")
+        err(f"databases: got {_kind(databases)}, expected a mapping of database name to settings")
         databases = {}
     if databases and not role_members["db"]:
         err(f"databases: {', '.join(map(str, databases))} defined but no host has the role 'db', expected db hosts")
@@ -467,7 +534,7 @@ def _validate_databases(databases, passwords, role_members, err):
         if users is None:
             users = {}
         if not isinstance(users, dict):
-            err(f"{path}.users: got {_fmt(users)}, expected a mapping of user name to roles, privileges, ssl")
+            err(f"{path}.users: got {_kind(users)}, expected a mapping of user name to roles, privileges, ssl")
             users = {}
         for user, settings in users.items():
             _validate_db_user(f"{path}.users.{user}", user, settings, first_use, err)
@@ -475,12 +542,12 @@ def _validate_databases(databases, passwords, role_members, err):
     if passwords is None:
         passwords = {}
     if not isinstance(passwords, dict):
-        err(f"secrets.{DB_USERS_SECRET}: got a {type(passwords).__name__}, expected a mapping of user name to password")
+        err(f"secrets.{DB_USERS_SECRET}: got {_kind(passwords)}, expected a mapping of user name to password")
         passwords = {}
     for user, value in passwords.items():
         if user not in first_use:
             err(
-                f"secrets.{DB_USERS_SECRET}.{user}: no such user in databases.*.users, "
+                f"secrets.{DB_USERS_SECRET}.{_key(user)}: no such user in databases.*.users, "
                 f"expected one of {', '.join(sorted(first_use)) or '(none)'}"
             )
         else:

@@ -164,3 +164,27 @@ def test_misconfiguration_is_reported(ext_pillar):
         ext_pillar("app1", inventory="inventory.yaml", pillar_key="x")
     with pytest.raises(SaltConfigurationError, match="not found"):
         ext_pillar("app1", inventory="nope.yaml")
+
+
+SENTINEL = "SENTINEL-pw-Zq7!x9"  # too short for a secret (16 characters at least): the inventory is refused
+
+
+@pytest.mark.parametrize(
+    "secrets_text",
+    [
+        f"secrets:\n  replication_password: {SENTINEL}\n",
+        f"secrets:\n  replication_password: {SENTINEL}0123456789\n  replication_password: {SENTINEL}0123456789\n",
+        f'secrets:\n  replication_password: "{SENTINEL}\n',
+    ],
+    ids=["too short", "duplicate key", "unclosed quote"],
+)
+def test_pillar_errors_and_the_master_log_never_show_a_secret(make_loaders, pillar_tree, caplog, secrets_text):
+    inventory = pillar_tree / "inventory.yaml"
+    text = inventory.read_text()
+    inventory.write_text(text[: text.index("\nsecrets:") + 1] + secrets_text)
+    with caplog.at_level("DEBUG"):
+        pillar = make_loaders("db2").pillar
+    errors = " ".join(pillar["_errors"])
+    assert "invalid rolestack inventory" in errors and "rolestack" not in {k for k in pillar if k != "_errors"}
+    assert "SENTINEL" not in errors  # not even a part of it (PyYAML's snippet shows the start of a long line)
+    assert "invalid rolestack inventory" in caplog.text and "SENTINEL" not in caplog.text

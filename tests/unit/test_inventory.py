@@ -78,7 +78,7 @@ MALFORMED = [
     ("databases/wiki-2", {}, "databases.wiki-2:", "A-Z a-z 0-9 _"),
     ("databases/" + "w" * 65, {}, "databases.www", "1-64 characters"),
     ("databases/mysql", {}, "databases.mysql:", "system database"),
-    ("databases/wiki", "yes", "databases.wiki:", "'yes'"),
+    ("databases/wiki", "yes", "databases.wiki:", "got a str of length 3"),
     ("databases/wiki/engine", "innodb", "databases.wiki.engine:", "unknown key"),
     ("databases/wiki/character_set", "utf-8", "databases.wiki.character_set:", "'utf-8'"),
     ("databases/wiki/collate", "latin1_swedish_ci", "databases.wiki.collate:", "starting with 'utf8mb4_'"),
