@@ -16,10 +16,11 @@ Configuration (master config), one source:
           inventory: inventory.yaml
           # or: a file in a git repository, at the tip of a branch (commit a change and the platform follows)
           # git: {repo: /srv/git/pillar.git, ref: main, path: inventory.yaml}
-          # or: the inventory from the pillar tree at this key (every minion must see it)
-          # pillar_key: rolestack:inventory
 
-The derivation runs once per inventory version (file stat, git commit, or content hash) and is cached
+There is no ``pillar_key`` source any more (the inventory read from the ordinary pillar tree): every minion's
+pillar then held the whole inventory, secrets included. Setting it is refused with a SaltConfigurationError.
+
+The derivation runs once per inventory version (file stat or git commit) and is cached
 under ``<cachedir>/rolestack/``, one small file per minion: a render reads one file, whatever the
 number of hosts. An invalid inventory raises, so Salt puts the error in ``_errors`` and refuses the
 highstate: a half topology is never served.
@@ -35,7 +36,6 @@ import subprocess
 import tempfile
 
 import salt.cache
-import salt.utils.data
 from salt.exceptions import SaltConfigurationError
 from salt.exceptions import SaltInvocationError
 
@@ -108,11 +108,15 @@ def _git_ref_commit(repo, ref):
 class _Source:
     """Where the inventory comes from: a fingerprint that is cheap to compute, and the text when needed."""
 
-    def __init__(self, pillar, inventory=None, git=None, pillar_key=None):
-        given = [option for option in (inventory, git, pillar_key) if option]
-        if len(given) != 1:
-            raise SaltConfigurationError("rolestack ext_pillar: set exactly one of inventory, git, pillar_key")
-        self.data = None
+    def __init__(self, inventory=None, git=None, pillar_key=None):
+        if pillar_key:
+            raise SaltConfigurationError(
+                "rolestack ext_pillar: the pillar_key source was removed: it put the whole inventory, secrets "
+                "included, in every minion's pillar. Set inventory: (a file in pillar_roots) or git: {repo, ref, "
+                "path} instead, keep the inventory out of the pillar top file, and change the secrets it held"
+            )
+        if len([option for option in (inventory, git) if option]) != 1:
+            raise SaltConfigurationError("rolestack ext_pillar: set exactly one of inventory, git")
         if inventory:
             self.path = _pillar_roots_path(inventory)
             try:
@@ -131,12 +135,6 @@ class _Source:
             self.fingerprint = f"git:{self.repo}:{self.path}:{commit}"
             self.commit = commit
             self._read = self._read_git
-        else:
-            self.data = salt.utils.data.traverse_dict_and_list(pillar, pillar_key, None, delimiter=":")
-            self.name = f"pillar key {pillar_key}"
-            content = json.dumps(self.data, sort_keys=True, default=str)
-            self.fingerprint = "pillar:" + hashlib.sha256(content.encode()).hexdigest()
-            self._read = None
 
     def _read_file(self):
         with open(self.path, encoding="utf-8") as handle:
@@ -154,8 +152,6 @@ class _Source:
             raise SaltConfigurationError(f"rolestack ext_pillar: cannot read {self.name}: {err}") from err
 
     def load(self):
-        if self._read is None:
-            return self.data
         return logic.load_yaml(self._read(), self.name)
 
 
@@ -304,7 +300,7 @@ def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key
     invalid (Salt then reports it in ``_errors`` and refuses states), SaltConfigurationError when this
     ext_pillar is misconfigured.
     """
-    source = _Source(pillar, inventory=inventory, git=git, pillar_key=pillar_key)
+    source = _Source(inventory=inventory, git=git, pillar_key=pillar_key)
     cache_root = os.path.join(__opts__["cachedir"], "rolestack", "inventory")
     os.makedirs(cache_root, exist_ok=True)
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{source.fingerprint}".encode()).hexdigest()[:24]

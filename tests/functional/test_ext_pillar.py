@@ -138,11 +138,16 @@ def test_git_source_follows_commits(ext_pillar, pillar_tree, tmp_path):
         ext_pillar("db2", **source)
 
 
-def test_pillar_key_source(ext_pillar, pillar_tree):
+def test_the_pillar_key_source_is_refused(ext_pillar, pillar_tree):
+    # it put the whole inventory, secrets included, in every minion's pillar
+    from salt.exceptions import SaltConfigurationError
+
     inventory = yaml.safe_load((pillar_tree / "inventory.yaml").read_text())
     pillar = {"rolestack": {"inventory": inventory}}
-    result = ext_pillar("mail", pillar=pillar, pillar_key="rolestack:inventory")
-    assert result["rolestack"]["mail"]["relay_clients"][0] == "10.10.10.2/31"
+    for minion_id in ("mail", "db2"):
+        with pytest.raises(SaltConfigurationError, match="the pillar_key source was removed") as err:
+            ext_pillar(minion_id, pillar=pillar, pillar_key="rolestack:inventory")
+        assert inventory["secrets"]["replication_password"] not in str(err.value)
 
 
 # salt 3008's master stores mine data in bank "mine" under the minion id (salt/daemons/masterapi.py _mine);
@@ -161,7 +166,7 @@ def test_misconfiguration_is_reported(ext_pillar):
     from salt.exceptions import SaltConfigurationError
 
     with pytest.raises(SaltConfigurationError, match="exactly one"):
-        ext_pillar("app1", inventory="inventory.yaml", pillar_key="x")
+        ext_pillar("app1", inventory="inventory.yaml", git={"repo": "/nonexistent", "path": "inventory.yaml"})
     with pytest.raises(SaltConfigurationError, match="not found"):
         ext_pillar("app1", inventory="nope.yaml")
 
