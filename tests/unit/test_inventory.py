@@ -272,7 +272,20 @@ def test_secrets_only_reach_roles_that_need_them(example):
     assert "sessions_redis_password" in hosts["app1"]["secrets"]
     assert "sessions_redis_password" in hosts["sessions1"]["secrets"]
     assert "sessions_redis_password" not in hosts["db2"]["secrets"]
-    assert "db_admin_password" not in hosts["salt"]["secrets"]
+    assert "secrets" not in hosts["salt"]  # no secret is for the salt role
+
+
+def test_rsync_secret_reaches_only_the_backup_host_and_db_admin_password_no_host(example):
+    hosts = inv.derive(example)["hosts"]
+    with_rsync = sorted(name for name, pillar in hosts.items() if "rsync_backup_secret" in pillar.get("secrets", {}))
+    assert with_rsync == ["backup"]
+    assert not [name for name, pillar in hosts.items() if "db_admin_password" in pillar.get("secrets", {})]
+    # still accepted (documented unused), no longer required
+    data = copy.deepcopy(example)
+    del data["secrets"]["db_admin_password"]
+    assert inv.validate(data) == []
+    del data["secrets"]["rsync_backup_secret"]
+    assert inv.validate(data) == ["secrets.rsync_backup_secret: missing, expected a value because backup needs it"]
 
 
 def test_missing_address_comes_from_the_mine(example):
