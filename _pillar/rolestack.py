@@ -215,6 +215,7 @@ def _build(source, cache_root, entry_dir):
     """Load, validate and derive; write the result (or the errors) into entry_dir atomically."""
     meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "mine": "", "hosts": []}
     tmp = tempfile.mkdtemp(prefix=".build-", dir=cache_root)
+    missing, cache = [], None
     try:
         try:
             inventory = source.load()
@@ -230,6 +231,8 @@ def _build(source, cache_root, entry_dir):
                 err = logic.InventoryError(err.errors, source.name)
             _write_json(os.path.join(tmp, "errors.json"), {"message": str(err)})
             derived = None
+            # a mine address refused (a clash): built again when those hosts' mine data changes
+            meta.update(pending=missing, mine=_mine_fingerprint(cache, missing) if missing else "")
         if derived is not None:
             os.mkdir(os.path.join(tmp, "hosts"))
             for name, pillar in derived["hosts"].items():
@@ -276,12 +279,12 @@ def _read_entry(entry_dir, minion_id):
     try:
         with open(os.path.join(entry_dir, "meta.json"), encoding="utf-8") as handle:
             meta = json.load(handle)
+        if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"]) != meta["mine"]:
+            return None
         errors_file = os.path.join(entry_dir, "errors.json")
         if os.path.exists(errors_file):
             with open(errors_file, encoding="utf-8") as handle:
                 raise SaltInvocationError(json.load(handle)["message"])
-        if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"]) != meta["mine"]:
-            return None
         # a host's one minion id is its inventory name (a DNS label, never a path); any other id is not a host's
         if minion_id in meta["hosts"]:
             # a missing file of a listed host: the entry is being replaced (None: read again, never the

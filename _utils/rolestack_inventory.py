@@ -378,7 +378,7 @@ def validate(inventory):
             if network is not None:
                 if parsed not in network:
                     err(f"{path}.address: {address} is outside the network {network}, expected an address inside it")
-                elif network.num_addresses > 2 and parsed in (network.network_address, network.broadcast_address):
+                elif not _host_address(parsed, network):
                     err(
                         f"{path}.address: {address} is the network or broadcast address of {network}, expected a host address"
                     )
@@ -589,14 +589,55 @@ def _validate_db_user(path, user, settings, first_use, err):
         err(f"{path}.ssl: got {_fmt(ssl)} but {where}.ssl is {_fmt(first_ssl)}, expected the same for every database")
 
 
-def _address_in(candidates, network):
-    for candidate in candidates or ():
-        try:
-            if ipaddress.ip_address(candidate) in network:
-                return str(candidate)
-        except ValueError:
+def _host_address(parsed, network):
+    """Whether an address may be a host's: not the network or broadcast address (a /31 or /32 has neither)."""
+    return network.num_addresses <= 2 or parsed not in (network.network_address, network.broadcast_address)
+
+
+def mine_host_addresses(inventory, mine_addresses):
+    """
+    The addresses of the hosts of a valid inventory that have none there, from what they reported in the mine
+    (host name -> list of addresses), checked as inventory addresses are: inside the network (others are ignored:
+    a host with none inside stays pending), not its network or broadcast address, and unique against the
+    inventory's addresses and the other hosts' mine addresses. Returns ``({host: address}, errors)``; each error
+    names both hosts of a clash.
+    """
+    network = ipaddress.ip_network(inventory["network"])
+    owners = {}  # address -> (host, where it comes from)
+    for name, spec in inventory["hosts"].items():
+        if (spec or {}).get("address"):
+            owners[ipaddress.ip_address(spec["address"])] = (name, "inventory")
+    found, errors = {}, []
+    for name, spec in inventory["hosts"].items():
+        if (spec or {}).get("address") or not mine_addresses.get(name):
             continue
-    return None
+        inside = []
+        for candidate in mine_addresses[name]:
+            try:
+                parsed = ipaddress.ip_address(candidate)
+            except (TypeError, ValueError):
+                continue
+            if parsed in network:
+                inside.append(parsed)
+        usable = [address for address in inside if _host_address(address, network)]
+        if not usable:
+            if inside:
+                errors.append(
+                    f"hosts.{name}: its mine address {inside[0]} is the network or broadcast address of {network}, "
+                    "expected a host address"
+                )
+            continue
+        address = usable[0]
+        if address in owners:
+            owner, where = owners[address]
+            errors.append(
+                f"hosts.{name}: its mine address {address} is already the {where} address of {owner}, "
+                "expected unique addresses"
+            )
+            continue
+        owners[address] = (name, "mine")
+        found[name] = str(address)
+    return found, errors
 
 
 def missing_addresses(inventory):
@@ -626,18 +667,21 @@ def derive(inventory, mine_addresses=None):
     Derive the per-minion pillar of a valid inventory, in one pass.
 
     ``mine_addresses`` maps host name -> list of addresses the host reported (mine
-    ``network.ip_addrs``); the one inside the inventory network is used for a host without address.
-    A host whose address is still unknown is listed under ``pending`` and left out of records and
-    allow-lists until it reports one.
+    ``network.ip_addrs``); the one inside the inventory network is used for a host without address
+    (:func:`mine_host_addresses`). A host whose address is still unknown is listed under ``pending`` and left
+    out of records and allow-lists until it reports one.
 
     Returns ``{"hosts": {name: pillar}, "common": pillar_for_unknown_minions}``; the value of each
     minion is the ``rolestack`` pillar key. Lists shared between hosts are the same objects (no copies).
-    Raises InventoryError when the inventory is invalid.
+    Raises InventoryError when the inventory is invalid or a mine address is (network or broadcast address,
+    another host's address).
     """
     errors = validate(inventory)
     if errors:
         raise InventoryError(errors)
-    mine_addresses = mine_addresses or {}
+    mine_found, errors = mine_host_addresses(inventory, mine_addresses or {})
+    if errors:
+        raise InventoryError(errors)
     network = ipaddress.ip_network(inventory["network"])
     level, domain = inventory["level"], inventory["domain"]
     zone = f"{level}.{domain}"
@@ -649,7 +693,7 @@ def derive(inventory, mine_addresses=None):
     for name, spec in inventory["hosts"].items():
         spec = spec or {}
         roles, name_cluster = host_roles(name, spec)
-        address = spec.get("address") or _address_in(mine_addresses.get(name), network)
+        address = spec.get("address") or mine_found.get(name)
         cluster = None
         if any(role in CLUSTER_ROLES for role in roles):
             cluster = spec.get("cluster") or name_cluster or DEFAULT_CLUSTER

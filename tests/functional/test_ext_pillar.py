@@ -162,6 +162,21 @@ def test_missing_address_is_read_from_the_mine(ext_pillar, bank, key):
     assert {"name": "www", "type": "A", "data": "10.10.10.61"} in records
 
 
+def test_a_mine_address_clash_refuses_the_pillar_until_the_mine_changes(ext_pillar):
+    cache = salt.cache.factory(ext_pillar.opts)
+    cache.store("mine", "frontend1", {"network.ip_addrs": ["10.10.10.12"]})  # db2's address
+    with pytest.raises(
+        SaltInvocationError, match=r"its mine address 10\.10\.10\.12 is already the inventory address of db2"
+    ):
+        ext_pillar("app1")
+    with pytest.raises(SaltInvocationError, match="frontend1: its mine address"):
+        ext_pillar("db2")
+    time.sleep(1.1)  # the cache's update time has a resolution of a second
+    cache.store("mine", "frontend1", {"network.ip_addrs": ["10.10.10.61"]})
+    assert ext_pillar("db2")["rolestack"]["host"]["address"] == "10.10.10.12"
+    assert ext_pillar("frontend1")["rolestack"]["host"]["address"] == "10.10.10.61"
+
+
 def test_misconfiguration_is_reported(ext_pillar):
     from salt.exceptions import SaltConfigurationError
 

@@ -299,6 +299,38 @@ def test_missing_address_comes_from_the_mine(example):
     assert www == [{"name": "www", "type": "A", "data": "10.10.10.61"}]
 
 
+@pytest.mark.parametrize(
+    ("reported", "error"),
+    [
+        (["10.10.10.12"], "hosts.frontend1: its mine address 10.10.10.12 is already the inventory address of db2"),
+        (["10.10.10.255"], "hosts.frontend1: its mine address 10.10.10.255 is the network or broadcast address"),
+        (["10.10.10.0"], "hosts.frontend1: its mine address 10.10.10.0 is the network or broadcast address"),
+    ],
+)
+def test_mine_addresses_are_checked_like_inventory_ones(example, reported, error):
+    with pytest.raises(inv.InventoryError) as err:
+        inv.derive(example, {"frontend1": ["127.0.0.1", *reported]})
+    assert error in err.value.errors[0] and len(err.value.errors) == 1
+
+
+def test_two_hosts_reporting_one_mine_address_is_an_error_naming_both(example):
+    data = copy.deepcopy(example)
+    data["hosts"]["app3"] = None
+    mine = {"frontend1": ["10.10.10.61"], "app3": ["10.10.10.61"]}
+    with pytest.raises(inv.InventoryError) as err:
+        inv.derive(data, mine)
+    assert err.value.errors == [
+        "hosts.app3: its mine address 10.10.10.61 is already the mine address of frontend1, expected unique addresses"
+    ]
+    # a host address beside the broadcast one is used; addresses outside the network are ignored
+    mine = {"frontend1": ["10.10.10.255", "10.10.10.61"], "app3": ["192.168.1.5", "not an address", "10.10.10.62"]}
+    derived = inv.derive(data, mine)
+    assert derived["hosts"]["frontend1"]["host"]["address"] == "10.10.10.61"
+    assert derived["hosts"]["app3"]["host"]["address"] == "10.10.10.62"
+    # a host with no address inside the network stays pending, as before it reports one
+    assert inv.derive(data, {"frontend1": ["192.168.1.5"]})["common"]["pending"] == ["frontend1", "app3"]
+
+
 def test_unknown_minion_gets_common_pillar(example):
     derived = inv.derive(example)
     assert inv.pillar_for(derived, "stranger")["host"] is None
