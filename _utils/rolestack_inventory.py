@@ -48,12 +48,15 @@ SECRETS = {
 }
 MIN_SECRET_LENGTH = 16
 
-# the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts (x509_v2 policies;
-# the ext_pillar gives them to the salt host as the top-level pillar key x509_signing_policies)
+# the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts: x509_v2 signing policies,
+# one per db host and certificate kind (the ext_pillar gives them to the salt host as the top-level pillar key
+# x509_signing_policies). Each names the one minion id allowed to use it (the host's inventory name: x509_v2
+# matches a plain id exactly, on the CA itself) and fixes the certificate's CN and subjectAltName, which override
+# whatever the request asks: a db host gets certificates for its own names only, and a host that leaves the db
+# role has no policy left.
 CA_DIR = "/etc/pki/rolestack"
 CA_CERT = f"{CA_DIR}/ca.crt"
 _POLICY = [
-    {"minions": "I@rolestack:host:roles:db"},
     {"signing_private_key": f"{CA_DIR}/ca.key"},
     {"signing_cert": CA_CERT},
     {"basicConstraints": "critical, CA:false"},
@@ -63,10 +66,40 @@ _POLICY = [
     {"days_valid": 90},
     {"copypath": f"{CA_DIR}/issued"},
 ]
-SIGNING_POLICIES = {
-    "rolestack_db_server": [*_POLICY, {"extendedKeyUsage": "serverAuth"}],
-    "rolestack_db_client": [*_POLICY, {"extendedKeyUsage": "clientAuth"}],
-}
+CERT_KINDS = {"server": "serverAuth", "client": "clientAuth"}
+
+
+def signing_policy_name(host, kind):
+    """The name of the x509_v2 signing policy of one db host's server or client certificate."""
+    return f"rolestack_db_{kind}_{host}"
+
+
+def _db_certs(entry, zone):
+    """What the CA signs for one db host: CN, subjectAltName (masterdb also answers as masterdb) and its policies."""
+    names = [entry["fqdn"], entry["name"]]
+    if "masterdb" in entry["roles"]:
+        names += [f"masterdb.{zone}", "masterdb"]  # replicas' MASTER_HOST may be the core name
+    return {
+        "cn": entry["fqdn"],
+        "subject_alt_names": [f"DNS:{name}" for name in names] + [f"IP:{entry['address']}"],
+        "policies": {kind: signing_policy_name(entry["name"], kind) for kind in CERT_KINDS},
+    }
+
+
+def _signing_policies(db_certs):
+    """The CA's x509_signing_policies: for each db host, a server and a client policy usable by that id only."""
+    policies = {}
+    for host, certs in db_certs.items():
+        for kind, usage in CERT_KINDS.items():
+            policies[certs["policies"][kind]] = [
+                {"minions": host},
+                *_POLICY,
+                {"CN": certs["cn"]},
+                {"subjectAltName": certs["subject_alt_names"]},
+                {"extendedKeyUsage": usage},
+            ]
+    return policies
+
 
 # names /etc/hosts and DNS give to the host carrying each core role
 CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
@@ -642,6 +675,7 @@ def derive(inventory, mine_addresses=None):
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
+    db_certs = {entry["name"]: _db_certs(entry, zone) for entry in by_role["db"]}  # pending hosts: none yet
 
     out = {}
     for name, entry in hosts.items():
@@ -655,7 +689,7 @@ def derive(inventory, mine_addresses=None):
             pillar["mine_functions"] = dict(
                 common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
             )
-            pillar["x509_signing_policies"] = SIGNING_POLICIES
+            pillar["x509_signing_policies"] = _signing_policies(db_certs)
             pillar["ssh_hosts"] = all_members
         if "mail" in roles:
             pillar["mail"] = dict(mail, relay_clients=relay_clients)
@@ -670,6 +704,7 @@ def derive(inventory, mine_addresses=None):
                 "settings": db_settings,
                 "databases": databases,
                 "users": db_users,
+                "certs": db_certs.get(name),
             }
         if "sessions" in roles:
             pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}

@@ -12,7 +12,7 @@ import pytest
 from tests.support.paths import REPO
 
 sys.path.insert(0, str(REPO / "lab"))
-import rolestack_lab  # noqa: E402
+import rolestack_lab
 
 
 class FakeSystem:
