@@ -392,6 +392,7 @@ def write_master_config(lab):
         link = fileserver / loader_dir
         if not link.is_symlink():
             link.symlink_to(REPO / loader_dir)
+    autosign = root / "autosign_grains"
     write_enroll_tokens(lab, read_enroll_tokens(lab))  # the autosign_grains file (0600), tokens not used yet
     config = {
         "id": lab.salt_host,
@@ -406,8 +407,8 @@ def write_master_config(lab):
         "peer": {".*": ["x509.sign_remote_certificate", "mariadb_replication.serve_backup_stream"]},
         # the CA checks a signing policy's "minions" (I@rolestack:host:roles:db) through the master
         "peer_run": {lab.salt_host: ["match.compound_matches"]},
-        # keys are accepted by rule: a minion presenting a token issued to a host and not used yet
-        "autosign_grains_dir": str(lab.autosign_dir),
+        # keys are accepted by rule: a minion presenting the lab's enrollment grain
+        "autosign_grains_dir": str(autosign),
         "log_file": str(root / "master.log"),
         "log_level_logfile": "info",
         "worker_threads": 4,
