@@ -6,13 +6,15 @@ accepted key, salt's key store files the new key under *denied* and the master r
 Deleting the old key lets the next authentication attempt land in *pending* (or be accepted at once
 when the master autosigns it, e.g. with ``autosign_grains``).
 
-``replace`` is the one-command flow: it drops every key of the id and the master's cached data for it
-(grains, pillar, mine), keeps only a key whose fingerprint is the one read on the new VM with
-``salt-call --local key.finger``, and accepts that key. Without a fingerprint the first key that shows
-up is trusted.
+``replace`` is the one-command flow: it drops every key of the id (and of the other ids that could stand
+for the host: its FQDN form, or its short form) and the master's cached data for it (grains, pillar, mine),
+keeps only a key whose fingerprint is the one read on the new VM with
+``salt-call --local key.finger hash_type=sha256``, and accepts that key. A key is accepted by its fingerprint:
+without one, admit and replace refuse, unless the operator says ``trust_first_key=True`` (the first key that
+shows up is then trusted, whichever machine sent it).
 
-Fingerprints are computed the way the minion computes its own (``key.finger``: a hash of the PEM body,
-without the BEGIN/END lines); the hash follows the length of the fingerprint given (sha256 by default).
+Fingerprints are sha256 only, computed the way the minion computes its own (``key.finger``: a hash of the PEM
+body, without the BEGIN/END lines); an md5 or sha1 fingerprint is refused (collisions can be made).
 In salt 3008.3, ``salt-key -f`` hashes the whole PEM text, so its fingerprints differ from ``key.finger``
 (saltstack/salt#69970): compare with ``minion_key.status``, not with ``salt-key -f``.
 """
@@ -25,6 +27,7 @@ import time
 
 import salt.cache
 import salt.key
+import salt.pillar
 import salt.utils.verify
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltCacheError
@@ -42,7 +45,9 @@ KEY_DIRS = {
     "rejected": "minions_rejected",
     "denied": "minions_denied",
 }
-HASH_BY_LENGTH = {32: "md5", 40: "sha1", 56: "sha224", 64: "sha256", 96: "sha384", 128: "sha512"}
+HASH_TYPE = "sha256"  # the only fingerprint accepted (and shown)
+OTHER_HASHES_BY_LENGTH = {32: "md5", 40: "sha1", 56: "sha224", 96: "sha384", 128: "sha512"}
+FINGER_COMMAND = "salt-call --local key.finger hash_type=sha256"
 GLOB_CHARS = frozenset("*?[],")
 POLL_SECONDS = 1.0
 RESTART_HINT = (
@@ -66,32 +71,32 @@ def __virtual__():
 
 def _normalize_fingerprint(fingerprint):
     """
-    The hex digest in a fingerprint as an operator pastes it (``AA:bb:..``, with or without colons or
-    spaces); None stays None. Raises SaltInvocationError when it is not a whole md5/sha fingerprint.
+    The hex digest in a sha256 fingerprint as an operator pastes it (``AA:bb:..``, with or without colons
+    or spaces); None stays None. Raises SaltInvocationError when it is not a whole sha256 fingerprint (an md5
+    or sha1 one is refused, saying how to read the sha256 one).
     """
     if fingerprint is None:
         return None
     if not isinstance(fingerprint, str):
         # salt's CLI parses arguments as YAML: a numeric-looking value is no longer the text typed
         raise SaltInvocationError(
-            f"fingerprint: expected the text salt-call --local key.finger prints, got {fingerprint!r}; quote it"
+            f"fingerprint: expected the text {FINGER_COMMAND} prints, got a {type(fingerprint).__name__}; quote it"
         )
     digest = re.sub(r"[\s:]", "", fingerprint).lower()
-    if not re.fullmatch(r"[0-9a-f]+", digest) or len(digest) not in HASH_BY_LENGTH:
-        lengths = ", ".join(f"{length} ({name})" for length, name in HASH_BY_LENGTH.items())
+    if re.fullmatch(r"[0-9a-f]+", digest) and len(digest) in OTHER_HASHES_BY_LENGTH:
         raise SaltInvocationError(
-            f"fingerprint: {fingerprint!r} is not a key fingerprint (hex digits, colons optional; "
-            f"{lengths} hex digits); read it on the VM with: salt-call --local key.finger"
+            f"fingerprint: got an {OTHER_HASHES_BY_LENGTH[len(digest)]} fingerprint ({len(digest)} hex digits); "
+            f"only sha256 fingerprints (64 hex digits) are accepted: read it on the VM with: {FINGER_COMMAND}"
+        )
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise SaltInvocationError(
+            f"fingerprint: {fingerprint!r} is not a sha256 key fingerprint (64 hex digits, colons optional); "
+            f"read it on the VM with: {FINGER_COMMAND}"
         )
     return digest
 
 
-def _hash_type_of(digest, default="sha256"):
-    """The hash a normalized fingerprint was made with (by its length); default for None."""
-    return HASH_BY_LENGTH[len(digest)] if digest else default
-
-
-def _key_fingerprint(pub, hash_type="sha256"):
+def _key_fingerprint(pub, hash_type=HASH_TYPE):
     """
     The fingerprint ``salt-call --local key.finger`` prints for this public key (PEM text): the hash of
     the PEM body without the BEGIN/END lines, as ``salt.utils.crypt.pem_finger(path=...)`` computes it.
@@ -106,10 +111,10 @@ def _key_fingerprint(pub, hash_type="sha256"):
 
 def _matches(pub, digest):
     """True when the key has the (normalized) fingerprint."""
-    return _key_fingerprint(pub, _hash_type_of(digest)).replace(":", "") == digest
+    return _key_fingerprint(pub).replace(":", "") == digest
 
 
-def _summarize(keys, hash_type="sha256"):
+def _summarize(keys, hash_type=HASH_TYPE):
     """``[(state, pub), ...]`` as ``{state: [fingerprint, ...]}`` for the four key states."""
     ret = {state: [] for state in STATES}
     for state, pub in keys:
@@ -117,13 +122,13 @@ def _summarize(keys, hash_type="sha256"):
     return ret
 
 
-def _describe(keys, hash_type="sha256"):
+def _describe(keys, hash_type=HASH_TYPE):
     """One line for messages: which states hold which fingerprints."""
     held = [f"{state} {', '.join(fps)}" for state, fps in _summarize(keys, hash_type).items() if fps]
     return "; ".join(held) if held else "no key"
 
 
-def _decide(minion_id, keys, wanted=None, old_accepted=None, default_hash="sha256"):
+def _decide(minion_id, keys, wanted=None, old_accepted=None):
     """
     What admit does next, from the keys the master holds for the id.
 
@@ -132,27 +137,25 @@ def _decide(minion_id, keys, wanted=None, old_accepted=None, default_hash="sha25
         per id), then the denied keys.
 
     wanted
-        The normalized fingerprint the operator read on the VM, or None (trust the first key).
+        The normalized fingerprint the operator read on the VM, or None (trust the first key: only when the
+        operator said trust_first_key=True).
 
     old_accepted
         The key that was accepted when admit started: a mismatching accepted key that is this one is the
         old VM's key (left alone); any other was accepted while admit waited (autosign) and is rejected.
 
-    default_hash
-        The hash of the fingerprints in messages when no fingerprint is wanted (the master's hash_type).
-
     Returns ``(action, state, pub, message)``, action one of ``done`` (this accepted key is the one),
     ``accept`` (accept the key held in state), ``wait``, ``refuse`` (raise, change nothing) or ``reject``
     (reject the accepted key, then raise).
     """
-    hash_type = _hash_type_of(wanted, default_hash)
+    hash_type = HASH_TYPE
     entry = next(((state, pub) for state, pub in keys if state != "denied"), (None, None))
     state, pub = entry
     denied = [pub for state_, pub in keys if state_ == "denied"]
     denied_matching = [pub for pub in denied if wanted and _matches(pub, wanted)]
     seen = _describe(keys, hash_type)
     want = f"fingerprint {_pretty(wanted)}" if wanted else "no fingerprint given"
-    replace_hint = f"salt-run minion_key.replace {minion_id} fingerprint=<salt-call --local key.finger on the VM>"
+    replace_hint = f"salt-run minion_key.replace {minion_id} fingerprint=<{FINGER_COMMAND} on the VM>"
 
     if state == "accepted":
         if wanted is None:
@@ -212,7 +215,7 @@ def _decide(minion_id, keys, wanted=None, old_accepted=None, default_hash="sha25
             pub,
             f"{minion_id}: the pending key's fingerprint {_key_fingerprint(pub, hash_type)} is not "
             f"{_pretty(wanted)}{found}; nothing accepted, the pending key is left as is ({seen}). Check the "
-            f"fingerprint on the VM (salt-call --local key.finger); to drop that key: "
+            f"fingerprint on the VM ({FINGER_COMMAND}); to drop that key: "
             f"salt-run minion_key.retire {minion_id}",
         )
 
@@ -302,7 +305,7 @@ def _cached_data(minion_id):
 
 def _retire(skey, minion_id, keys, keep=None, clear_cache=True):
     """Delete the id's keys (but the one whose pub is keep) and its cached data; what was removed."""
-    hash_type = __opts__.get("hash_type", "sha256")
+    hash_type = HASH_TYPE
     cached = _cached_data(minion_id) if clear_cache else []
     removed = [(state, pub) for state, pub in keys if keep is None or not _same(pub, keep)]
     kept = [(state, pub) for state, pub in keys if keep is not None and _same(pub, keep)]
@@ -359,11 +362,11 @@ def _accept(skey, minion_id, state, pub, hash_type):
 
 def _admit(skey, minion_id, wanted, timeout, old_accepted=None):
     """Wait for, check and accept the id's key. old_accepted: the key accepted before (see _decide)."""
-    hash_type = _hash_type_of(wanted, __opts__.get("hash_type", "sha256"))
+    hash_type = HASH_TYPE
     keys = _keys(skey, minion_id)
     deadline = time.monotonic() + timeout
     while True:
-        action, state, pub, message = _decide(minion_id, keys, wanted, old_accepted, hash_type)
+        action, state, pub, message = _decide(minion_id, keys, wanted, old_accepted)
         if action == "done":
             return _key_fingerprint(pub, hash_type)
         if action == "accept":
@@ -378,7 +381,9 @@ def _admit(skey, minion_id, wanted, timeout, old_accepted=None):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             want = f" with fingerprint {_pretty(wanted)}" if wanted else ""
-            again = f"salt-run minion_key.admit {minion_id}" + (f" fingerprint={_pretty(wanted)}" if wanted else "")
+            again = f"salt-run minion_key.admit {minion_id} " + (
+                f"fingerprint={_pretty(wanted)}" if wanted else "trust_first_key=True"
+            )
             raise CommandExecutionError(
                 f"{minion_id}: no key{want} to accept after {timeout}s: {message}. Is the VM up, with its "
                 f"salt-minion pointed at this master? {RESTART_HINT}; then: {again}"
@@ -392,9 +397,9 @@ def _admit(skey, minion_id, wanted, timeout, old_accepted=None):
 
 def status(minion_id):
     """
-    The keys the master holds for one minion id, by state, as fingerprints (the form
-    ``salt-call --local key.finger`` prints on the minion, in the master's ``hash_type``). A new key
-    under an id whose old key is still accepted shows up under ``denied``.
+    The keys the master holds for one minion id, by state, as sha256 fingerprints (the form
+    ``salt-call --local key.finger hash_type=sha256`` prints on the minion). A new key under an id whose old
+    key is still accepted shows up under ``denied``.
 
     CLI Example:
 
@@ -406,19 +411,73 @@ def status(minion_id):
         One exact minion id (no globs).
     """
     _check_id(minion_id)
-    hash_type = __opts__.get("hash_type", "sha256")
     with salt.key.get_key(__opts__) as skey:
         keys = _keys(skey, minion_id)
-    ret = {"id": minion_id, "hash_type": hash_type}
-    ret.update(_summarize(keys, hash_type))
+    ret = {"id": minion_id, "hash_type": HASH_TYPE}
+    ret.update(_summarize(keys))
     return ret
+
+
+def _rolestack_pillar(minion_id):
+    """The rolestack pillar the master derives for a minion id (its ext_pillar, as the minion would get it)."""
+    # salt.pillar.Pillar, not get_pillar: that one would store the result in the master's pillar cache of the id
+    pillar = salt.pillar.Pillar(__opts__, {}, minion_id, "base").compile_pillar()
+    rolestack = pillar.get("rolestack") if isinstance(pillar, dict) else None
+    if not isinstance(rolestack, dict) or not rolestack.get("platform"):
+        errors = "; ".join(str(err) for err in (pillar or {}).get("_errors", [])[:3]) or "no rolestack:platform"
+        raise CommandExecutionError(
+            f"{minion_id}: cannot tell which other minion ids stand for this host without the master's rolestack "
+            f"pillar ({errors}); fix the inventory or the ext_pillar configuration, then run this again"
+        )
+    return rolestack
+
+
+def _host_ids(minion_id):
+    """
+    The ids that could stand for the host of minion_id: the id; for an inventory host name its FQDN form
+    ``<name>.<level>.<domain>``; for an FQDN in the platform's zone its short form. Retiring them all leaves
+    no stale key under another form accepted (it would get the host's pillar if an id ever maps to it).
+    """
+    rolestack = _rolestack_pillar(minion_id)
+    zone = rolestack["platform"]["zone"]
+    ids = [minion_id]
+    host = rolestack.get("host") or {}
+    if host.get("name") == minion_id and host.get("fqdn"):
+        ids.append(host["fqdn"])
+    short, _, rest = minion_id.partition(".")
+    if rest and rest == zone:
+        ids.append(short)
+    return list(dict.fromkeys(ids))
+
+
+def _retire_other_ids(skey, other_ids, clear_cache=True):
+    """Retire the host's other ids (see _host_ids): {id: what was removed} for those that held anything."""
+    retired = {}
+    for other in other_ids:
+        keys = _keys(skey, other)
+        if keys or (clear_cache and _cached_data(other)):
+            retired[other] = _retire(skey, other, keys, clear_cache=clear_cache)
+    return retired
+
+
+def _require_fingerprint(minion_id, wanted, trust_first_key, function):
+    if wanted is None and trust_first_key is not True:
+        raise SaltInvocationError(
+            f"{minion_id}: no fingerprint given. {function} without one would accept whichever machine asks first "
+            f"under this id (and give it the host's pillar and secrets). Read the fingerprint on the new VM's "
+            f"console: {FINGER_COMMAND}; then: salt-run minion_key.{function} {minion_id} <sha256 fingerprint>. "
+            f"To trust the first key that shows up anyway, say so: salt-run minion_key.{function} {minion_id} "
+            "trust_first_key=True"
+        )
 
 
 def retire(minion_id, clear_cache=True):
     """
-    Delete every key of one minion id (accepted, pending, rejected and denied) and the master's cached
-    data for it (grains, pillar, mine), so that a new VM under that id starts clean: its key then lands in
-    pending (or is autosigned) on its next attempt. Returns what was removed, keys as fingerprints.
+    Delete every key (accepted, pending, rejected and denied) of every id that could stand for the host of
+    ``minion_id`` (the id; for an inventory host name also its FQDN form ``<name>.<level>.<domain>``; for such
+    an FQDN also its short form), and the master's cached data for them (grains, pillar, mine), so that a new
+    VM starts clean and no stale key under another form stays accepted. Returns what was removed, keys as
+    sha256 fingerprints (the other ids under ``other_ids``).
 
     CLI Example:
 
@@ -427,26 +486,32 @@ def retire(minion_id, clear_cache=True):
         salt-run minion_key.retire web9
 
     minion_id
-        One exact minion id (no globs). An id without any key or cached data is an error.
+        One exact minion id (no globs). An id whose forms hold no key and no cached data is an error.
 
     clear_cache
-        False keeps the cached grains, pillar and mine of the id.
+        False keeps the cached grains, pillar and mine of the ids.
     """
     _check_id(minion_id)
+    other_ids = _host_ids(minion_id)[1:]
     with salt.key.get_key(__opts__) as skey:
         keys = _keys(skey, minion_id)
-        if not keys and not (clear_cache and _cached_data(minion_id)):
+        held = keys or (clear_cache and _cached_data(minion_id))
+        ret = _retire(skey, minion_id, keys, clear_cache=clear_cache) if held else {"keys": {}, "cache": []}
+        others = _retire_other_ids(skey, other_ids, clear_cache=clear_cache)
+        if not held and not others:
             raise CommandExecutionError(
-                f"{minion_id}: unknown minion id, the master holds no key and no cached data for it "
-                "(salt-key -L lists the ids)"
+                f"{minion_id}: unknown minion id, the master holds no key and no cached data for it or for "
+                f"{', '.join(other_ids) or 'another form of it'} (salt-key -L lists the ids)"
             )
-        return _retire(skey, minion_id, keys, clear_cache=clear_cache)
+    if others:
+        ret["other_ids"] = others
+    return ret
 
 
-def admit(minion_id, fingerprint=None, timeout=60):
+def admit(minion_id, fingerprint=None, timeout=60, trust_first_key=False):
     """
-    Accept the key of one minion id, waiting up to ``timeout`` seconds for it to show up; returns the
-    accepted key's fingerprint.
+    Accept the key of one minion id, when it has the sha256 fingerprint read on the VM, waiting up to
+    ``timeout`` seconds for it to show up; returns the accepted key's fingerprint.
 
     - a pending key is accepted when it has the fingerprint (a different one is refused: nothing is
       accepted, the pending key is left as is);
@@ -454,73 +519,85 @@ def admit(minion_id, fingerprint=None, timeout=60):
     - an accepted key with the fingerprint is returned as is (e.g. autosign took it). One accepted while
       waiting with another fingerprint is rejected, then an error is raised. An accepted key that was
       already there with another fingerprint is the old VM's: refused, use ``replace``;
-    - without a fingerprint the first key that shows up is trusted (trust on first use).
+    - without a fingerprint: refused, unless ``trust_first_key=True`` (the first key that shows up is then
+      accepted, whichever machine sent it).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run minion_key.admit web9 fingerprint=5e:0f:...:c2
-        salt-run minion_key.admit web9 timeout=300
+        # on the new VM (console): salt-call --local key.finger hash_type=sha256
+        salt-run minion_key.admit web9 5e:0f:...:c2
+        salt-run minion_key.admit web9 fingerprint=5e:0f:...:c2 timeout=300
 
     minion_id
         One exact minion id (no globs).
 
     fingerprint
-        The key's fingerprint as read on the VM: ``salt-call --local key.finger`` (colons optional).
+        The key's sha256 fingerprint as read on the VM: ``salt-call --local key.finger hash_type=sha256``
+        (colons optional). md5/sha1 fingerprints are refused.
 
     timeout
         Seconds to wait for a key to show up (0: look once).
+
+    trust_first_key
+        True to accept a key without a fingerprint (trust on first use): only when nothing else can ask
+        under this id, e.g. a network only the new VM can reach.
     """
     _check_id(minion_id)
     wanted = _normalize_fingerprint(fingerprint)
+    _require_fingerprint(minion_id, wanted, trust_first_key, "admit")
     _check_timeout(timeout)
     with salt.key.get_key(__opts__) as skey:
         old_accepted = next((pub for state, pub in _keys(skey, minion_id) if state == "accepted"), None)
         return _admit(skey, minion_id, wanted, timeout, old_accepted)
 
 
-def replace(minion_id, fingerprint=None, timeout=60):
+def replace(minion_id, fingerprint=None, timeout=60, trust_first_key=False):
     """
-    The replaced VM flow in one command: retire the id's keys and cached data, keeping only a key that
-    has the fingerprint (the new VM may already have asked: its key is then denied), then admit the new
-    key. Run it before booting the replacement, or right after. Returns what was retired and the accepted
-    fingerprint.
+    The replaced VM flow in one command: retire the keys and cached data of every id that could stand for the
+    host (as ``retire``), keeping only a key of the id that has the fingerprint (the new VM may already have
+    asked: its key is then denied), then admit the new key. Run it before booting the replacement, or right
+    after. Returns what was retired and the accepted fingerprint.
 
     CLI Example:
 
     .. code-block:: bash
 
-        # on the new VM: salt-call --local key.finger
+        # on the new VM (console): salt-call --local key.finger hash_type=sha256
         salt-run minion_key.replace web9 fingerprint=5e:0f:...:c2
 
     minion_id
         One exact minion id (no globs).
 
     fingerprint
-        The new VM's key fingerprint (``salt-call --local key.finger`` on it). Without it the first key
-        that shows up after the retirement is trusted.
+        The new VM's sha256 key fingerprint (``salt-call --local key.finger hash_type=sha256`` on it).
 
     timeout
         Seconds to wait for the new key to show up.
+
+    trust_first_key
+        True to accept the first key that shows up after the retirement without a fingerprint.
     """
     _check_id(minion_id)
     wanted = _normalize_fingerprint(fingerprint)
+    _require_fingerprint(minion_id, wanted, trust_first_key, "replace")
     _check_timeout(timeout)
     if wanted is None:
-        log.warning("%s: no fingerprint given, the first key that shows up will be accepted", minion_id)
+        log.warning("%s: trust_first_key: the first key that shows up will be accepted", minion_id)
+    other_ids = _host_ids(minion_id)[1:]
     with salt.key.get_key(__opts__) as skey:
         keys = _keys(skey, minion_id)
         keep = next((pub for _, pub in keys if wanted and _matches(pub, wanted)), None)
         retired = _retire(skey, minion_id, keys, keep=keep)
+        others = _retire_other_ids(skey, other_ids)
+        if others:
+            retired["other_ids"] = others
         try:
             # after the retirement any accepted key is new (autosign), but the kept one
             accepted = _admit(skey, minion_id, wanted, timeout, old_accepted=None)
         except CommandExecutionError as err:
-            gone = _describe(
-                [(state, pub) for state, pub in keys if keep is None or not _same(pub, keep)],
-                _hash_type_of(wanted, __opts__.get("hash_type", "sha256")),
-            )
+            gone = _describe([(state, pub) for state, pub in keys if keep is None or not _same(pub, keep)])
             raise CommandExecutionError(
                 f"{err} (already retired: {gone}; cached data: {', '.join(retired['cache']) or 'none'})"
             ) from err

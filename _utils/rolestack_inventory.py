@@ -51,12 +51,15 @@ SECRETS = {
 }
 MIN_SECRET_LENGTH = 16
 
-# the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts (x509_v2 policies;
-# the ext_pillar gives them to the salt host as the top-level pillar key x509_signing_policies)
+# the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts: x509_v2 signing policies,
+# one per db host and certificate kind (the ext_pillar gives them to the salt host as the top-level pillar key
+# x509_signing_policies). Each names the one minion id allowed to use it (the host's inventory name: x509_v2
+# matches a plain id exactly, on the CA itself) and fixes the certificate's CN and subjectAltName, which override
+# whatever the request asks: a db host gets certificates for its own names only, and a host that leaves the db
+# role has no policy left.
 CA_DIR = "/etc/pki/rolestack"
 CA_CERT = f"{CA_DIR}/ca.crt"
 _POLICY = [
-    {"minions": "I@rolestack:host:roles:db"},
     {"signing_private_key": f"{CA_DIR}/ca.key"},
     {"signing_cert": CA_CERT},
     {"basicConstraints": "critical, CA:false"},
@@ -66,10 +69,40 @@ _POLICY = [
     {"days_valid": 90},
     {"copypath": f"{CA_DIR}/issued"},
 ]
-SIGNING_POLICIES = {
-    "rolestack_db_server": [*_POLICY, {"extendedKeyUsage": "serverAuth"}],
-    "rolestack_db_client": [*_POLICY, {"extendedKeyUsage": "clientAuth"}],
-}
+CERT_KINDS = {"server": "serverAuth", "client": "clientAuth"}
+
+
+def signing_policy_name(host, kind):
+    """The name of the x509_v2 signing policy of one db host's server or client certificate."""
+    return f"rolestack_db_{kind}_{host}"
+
+
+def _db_certs(entry, zone):
+    """What the CA signs for one db host: CN, subjectAltName (masterdb also answers as masterdb) and its policies."""
+    names = [entry["fqdn"], entry["name"]]
+    if "masterdb" in entry["roles"]:
+        names += [f"masterdb.{zone}", "masterdb"]  # replicas' MASTER_HOST may be the core name
+    return {
+        "cn": entry["fqdn"],
+        "subject_alt_names": [f"DNS:{name}" for name in names] + [f"IP:{entry['address']}"],
+        "policies": {kind: signing_policy_name(entry["name"], kind) for kind in CERT_KINDS},
+    }
+
+
+def _signing_policies(db_certs):
+    """The CA's x509_signing_policies: for each db host, a server and a client policy usable by that id only."""
+    policies = {}
+    for host, certs in db_certs.items():
+        for kind, usage in CERT_KINDS.items():
+            policies[certs["policies"][kind]] = [
+                {"minions": host},
+                *_POLICY,
+                {"CN": certs["cn"]},
+                {"subjectAltName": certs["subject_alt_names"]},
+                {"extendedKeyUsage": usage},
+            ]
+    return policies
+
 
 # names /etc/hosts and DNS give to the host carrying each core role
 CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
@@ -761,6 +794,7 @@ def derive(inventory, mine_addresses=None):
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
+    db_certs = {entry["name"]: _db_certs(entry, zone) for entry in by_role["db"]}  # pending hosts: none yet
 
     out = {}
     for name, entry in hosts.items():
@@ -774,7 +808,7 @@ def derive(inventory, mine_addresses=None):
             pillar["mine_functions"] = dict(
                 common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
             )
-            pillar["x509_signing_policies"] = SIGNING_POLICIES
+            pillar["x509_signing_policies"] = _signing_policies(db_certs)
             pillar["ssh_hosts"] = all_members
         if "mail" in roles:
             pillar["mail"] = dict(mail, relay_clients=relay_clients)
@@ -789,6 +823,7 @@ def derive(inventory, mine_addresses=None):
                 "settings": db_settings,
                 "databases": databases,
                 "users": db_users,
+                "certs": db_certs.get(name),
             }
         if "sessions" in roles:
             pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}
@@ -899,11 +934,10 @@ def pillar_for(derived, minion_id, zone=None):  # pylint: disable=unused-argumen
 
 
 # what each peer call is for: db hosts ask the CA (the salt host's minion) to sign their certificates (x509_v2
-# remote signing); a new replica asks a db host (masterdb) for one backup stream; the CA asks the master whether
-# a requester matches a signing policy's ``minions`` (a runner, so ``peer_run``)
+# remote signing); a new replica asks a db host (masterdb) for one backup stream. No minion runs runners
+# (``peer_run`` empty): the signing policies name exact minion ids, which the CA matches itself.
 PEER_SIGN = "x509.sign_remote_certificate"
 PEER_STREAM = "mariadb_replication.serve_backup_stream"
-PEER_RUN_MATCH = "match.compound_matches"
 
 
 def exact_pattern(text):
@@ -919,8 +953,9 @@ def master_acl(inventory):
     """
     The salt master's ``peer`` and ``peer_run`` settings for a valid inventory, least privilege: each db host may
     publish the signing request to the salt host only and the backup stream request to the other db hosts only
-    (per-target entries ``{"L@<ids>": [function]}``, Salt's ``auth_check``); only the salt host's minion may run
-    ``match.compound_matches``. Minion ids are the inventory host names. Raises InventoryError.
+    (per-target entries ``{"L@<ids>": [function]}``, Salt's ``auth_check``); no minion may run a runner
+    (``peer_run`` is empty, and written so: it replaces any default). Minion ids are the inventory host names.
+    Raises InventoryError.
     """
     errors = validate(inventory)
     if errors:
@@ -935,5 +970,4 @@ def master_acl(inventory):
         if sources:
             rights.append({"L@" + ",".join(sources): [exact_pattern(PEER_STREAM)]})
         peer[exact_pattern(host)] = rights
-    peer_run = {exact_pattern(salt_host): [exact_pattern(PEER_RUN_MATCH)]}
-    return {"peer": peer, "peer_run": peer_run}
+    return {"peer": peer, "peer_run": {}}

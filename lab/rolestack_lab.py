@@ -77,6 +77,13 @@ BASE_VERSION = hashlib.sha256(
     json.dumps([BASE_INCLUDE, ROLE_PACKAGES, REPO_ONLY_PACKAGES, DISABLED_UNITS, MASKED_UNITS, 2]).encode()
 ).hexdigest()[:16]
 
+# a minion's enrollment: its host's own token (one per host, single-use) presented as this grain; the master's
+# autosign_grains_dir holds the tokens not used yet
+ENROLL_GRAIN = "rolestack_enroll"
+ENROLL_CONF = "etc/salt/minion.d/enroll.conf"  # inside the host, 0600 root
+PROC = Path("/proc")
+NETNS_DIR = Path("/run/netns")
+
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
 
 
@@ -284,6 +291,14 @@ class Lab:
     def pillar_repo(self):
         return self.dir / "pillar"
 
+    @property
+    def autosign_dir(self):
+        return self.master_dir / "autosign_grains"
+
+    @property
+    def enroll_tokens_file(self):
+        return self.master_dir / "enroll_tokens.json"
+
     def save(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
@@ -337,7 +352,7 @@ class Lab:
 
 
 def netns_exists(name):
-    return Path("/run/netns", name).exists()
+    return (NETNS_DIR / name).exists()
 
 
 def create_network(lab, hosts, network):
@@ -362,7 +377,7 @@ def add_host_network(lab, host, address, prefixlen):
 
 def lab_namespaces(lab):
     prefix = f"rolestack-{lab.name}-"
-    base = Path("/run/netns")
+    base = NETNS_DIR
     return sorted(p.name for p in base.iterdir() if p.name.startswith(prefix)) if base.exists() else []
 
 
@@ -378,8 +393,7 @@ def write_master_config(lab):
         if not link.is_symlink():
             link.symlink_to(REPO / loader_dir)
     autosign = root / "autosign_grains"
-    autosign.mkdir(parents=True, exist_ok=True)
-    (autosign / "rolestack_enroll").write_text(lab.state["enroll_token"] + "\n")
+    write_enroll_tokens(lab, read_enroll_tokens(lab))  # the autosign_grains file (0600), tokens not used yet
     config = {
         "id": lab.salt_host,
         "root_dir": str(root),
@@ -465,6 +479,47 @@ def wait_for(predicate, timeout, what, interval=0.5):
     raise LabError(f"timed out after {timeout} s waiting for {what}")
 
 
+# ---------------------------------------------------------------------------------------------------- enrollment
+
+
+def _write_private(path, text):
+    """Replace a file with one readable by root only (0600 from its creation, never briefly wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(text)
+    tmp.rename(path)
+
+
+def read_enroll_tokens(lab):
+    """{host: token} of the tokens issued and not used yet."""
+    try:
+        return json.loads(lab.enroll_tokens_file.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def write_enroll_tokens(lab, tokens):
+    """The tokens not used yet: the lab's record, and the master's autosign_grains file (what it accepts)."""
+    _write_private(lab.enroll_tokens_file, json.dumps(tokens, indent=1, sort_keys=True))
+    _write_private(lab.autosign_dir / ENROLL_GRAIN, "".join(f"# {h}\n{t}\n" for h, t in sorted(tokens.items())))
+
+
+def issue_enroll_token(lab, host):
+    """A fresh random token for the host, in a file of its container readable by root only, and on the master."""
+    token = secrets.token_hex(16)
+    _write_private(lab.host_dir(host) / "merged" / ENROLL_CONF, json.dumps({"grains": {ENROLL_GRAIN: token}}))
+    write_enroll_tokens(lab, {**read_enroll_tokens(lab), host: token})
+
+
+def retire_enroll_tokens(lab, hosts):
+    """Single use: once a host's key is accepted, its token enrols nothing more (another id presenting it stays
+    pending)."""
+    tokens = read_enroll_tokens(lab)
+    write_enroll_tokens(lab, {host: token for host, token in tokens.items() if host not in hosts})
+
+
 # ---------------------------------------------------------------------------------------------------- containers
 
 
@@ -474,7 +529,7 @@ def container_pid1(lab, host):
     if not nspawn or not _alive(nspawn):
         return None
     try:
-        children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
+        children = (PROC / str(nspawn) / "task" / str(nspawn) / "children").read_text().split()
     except OSError:
         return None
     return int(children[0]) if children else None
@@ -502,8 +557,7 @@ def prepare_host(lab, host):
             {
                 "id": host,
                 "master": lab.hosts[lab.salt_host]["address"],
-                "grains": {"rolestack_enroll": lab.state["enroll_token"]},
-                "autosign_grains": ["rolestack_enroll"],
+                "autosign_grains": [ENROLL_GRAIN],
                 # a replaced VM's key is refused until the operator admits it: keep asking, quickly
                 "rejected_retry": True,
                 "acceptance_wait_time": 2,
@@ -513,6 +567,7 @@ def prepare_host(lab, host):
             indent=1,
         )
     )
+    issue_enroll_token(lab, host)
     unit = merged / "etc/systemd/system/salt-minion.service"
     unit.write_text(
         "[Unit]\nDescription=Salt minion (the repository's venv, bind-mounted read-only)\n"
@@ -561,20 +616,22 @@ def wait_booted(lab, host, timeout=120):
 
 
 def stop_host(lab, host, timeout=20):
-    """Orderly poweroff (SIGTERM to nspawn), SIGKILL of the container's PID 1 after `timeout`."""
+    """Orderly poweroff (SIGTERM to nspawn), SIGKILL of the container's PID 1 after `timeout`; each PID is signalled
+    only while it is this host's (is_lab_nspawn, in_lab_netns)."""
     nspawn = lab.hosts.get(host, {}).get("nspawn_pid")
-    if nspawn and _alive(nspawn) and _cmdline(nspawn).startswith("systemd-nspawn"):
+    if nspawn and _alive(nspawn) and is_lab_nspawn(lab, host, nspawn):
         pid1 = container_pid1(lab, host)
         os.kill(nspawn, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _alive(nspawn) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _alive(nspawn):
-            if pid1:
+            if pid1 and in_lab_netns(pid1, _netns_inodes(lab, [host])):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid1, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(nspawn, signal.SIGKILL)
+            if is_lab_nspawn(lab, host, nspawn):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(nspawn, signal.SIGKILL)
             wait_for(lambda: not _alive(nspawn), 10, f"{host}'s nspawn to exit")
     merged = lab.host_dir(host) / "merged"
     if os.path.ismount(merged):
@@ -584,9 +641,71 @@ def stop_host(lab, host, timeout=20):
 
 def _cmdline(pid):
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _argv(pid):
+    """A process's command line as words (salt's daemons rewrite theirs into one string: split on spaces too)."""
+    return _cmdline(pid).split()
+
+
+def _has_option(argv, option, value):
+    return any(argv[index : index + 2] == [option, value] for index in range(len(argv) - 1))
+
+
+def _ns_inode(pid, kind="net"):
+    try:
+        return os.stat(PROC / str(pid) / "ns" / kind).st_ino
+    except OSError:
+        return None
+
+
+def _netns_inodes_of(names):
+    """The inodes of these named network namespaces (those that exist)."""
+    inodes = set()
+    for name in names:
+        with contextlib.suppress(OSError):
+            inodes.add(os.stat(NETNS_DIR / name).st_ino)
+    return inodes
+
+
+def _netns_inodes(lab, hosts):
+    return _netns_inodes_of([lab.netns(host) for host in hosts if host])
+
+
+def in_lab_netns(pid, inodes):
+    """True when the process lives in one of these network namespaces (the lab's: checked, never assumed)."""
+    inode = _ns_inode(pid)
+    return inode is not None and inode in inodes
+
+
+def is_lab_nspawn(lab, host, pid):
+    """
+    True when pid is the systemd-nspawn of this lab's host: its command line boots the host's overlay as the
+    host's machine, and its child (the container's init), once there, lives in the host's lab network namespace.
+    """
+    argv = _argv(pid)
+    if not argv or os.path.basename(argv[0]) != "systemd-nspawn":
+        return False
+    if not (_has_option(argv, "-D", str(lab.host_dir(host) / "merged")) and _has_option(argv, "-M", lab.machine(host))):
+        return False
+    try:
+        children = (PROC / str(pid) / "task" / str(pid) / "children").read_text().split()
+    except OSError:
+        children = []
+    return not children or in_lab_netns(int(children[0]), _netns_inodes(lab, [host]))
+
+
+def is_lab_master(lab, pid):
+    """True when pid is this lab's salt-master: salt-master -c <the lab's master dir>, in the salt host's namespace."""
+    argv = _argv(pid)
+    return (
+        any(os.path.basename(word) == "salt-master" for word in argv)
+        and _has_option(argv, "-c", str(lab.master_dir))
+        and in_lab_netns(pid, _netns_inodes(lab, [lab.state.get("salt_host")]))
+    )
 
 
 def _alive(pid):
@@ -719,7 +838,6 @@ def cmd_up(lab, profile):
         "hosts": hosts,
         "salt_host": salt_host,
         "network": str(network),
-        "enroll_token": secrets.token_hex(16),
     }
     lab.save()
     with step(f"network: bridge in {lab.switch}, {len(hosts)} host namespaces in {network}"):
@@ -734,8 +852,9 @@ def cmd_up(lab, profile):
             boot_host(lab, host)
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             list(pool.map(lambda h: wait_booted(lab, h), hosts))
-    with step("minion keys accepted by the enrollment rule; every minion answers"):
+    with step("minion keys accepted by each host's enrollment token; every minion answers; tokens retired"):
         wait_minions(lab, hosts)
+        retire_enroll_tokens(lab, hosts)
     with step("first highstate, in waves (salt host, masterdb, the rest)"):
         result = highstate(lab, waves=True)
         print_summary(result["rows"], result["wall"])
@@ -755,16 +874,19 @@ def cmd_down(lab, quiet=False):
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             list(pool.map(lambda h: stop_host(lab, h), hosts))
     pid = master_pid(lab)
-    if pid:
+    if pid and is_lab_master(lab, pid):
         os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(LabError):
             wait_for(lambda: not _alive(pid), 15, "salt-master to stop")
-    # anything still living in a lab namespace (master workers, strays) goes by PID
+    elif pid:
+        say(f"    pid {pid} of the master's pid file is not this lab's salt-master ({_cmdline(pid)[:100]}): left alone")
+    # anything still living in a lab namespace (master workers, strays) goes by PID, each checked to be in it
     for ns in lab_namespaces(lab):
-        pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
-        for stray in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(stray), signal.SIGKILL)
+        inode = _netns_inodes_of([ns])
+        for stray in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+            if stray.isdigit() and in_lab_netns(int(stray), inode):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(stray), signal.SIGKILL)
     for mount in lab_mounts(lab):
         run(["umount", "-l", mount], check=False)
     for ns in lab_namespaces(lab):
@@ -788,27 +910,19 @@ def lab_mounts(lab):
 
 
 def lab_netns_inodes(lab):
-    inodes = set()
-    for ns in lab_namespaces(lab):
-        with contextlib.suppress(OSError):
-            inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
-    return inodes
+    return _netns_inodes_of(lab_namespaces(lab))
 
 
 def lab_processes(lab, netns_inodes=None):
-    """PIDs of processes that belong to the lab (in its namespaces or started from its run dir)."""
+    """PIDs of the lab's processes: in one of its network namespaces, or one of its hosts' systemd-nspawn."""
     inodes = lab_netns_inodes(lab) | set(netns_inodes or ())
     found = []
-    for proc in Path("/proc").iterdir():
+    for proc in PROC.iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
-        try:
-            net = os.stat(proc / "ns/net").st_ino
-        except OSError:
-            continue
-        cmdline = _cmdline(proc.name)
-        if net in inodes or str(lab.dir) in cmdline or f"rs-{lab.name}-" in cmdline:
-            found.append(int(proc.name))
+        pid = int(proc.name)
+        if in_lab_netns(pid, inodes) or any(is_lab_nspawn(lab, host, pid) for host in lab.hosts):
+            found.append(pid)
     return found
 
 
@@ -839,6 +953,7 @@ def cmd_replace(lab, host):
     with step(f"on the master: salt-run minion_key.replace {host} fingerprint=<new>"):
         proc = salt_run(lab, "--out=json", "minion_key.replace", host, f"fingerprint={finger}", "timeout=60")
         say("    " + " ".join(proc.stdout.split())[:300])
+        retire_enroll_tokens(lab, [host])
     with step(f"on {host}: salt-call state.highstate"):
         hs_start = time.monotonic()
         proc = in_host(lab, host, VENV / "bin/salt-call", "--out=json", "state.highstate", check=False, timeout=900)

@@ -9,8 +9,11 @@
 {{ raise("no rolestack:db pillar for " ~ grains['id'] ~ ": db.certs applies only to hosts with role db in the "
          ~ "inventory (the CA signs db certificates for them only)") }}
 {%- endif %}
-{%- set host = rs.host %}
-{%- set zone = rs.platform.zone %}
+{%- set certs = rs.db.get('certs') %}
+{%- if not certs %}
+{{ raise("no certificate policies for " ~ grains['id'] ~ " in its rolestack:db pillar: the inventory has no address "
+         ~ "for it yet (a pending host gets its policies once the mine reports its address)") }}
+{%- endif %}
 {%- set ca = (rs.get('hosts_entries') or {}).get('salt') or {} %}
 {%- set ssl_dir = '/etc/mysql/ssl' %}
 {%- set ca_crt_on_ca = '/etc/pki/rolestack/ca.crt' %}
@@ -18,34 +21,17 @@
     state.apply db.certs with the pillar rolestack_certs:days_remaining set to 400 (see docs/roles/db.md) #}
 {%- set days_remaining = salt['pillar.get']('rolestack_certs:days_remaining', 30) | int %}
 
-{#- the CA: the salt host's minion, found by its inventory name or FQDN (whichever is its minion id) in the mine,
-    where salt.ca publishes its certificate #}
-{%- set found = namespace(id=None, pem=None) %}
+{#- the CA: the salt host's minion, whose id is its inventory name (one minion id per host), in the mine where
+    salt.ca publishes its certificate #}
+{%- set ca_pem = none %}
 {%- if ca.get('name') %}
-{%- set mine = salt['mine.get']([ca.name, ca.fqdn] | join(','), 'x509.get_pem_entries', tgt_type='list') %}
-{%- for minion, entries in mine | dictsort if found.id is none and entries is mapping and entries.get(ca_crt_on_ca) %}
-{%- set found.id = minion %}
-{%- set found.pem = entries[ca_crt_on_ca] %}
-{%- endfor %}
+{%- set entries = salt['mine.get'](ca.name, 'x509.get_pem_entries', tgt_type='list').get(ca.name) %}
+{%- set ca_pem = entries.get(ca_crt_on_ca) if entries is mapping else none %}
 {%- endif %}
-{%- if found.id is none %}
+{%- if not ca_pem %}
 {{ raise("the CA certificate is not in the salt mine (x509.get_pem_entries of " ~ ca_crt_on_ca ~ " from the salt "
          ~ "host " ~ (ca.get('name') or '<none in the inventory>') ~ "): apply the salt role on the salt host first, "
          ~ "salt -C 'I@rolestack:host:roles:salt' state.apply salt, then apply this host again") }}
-{%- endif %}
-
-{#- names replicas and clients use: the host's name in the zone, its short name and its address; the masterdb
-    host also answers as masterdb (the replicas' MASTER_HOST may be that alias) #}
-{%- set names = [host.fqdn, host.name] %}
-{%- if rs.db.get('is_master') %}
-{%- do names.extend(['masterdb.' ~ zone, 'masterdb']) %}
-{%- endif %}
-{%- set san = [] %}
-{%- for name in names | unique %}
-{%- do san.append('DNS:' ~ name) %}
-{%- endfor %}
-{%- if host.get('address') %}
-{%- do san.append('IP:' ~ host.address) %}
 {%- endif %}
 
 {#- the files are read by mysqld (user mysql) after it drops root: group mysql, keys not world-readable. The group
@@ -68,15 +54,14 @@ db-certs-dir:
 db-certs-ca:
   x509.pem_managed:
     - name: {{ ssl_dir }}/ca.pem
-    - text: {{ found.pem | json }}
+    - text: {{ ca_pem | json }}
     - user: root
     - group: mysql
     - mode: '0644'
     - require:
       - file: db-certs-dir
 
-{%- for kind, policy, eku in (('server', 'rolestack_db_server', 'serverAuth'),
-                                ('client', 'rolestack_db_client', 'clientAuth')) %}
+{%- for kind, policy in certs.policies | dictsort %}
 
 {#- generated here, never leaves the host; kept across renewals #}
 db-certs-{{ kind }}-key:
@@ -90,16 +75,17 @@ db-certs-{{ kind }}-key:
     - require:
       - file: db-certs-dir
 
-{#- signed by the CA under the {{ policy }} policy (it sets validity, key usages and extendedKeyUsage {{ eku }});
-    re-requested when fewer than days_remaining days are left, or when the names, key or CA changed #}
+{#- signed by the CA under this host's own policy, which fixes the names, validity and key usages (the request's
+    CN and subjectAltName are the same ones, from the pillar); re-requested when fewer than days_remaining days are
+    left, or when the names, key or CA changed #}
 db-certs-{{ kind }}-cert:
   x509.certificate_managed:
     - name: {{ ssl_dir }}/{{ kind }}.pem
-    - ca_server: {{ found.id }}
+    - ca_server: {{ ca.name }}
     - signing_policy: {{ policy }}
     - private_key: {{ ssl_dir }}/{{ kind }}.key
-    - CN: {{ host.fqdn }}
-    - subjectAltName: {{ san | json }}
+    - CN: {{ certs.cn }}
+    - subjectAltName: {{ certs.subject_alt_names | json }}
     - days_remaining: {{ days_remaining }}
     - user: root
     - group: mysql

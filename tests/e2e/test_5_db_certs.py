@@ -1,8 +1,14 @@
-"""Certificates: the salt host is the CA, db hosts get server and client certificates by x509_v2 remote signing."""
+"""
+Certificates: the salt host is the CA, db hosts get server and client certificates by x509_v2 remote signing, each
+under its own policies (exact minion id, fixed names); a host removed from the db role stops qualifying at once.
+"""
 
 import subprocess
 
 import pytest
+
+from tests.e2e.test_3_git_pillar import commit
+from tests.e2e.test_3_git_pillar import git
 
 ZONE = "production.wpdn"
 DB_HOSTS = ["db1-masterdb", "db2"]
@@ -111,32 +117,64 @@ def test_a_second_apply_changes_nothing(lab, certs):
         assert _changed(_apply(lab, host, "db.certs")) == set(), host
 
 
-def test_a_non_db_host_is_refused(lab, certs):
-    lab.sh("app1", "openssl", "genrsa", "-out", "/root/rolestack-probe.key", "2048")
+def _request(lab, host, policy, *args):
+    """x509.create_certificate on host against the CA under policy (a probe key made for it); the return."""
+    lab.sh(host, "openssl", "genrsa", "-out", "/root/rolestack-probe.key", "2048")
     try:
-        for policy in ("rolestack_db_server", "rolestack_db_client"):
-            ret = lab.salt("app1", "x509.create_certificate", f"ca_server={lab.lab.salt_host}", f"signing_policy={policy}",
-                           "private_key=/root/rolestack-probe.key", f"CN=app1.{ZONE}")  # fmt: skip
-            assert "minion not permitted to use specified signing policy" in str(ret["app1"]), ret
+        ret = lab.salt(host, "x509.create_certificate", f"ca_server={lab.lab.salt_host}", f"signing_policy={policy}",
+                       "private_key=/root/rolestack-probe.key", *args)  # fmt: skip
+        return ret[host]
     finally:
-        lab.sh("app1", "rm", "-f", "/root/rolestack-probe.key")
+        lab.sh(host, "rm", "-f", "/root/rolestack-probe.key")
+
+
+def test_a_non_db_host_is_refused(lab, certs):
+    for kind in ("server", "client"):
+        ret = _request(lab, "app1", f"rolestack_db_{kind}_db2", f"CN=db2.{ZONE}")
+        assert "minion not permitted to use specified signing policy" in str(ret), ret
+    ret = _request(lab, "app1", "rolestack_db_server_app1", f"CN=app1.{ZONE}")
+    assert "signing_policy must be specified and defined on signing minion" in str(ret), ret
     # and the SLS itself refuses to render on a host without role db
     ret = lab.salt("app1", "state.apply", "db.certs")
     assert "no rolestack:db pillar for app1" in str(ret["app1"])
 
 
+def test_a_db_host_cannot_use_another_db_host_policy(lab, certs):
+    for kind in ("server", "client"):
+        ret = _request(lab, "db2", f"rolestack_db_{kind}_db1-masterdb", f"CN=masterdb.{ZONE}")
+        assert "minion not permitted to use specified signing policy" in str(ret), ret
+
+
 def test_the_policy_overrides_what_a_db_host_asks(lab, certs):
-    ret = lab.salt("db2", "x509.create_certificate", f"ca_server={lab.lab.salt_host}",
-                   "signing_policy=rolestack_db_server", f"private_key={SSL}/server.key", f"CN=db2.{ZONE}",
+    """db2 under its own policy asks for masterdb's names, CA:true and 10 years: it gets its own names, 90 days."""
+    pem = _request(lab, "db2", "rolestack_db_server_db2", f"CN=masterdb.{ZONE}", "subjectAltName=DNS:masterdb",
                    "basicConstraints=critical, CA:true", "days_valid=3650")  # fmt: skip
-    pem = ret["db2"]
-    assert "BEGIN CERTIFICATE" in pem, ret
+    assert "BEGIN CERTIFICATE" in pem, pem
     text = subprocess.run(
-        ["openssl", "x509", "-noout", "-ext", "basicConstraints,extendedKeyUsage", "-checkend", str(91 * 86400)],
+        ["openssl", "x509", "-noout", "-subject", "-ext", "basicConstraints,extendedKeyUsage,subjectAltName",
+         "-checkend", str(91 * 86400)],
         input=pem, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert "CA:FALSE" in text.stdout and "TLS Web Server Authentication" in text.stdout
     assert "Certificate will expire" in text.stdout  # the policy's 90 days, not the 3650 asked for
+    assert f"CN = db2.{ZONE}" in text.stdout and "masterdb" not in text.stdout, text.stdout
+
+
+def test_a_host_removed_from_the_db_role_stops_qualifying_at_once(lab, certs):
+    """The salt host's state run reloads the CA's pillar when the policies changed: no restart, no waiting."""
+    head = subprocess.run(["git", "-C", str(lab.pillar_repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    commit(lab, lambda data: data["hosts"]["db2"].update(roles=["app"]), "db2 leaves the db role")
+    try:
+        changed = _changed(_apply(lab, "salt", "salt.ca"))
+        assert {"salt-ca-policies-record", "salt-ca-policies-loaded"} <= changed, changed
+        ret = _request(lab, "db2", "rolestack_db_server_db2", f"CN=db2.{ZONE}")
+        assert "signing_policy must be specified and defined on signing minion" in str(ret), ret
+    finally:
+        git(lab, "revert", "--no-edit", f"{head}..HEAD")
+        _apply(lab, "salt", "salt.ca")
+    assert "BEGIN CERTIFICATE" in _request(lab, "db2", "rolestack_db_server_db2", f"CN=db2.{ZONE}")
+    assert _changed(_apply(lab, "salt", "salt.ca")) == set()
 
 
 def test_renewal_is_scheduled_daily(lab, certs):

@@ -13,6 +13,7 @@ import os
 import subprocess
 
 import pytest
+import salt.utils.x509 as x509util
 
 from tests.support.paths import REPO
 
@@ -34,26 +35,14 @@ DB_IDS = [
 ]
 
 
-def _policy(eku):
-    return [
-        {"minions": "I@rolestack:host:roles:db"},
-        {"signing_private_key": CA_KEY},
-        {"signing_cert": CA_CRT},
-        {"basicConstraints": "critical, CA:false"},
-        {"keyUsage": "critical, digitalSignature, keyEncipherment"},
-        {"extendedKeyUsage": eku},
-        {"subjectKeyIdentifier": "hash"},
-        {"authorityKeyIdentifier": "keyid:always"},
-        {"days_valid": 90},
-        {"copypath": "/etc/pki/rolestack/issued"},
-    ]
-
-
-# what the salt host's pillar must hold (the rolestack ext_pillar gives it; docs/roles/db.md)
-POLICIES = {
-    "rolestack_db_server": _policy("serverAuth"),
-    "rolestack_db_client": _policy("clientAuth"),
-}
+DB2_NAMES = [f"DNS:db2.{ZONE}", "DNS:db2", "IP:10.10.10.12"]
+MASTERDB_NAMES = [
+    f"DNS:db1-masterdb.{ZONE}",
+    "DNS:db1-masterdb",
+    f"DNS:masterdb.{ZONE}",
+    "DNS:masterdb",
+    "IP:10.10.10.11",
+]
 MINE_FUNCTION = {"x509.get_pem_entries": [{"glob_path": CA_CRT}]}
 
 STAND_IN_MINE = '''\
@@ -128,20 +117,27 @@ def db_loaders(make_loaders, tmp_path, ca_pem):
 # --- the contract with the rolestack ext_pillar --------------------------------------------------------------
 
 
-def test_salt_host_pillar_holds_the_signing_policies(ext_pillar):
-    pillar = ext_pillar("salt")
-    policies = pillar.get("x509_signing_policies")
+def _merged(items):
+    policy = {}
+    for item in items:
+        policy.update(item)
+    return policy
+
+
+def test_salt_host_pillar_holds_one_policy_per_db_host_and_kind(ext_pillar):
+    policies = ext_pillar("salt").get("x509_signing_policies")
     assert policies, "the rolestack ext_pillar gives the salt host no x509_signing_policies"
-    for name, eku in (("rolestack_db_server", "serverAuth"), ("rolestack_db_client", "clientAuth")):
-        items = policies[name]
-        policy = {}
-        for item in items if isinstance(items, list) else [items]:
-            policy.update(item)
-        assert policy["minions"] == "I@rolestack:host:roles:db", policy
-        assert policy["signing_private_key"] == CA_KEY and policy["signing_cert"] == CA_CRT, policy
-        assert policy["extendedKeyUsage"] == eku, policy
-        assert "CA:false" in policy["basicConstraints"], policy
-        assert 30 < policy["days_valid"] <= 398, policy
+    assert sorted(policies) == sorted(f"rolestack_db_{kind}_{host}" for host in ("db1-masterdb", "db2")
+                                      for kind in ("server", "client"))  # fmt: skip
+    for host, names in (("db2", DB2_NAMES), ("db1-masterdb", MASTERDB_NAMES)):
+        for kind, eku in (("server", "serverAuth"), ("client", "clientAuth")):
+            policy = _merged(policies[f"rolestack_db_{kind}_{host}"])
+            assert policy["minions"] == host, policy
+            assert (policy["CN"], policy["subjectAltName"]) == (f"{host}.{ZONE}", names), policy
+            assert policy["signing_private_key"] == CA_KEY and policy["signing_cert"] == CA_CRT, policy
+            assert policy["extendedKeyUsage"] == eku, policy
+            assert "CA:false" in policy["basicConstraints"], policy
+            assert 30 < policy["days_valid"] <= 398, policy
 
 
 def test_only_the_salt_host_gets_the_policies_and_publishes_the_ca(ext_pillar):
@@ -160,7 +156,7 @@ def test_only_the_salt_host_gets_the_policies_and_publishes_the_ca(ext_pillar):
 
 def test_ca_dry_run(make_loaders):
     existed = os.path.exists("/etc/pki/rolestack")
-    ret = make_loaders("salt").modules.state.sls("salt.ca", test=True, pillar={"x509_signing_policies": POLICIES})
+    ret = make_loaders("salt").modules.state.sls("salt.ca", test=True)
     assert not ret.failed, ret.raw
     assert "Traceback" not in str(ret.raw)
     by_id = {state.id: state for state in ret}
@@ -171,7 +167,7 @@ def test_ca_dry_run(make_loaders):
 
 
 def test_ca_key_certificate_and_mine(make_loaders):
-    high = make_loaders("salt").modules.state.show_sls("salt.ca", pillar={"x509_signing_policies": POLICIES})
+    high = make_loaders("salt").modules.state.show_sls("salt.ca")
     assert isinstance(high, dict), high
     key = _args(high, "salt-ca-key")
     assert (key["name"], key["mode"], key["keysize"], key["user"]) == (CA_KEY, "0600", 4096, "root")
@@ -188,20 +184,21 @@ def test_ca_key_certificate_and_mine(make_loaders):
     assert "onchanges" not in send
 
 
-def test_ca_without_policies_says_so_and_still_sets_up(make_loaders):
-    # (a pillar override cannot delete keys: empty policies stand for absent ones)
-    empty = {"x509_signing_policies": {"rolestack_db_server": [], "rolestack_db_client": []}}
-    high = make_loaders("salt").modules.state.show_sls("salt.ca", pillar=empty)
+def test_ca_reloads_its_pillar_when_the_policies_change(make_loaders, ext_pillar):
+    """x509_v2 reads the policies from the CA minion's loaded pillar: salt.ca records the policies it was rendered
+    with and refreshes that pillar when they changed (and every minute), so a host leaving the db role is refused."""
+    high = make_loaders("salt").modules.state.show_sls("salt.ca")
     assert isinstance(high, dict), high
-    assert "rolestack_db_server, rolestack_db_client" in _args(high, "salt-ca-policies-pending")["text"]
-    assert set(CA_IDS) <= set(high)
-
-
-def test_ca_refuses_policies_that_sign_with_other_files(make_loaders):
-    wrong = dict(POLICIES, rolestack_db_client=[{"minions": "db*"}, {"signing_private_key": "/etc/pki/other.key"},
-                                                {"signing_cert": CA_CRT}])  # fmt: skip
-    high = make_loaders("salt").modules.state.show_sls("salt.ca", pillar={"x509_signing_policies": wrong})
-    assert "x509_signing_policies:rolestack_db_client in the pillar of salt is incomplete" in _errors(high)
+    record = _args(high, "salt-ca-policies-record")
+    assert record["name"] == "/etc/pki/rolestack/policies.json" and record["mode"] == "0600"
+    assert record["dataset"] == ext_pillar("salt")["x509_signing_policies"]
+    loaded = _args(high, "salt-ca-policies-loaded")
+    assert loaded["saltutil.refresh_pillar"] == [{"wait": True}]
+    assert loaded["onchanges"] == [{"file": "salt-ca-policies-record"}]
+    refresh = _args(high, "salt-ca-policies-refresh")
+    assert (refresh["function"], refresh["seconds"]) == ("saltutil.refresh_pillar", 60)
+    # nothing re-validates the generated policies in Jinja
+    assert "salt-ca-policies-pending" not in high
 
 
 @pytest.mark.parametrize("minion_id", ["db2", "app1"])
@@ -213,7 +210,7 @@ def test_ca_only_on_the_salt_host(make_loaders, minion_id):
 
 
 def test_salt_role_includes_the_ca(make_loaders):
-    high = make_loaders("salt").modules.state.show_sls("salt", pillar={"x509_signing_policies": POLICIES})
+    high = make_loaders("salt").modules.state.show_sls("salt")
     assert isinstance(high, dict), high
     assert set(CA_IDS) <= set(high) and "salt-dns-zone" in high
 
@@ -241,7 +238,7 @@ def test_db_certs_request_names_policies_and_files(db_loaders, ca_pem):
     assert _args(high, "db-certs-ca")["text"] == ca_pem
     assert _args(high, "db-certs-ca")["name"] == f"{SSL_DIR}/ca.pem"
     assert (_args(high, "db-certs-dir")["group"], _args(high, "db-certs-dir")["mode"]) == ("mysql", "0750")
-    for kind, policy in (("server", "rolestack_db_server"), ("client", "rolestack_db_client")):
+    for kind in ("server", "client"):
         key = _args(high, f"db-certs-{kind}-key")
         assert (key["name"], key["user"], key["group"], key["mode"]) == (
             f"{SSL_DIR}/{kind}.key",
@@ -251,9 +248,10 @@ def test_db_certs_request_names_policies_and_files(db_loaders, ca_pem):
         )
         cert = _args(high, f"db-certs-{kind}-cert")
         assert cert["name"] == f"{SSL_DIR}/{kind}.pem" and cert["private_key"] == f"{SSL_DIR}/{kind}.key"
-        assert (cert["ca_server"], cert["signing_policy"]) == ("salt", policy)
+        # its own policy (the CA fixes the names under it); the same names requested, from the pillar
+        assert (cert["ca_server"], cert["signing_policy"]) == ("salt", f"rolestack_db_{kind}_db2")
         assert cert["CN"] == f"db2.{ZONE}"
-        assert cert["subjectAltName"] == [f"DNS:db2.{ZONE}", "DNS:db2", "IP:10.10.10.12"]
+        assert cert["subjectAltName"] == DB2_NAMES
         assert cert["days_remaining"] == 30
         assert (cert["group"], cert["mode"]) == ("mysql", "0644")
         # the CA decides validity and usages: the request carries none
@@ -267,19 +265,14 @@ def test_db_certs_request_names_policies_and_files(db_loaders, ca_pem):
 def test_masterdb_also_answers_as_masterdb(db_loaders):
     high = db_loaders("db1-masterdb").modules.state.show_sls("db.certs")
     assert isinstance(high, dict), high
-    assert _args(high, "db-certs-server-cert")["subjectAltName"] == [
-        f"DNS:db1-masterdb.{ZONE}",
-        "DNS:db1-masterdb",
-        f"DNS:masterdb.{ZONE}",
-        "DNS:masterdb",
-        "IP:10.10.10.11",
-    ]
+    assert _args(high, "db-certs-server-cert")["subjectAltName"] == MASTERDB_NAMES
+    assert _args(high, "db-certs-server-cert")["signing_policy"] == "rolestack_db_server_db1-masterdb"
 
 
-def test_the_ca_is_found_under_its_fqdn_minion_id(db_loaders):
+def test_the_ca_is_found_by_its_inventory_name_only(db_loaders):
+    """One minion id per host: a minion under the salt host's FQDN is not the CA."""
     high = db_loaders("db2", mine_id=f"salt.{ZONE}").modules.state.show_sls("db.certs")
-    assert isinstance(high, dict), high
-    assert _args(high, "db-certs-server-cert")["ca_server"] == f"salt.{ZONE}"
+    assert "the CA certificate is not in the salt mine" in _errors(high)
 
 
 def test_a_forced_renewal_through_the_pillar(db_loaders):
@@ -302,12 +295,13 @@ def test_db_certs_dry_run(db_loaders):
 # --- what the CA would issue for these requests ------------------------------------------------------------------
 
 
-def test_policies_and_requests_give_certificates_openssl_accepts(db_loaders, tmp_path):
+def test_policies_and_requests_give_certificates_openssl_accepts(db_loaders, ext_pillar, tmp_path):
     """The CA's key and certificate as salt.ca renders them, then each request merged with its policy and signed
     locally (what sign_remote_certificate does on the CA), under tmp_path."""
     import salt.utils.x509 as x509util
 
-    salt_high = db_loaders("salt").modules.state.show_sls("salt.ca", pillar={"x509_signing_policies": POLICIES})
+    salt_high = db_loaders("salt").modules.state.show_sls("salt.ca")
+    policies = ext_pillar("salt")["x509_signing_policies"]
     loaders = db_loaders("db1-masterdb")
     high = loaders.modules.state.show_sls("db.certs")
     assert isinstance(high, dict), high
@@ -325,9 +319,7 @@ def test_policies_and_requests_give_certificates_openssl_accepts(db_loaders, tmp
         request = {k: v for k, v in _args(high, f"db-certs-{kind}-cert").items()
                    if k in ("CN", "subjectAltName")}  # fmt: skip
         request["private_key"] = str(key)
-        policy = {}
-        for item in POLICIES[_args(high, f"db-certs-{kind}-cert")["signing_policy"]]:
-            policy.update(item)
+        policy = _merged(policies[_args(high, f"db-certs-{kind}-cert")["signing_policy"]])
         policy.pop("minions")
         policy.pop("copypath")
         policy.update(signing_private_key=str(ca_key), signing_cert=str(ca_crt))
@@ -354,3 +346,75 @@ def test_policies_and_requests_give_certificates_openssl_accepts(db_loaders, tmp
         capture_output=True, text=True,
     )  # fmt: skip
     assert wrong.returncode != 0  # a client certificate cannot serve
+
+
+# --- the CA itself: x509.sign_remote_certificate as peer publish runs it on the salt host ------------------------
+
+
+@pytest.fixture
+def ca_signs(make_loaders, ext_pillar, tmp_path):
+    """sign(requester_id, policy, **request) -> (certificate PEM or None, errors): the CA's x509 module with the
+    derived policies (their CA key and certificate made under tmp_path), called as peer publish calls it."""
+    policies = {}
+    for name, items in ext_pillar("salt")["x509_signing_policies"].items():
+        policy = _merged(items)
+        policy.update(signing_private_key=str(tmp_path / "ca.key"), signing_cert=str(tmp_path / "ca.crt"))
+        policy.pop("copypath")
+        policies[name] = [{key: value} for key, value in policy.items()]
+    # no pillar here: x509_v2 falls back to the minion configuration for x509_signing_policies
+    x509 = make_loaders("salt", ext_pillar=[], x509_signing_policies=policies).modules.x509
+    (tmp_path / "ca.key").write_text(x509.create_private_key(algo="rsa", keysize=2048))
+    (tmp_path / "ca.crt").write_text(
+        x509.create_certificate(
+            signing_private_key=str(tmp_path / "ca.key"), CN=f"{ZONE} CA", basicConstraints="critical, CA:true"
+        )
+    )
+    (tmp_path / "req.key").write_text(x509.create_private_key(algo="rsa", keysize=2048))
+
+    def sign(requester, policy, **request):
+        ret = x509.sign_remote_certificate(policy, {"private_key": str(tmp_path / "req.key"), **request},
+                                           __pub_id=requester)  # fmt: skip
+        if not ret["data"]:
+            return None, ret["errors"]
+        return x509util.to_pem(x509util.load_cert(ret["data"])).decode(), ret["errors"]
+
+    return sign
+
+
+def _names(pem):
+    text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName"], input=pem,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return text
+
+
+def test_the_ca_signs_a_db_host_for_its_own_names_only(ca_signs):
+    pem, errors = ca_signs("db2", "rolestack_db_server_db2", CN=f"db2.{ZONE}", subjectAltName=DB2_NAMES)
+    assert pem, errors
+    names = _names(pem)
+    assert f"CN = db2.{ZONE}" in names and f"DNS:db2.{ZONE}, DNS:db2, IP Address:10.10.10.12" in names
+    # asking for another host's names under its own policy: the policy's names are what it gets
+    pem, errors = ca_signs("db2", "rolestack_db_server_db2", CN=f"masterdb.{ZONE}",
+                           subjectAltName=["DNS:masterdb", f"DNS:masterdb.{ZONE}", "IP:10.10.10.11"])  # fmt: skip
+    assert pem, errors
+    names = _names(pem)
+    assert f"CN = db2.{ZONE}" in names and "masterdb" not in names and "10.10.10.11" not in names
+
+
+@pytest.mark.parametrize(
+    "requester, policy",
+    [
+        ("db2", "rolestack_db_server_db1-masterdb"),  # another db host's policy
+        ("db2", "rolestack_db_client_db1-masterdb"),
+        (f"db2.{ZONE}", "rolestack_db_server_db2"),  # the host's FQDN is not its minion id
+        ("db20", "rolestack_db_server_db2"),
+        ("app1", "rolestack_db_client_db2"),
+    ],
+)
+def test_the_ca_refuses_another_host_policy(ca_signs, requester, policy):
+    pem, errors = ca_signs(requester, policy, CN=f"db1-masterdb.{ZONE}")
+    assert pem is None and errors == ["minion not permitted to use specified signing policy"], errors
+
+
+def test_the_ca_has_no_policy_for_a_non_db_host(ca_signs):
+    pem, errors = ca_signs("app1", "rolestack_db_server_app1", CN=f"app1.{ZONE}")
+    assert pem is None and "signing_policy must be specified and defined on signing minion" in errors

@@ -1,7 +1,8 @@
 """
 A replaced VM: a new key under an old minion id is denied while the old key is accepted; the minion_key
-runner retires the old key and admits the new one only on its fingerprint (salt-call --local key.finger).
-Then the same on a master that autosigns by grains (autosign_grains_dir).
+runner retires the old key (and a stale one under the host's other id form) and admits the new one only on its
+sha256 fingerprint (salt-call --local key.finger hash_type=sha256); without one it refuses unless told
+trust_first_key=True. Then the same on a master that autosigns by grains (autosign_grains_dir).
 """
 
 import pathlib
@@ -13,6 +14,7 @@ import pytest
 
 from tests.support.paths import LOADER_DIRS
 
+ZONE = "production.wpdn"  # pillar.example's zone (the master's rolestack ext_pillar)
 WRONG = ":".join(["ab"] * 32)  # a well-formed sha256 fingerprint no key has
 AUTOSIGN_GRAIN = "rolestack_token"
 
@@ -39,12 +41,15 @@ def no_harness_accept(salt_master):
 
 
 @pytest.fixture(scope="module")
-def autosign_master(salt_factories):
+def autosign_master(salt_factories, pillar_tree):
     """A master that autosigns minions presenting the grain rolestack_token=vm-token, and nothing else."""
     config = {
         "interface": "127.0.0.1",
         "autosign_grains_dir": "autosign_grains",  # salt puts it under the master's root_dir
-        "runner_dirs": LOADER_DIRS["runner_dirs"],
+        # the rolestack ext_pillar: minion_key.retire reads the platform's zone from it
+        "pillar_roots": {"base": [str(pillar_tree)]},
+        "ext_pillar": [{"rolestack": {"inventory": "inventory.yaml"}}],
+        **LOADER_DIRS,
     }
     master = salt_factories.salt_master_daemon("autosign", overrides=config)
     grains_dir = pathlib.Path(master.config["autosign_grains_dir"])
@@ -147,7 +152,14 @@ def test_replaced_vm_is_admitted_by_fingerprint(salt_master, web9, no_harness_ac
     out = refused(salt_master, "admit", "web9", f"fingerprint={WRONG}", "timeout=2")
     assert "minion_key.replace" in out, out
     out = invalid(salt_master, "replace", "web9", "fingerprint=not-a-fingerprint")
-    assert "not a key fingerprint" in out, out
+    assert "not a sha256 key fingerprint" in out, out
+    # what the VM prints with hash_type md5 (or sha1) is refused, saying how to read the sha256 one
+    md5 = web9.salt_call_cli().run("--local", "key.finger", "hash_type=md5").data
+    out = invalid(salt_master, "replace", "web9", f"fingerprint={md5}")
+    assert "got an md5 fingerprint" in out and "key.finger hash_type=sha256" in out, out
+    # no fingerprint: "the first key that shows up" is refused unless the operator says so
+    out = invalid(salt_master, "replace", "web9", "timeout=2")
+    assert "no fingerprint given" in out and "trust_first_key=True" in out, out
     assert ok(salt_master, "status", "web9") == status
 
     # the documented command: the old key goes, the denied new key (the fingerprint vouches) is accepted
@@ -184,6 +196,8 @@ def test_retired_before_boot_pending_key_checked(salt_master, web9, no_harness_a
 
     out = refused(salt_master, "admit", "web9", f"fingerprint={WRONG}", "timeout=2")
     assert "nothing accepted" in out, out
+    out = invalid(salt_master, "admit", "web9", "timeout=0")
+    assert "whichever machine asks first" in out and "key.finger hash_type=sha256" in out, out
     assert ok(salt_master, "status", "web9") == status
 
     # colons and case do not matter; the pending minion keeps asking and gets in
@@ -245,3 +259,15 @@ def test_autosign_grains_after_retire(autosign_master, monkeypatch):
         assert ret["accepted"] == third and ret["retired"]["kept"] == {"rejected": third}, ret
     finally:
         web8.terminate()
+
+
+def test_retire_also_retires_the_fqdn_form_of_an_inventory_host(salt_master):
+    """app2 is an inventory host: a key accepted under app2.<zone> (its FQDN form) goes with app2's retirement."""
+    fqdn = salt_master.salt_minion_daemon(f"app2.{ZONE}", overrides={"master": "127.0.0.1"})
+    with fqdn.started():  # accepted by the harness, as an operator's salt-key -A would
+        stale = finger(fqdn)
+        assert ok(salt_master, "status", f"app2.{ZONE}")["accepted"] == [stale]
+    retired = ok(salt_master, "retire", "app2")
+    assert retired["keys"] == {}, retired
+    assert retired["other_ids"][f"app2.{ZONE}"]["keys"] == {"accepted": [stale]}, retired
+    assert ok(salt_master, "status", f"app2.{ZONE}")["accepted"] == []

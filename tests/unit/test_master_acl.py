@@ -27,13 +27,13 @@ def test_the_acl_lists_exact_targets(example):
             r"^db1-masterdb\Z": [{"L@salt": [SIGN]}, {"L@db2": [STREAM]}],
             r"^db2\Z": [{"L@salt": [SIGN]}, {"L@db1-masterdb": [STREAM]}],
         },
-        "peer_run": {r"^salt\Z": [r"^match\.compound_matches\Z"]},
+        "peer_run": {},
     }
 
 
 def test_every_pattern_is_anchored_and_escaped(example):
     acl = inv.master_acl(example)
-    patterns = list(acl["peer"]) + list(acl["peer_run"]) + [f for fs in acl["peer_run"].values() for f in fs]
+    patterns = list(acl["peer"])
     patterns += [f for rights in acl["peer"].values() for right in rights for fs in right.values() for f in fs]
     for pattern in patterns:
         assert pattern.startswith("^") and pattern.endswith(r"\Z"), pattern
@@ -48,8 +48,7 @@ def test_salt_does_not_match_salt2(example):
     data = copy.deepcopy(example)
     data["hosts"]["salt2"] = {"roles": ["app"], "address": "10.10.10.99"}
     acl = inv.master_acl(data)
-    (key,) = acl["peer_run"]
-    assert re.match(key, "salt") and not re.match(key, "salt2")
+    assert acl["peer_run"] == {}
     assert not any(re.match(host_key, "salt2") for host_key in acl["peer"])
 
 

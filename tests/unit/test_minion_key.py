@@ -81,19 +81,23 @@ def test_normalize_fingerprint_refuses(bad):
         mk._normalize_fingerprint(bad)
 
 
-def test_normalize_none_and_hash_by_length():
+def test_normalize_none():
     assert mk._normalize_fingerprint(None) is None
-    assert mk._hash_type_of(digest(NEW, "md5")) == "md5"
-    assert mk._hash_type_of(digest(NEW, "sha1")) == "sha1"
-    assert mk._hash_type_of(digest(NEW)) == "sha256"
-    assert mk._hash_type_of(None, "sha512") == "sha512"
 
 
-def test_matches_follows_the_hash_of_the_fingerprint():
-    """A minion with hash_type md5 prints an md5 fingerprint: it still identifies its key."""
-    assert mk._matches(NEW, digest(NEW, "md5"))
-    assert mk._matches(NEW, digest(NEW, "sha512"))
-    assert not mk._matches(OLD, digest(NEW, "md5"))
+@pytest.mark.parametrize("hash_type", ["md5", "sha1", "sha224", "sha384", "sha512"])
+def test_only_sha256_fingerprints_are_accepted(hash_type):
+    """A minion with another hash_type prints another fingerprint: refused, saying how to read the sha256 one."""
+    with pytest.raises(SaltInvocationError) as err:
+        mk._normalize_fingerprint(fp(NEW, hash_type))
+    message = str(err.value)
+    assert f"got an {hash_type} fingerprint" in message and "only sha256" in message
+    assert "salt-call --local key.finger hash_type=sha256" in message
+
+
+def test_matches_by_sha256():
+    assert mk._matches(NEW, digest(NEW))
+    assert not mk._matches(OLD, digest(NEW))
 
 
 def test_summarize_and_describe():
@@ -256,6 +260,16 @@ class FakeDataCache:
         self.entries.discard((bank, key))
 
 
+ZONE = "production.wpdn"
+INVENTORY_HOSTS = ("web9", "app1")
+
+
+def fake_rolestack_pillar(minion_id):
+    """What the master's ext_pillar derives: an inventory host gets its host entry, any other id the common part."""
+    host = {"name": minion_id, "fqdn": f"{minion_id}.{ZONE}"} if minion_id in INVENTORY_HOSTS else None
+    return {"platform": {"zone": ZONE}, "host": host}
+
+
 @pytest.fixture
 def store(monkeypatch, tmp_path):
     cache = FakeCache()
@@ -267,6 +281,7 @@ def store(monkeypatch, tmp_path):
     monkeypatch.setattr(mk.salt.key, "get_key", lambda opts: fake)
     monkeypatch.setattr(mk.salt.cache, "factory", lambda opts, **kwargs: data)
     monkeypatch.setattr(mk, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(mk, "_rolestack_pillar", fake_rolestack_pillar, raising=False)
     fake.data = data
     return fake
 
@@ -289,7 +304,7 @@ def test_one_exact_id(store, bad):
 @pytest.mark.parametrize("timeout", [-1, "soon", True])
 def test_timeout_checked(store, timeout):
     with pytest.raises(SaltInvocationError, match="timeout"):
-        mk.admit("web9", timeout=timeout)
+        mk.admit("web9", fp(NEW), timeout=timeout)
 
 
 def test_status_shape(store):
@@ -403,6 +418,94 @@ def test_admit_leaves_an_accepted_key_it_found_alone(store):
 
 def test_admit_accepts_the_denied_key_with_the_fingerprint(store):
     store.cache.denied["web9"] = [NEW]
-    assert mk.admit("web9", fingerprint=fp(NEW, "md5"), timeout=0) == fp(NEW, "md5")
+    assert mk.admit("web9", fp(NEW), timeout=0) == fp(NEW)
     assert store.cache.keys["web9"] == {"state": "accepted", "pub": NEW}
     assert store.cache.fetch("denied_keys", "web9") is None
+
+
+# ---- no fingerprint: refused unless the operator says so ------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", ["admit", "replace"])
+def test_no_fingerprint_is_refused_and_changes_nothing(store, function):
+    store.cache.keys["web9"] = {"state": "pending", "pub": NEW}
+    with pytest.raises(SaltInvocationError) as err:
+        getattr(mk, function)("web9", timeout=0)
+    message = str(err.value)
+    assert "whichever machine asks first" in message
+    assert "salt-call --local key.finger hash_type=sha256" in message
+    assert f"salt-run minion_key.{function} web9 <sha256 fingerprint>" in message
+    assert f"salt-run minion_key.{function} web9 trust_first_key=True" in message
+    assert store.cache.keys["web9"] == {"state": "pending", "pub": NEW} and store.calls == []
+
+
+@pytest.mark.parametrize("trust", ["yes", 1, "True"])
+def test_trust_first_key_must_be_said_exactly(store, trust):
+    store.cache.keys["web9"] = {"state": "pending", "pub": NEW}
+    with pytest.raises(SaltInvocationError, match="no fingerprint given"):
+        mk.admit("web9", timeout=0, trust_first_key=trust)
+
+
+def test_trust_first_key_accepts_the_pending_key(store):
+    store.cache.keys["web9"] = {"state": "pending", "pub": NEW}
+    assert mk.admit("web9", timeout=0, trust_first_key=True) == fp(NEW)
+    assert store.cache.keys["web9"] == {"state": "accepted", "pub": NEW}
+
+
+@pytest.mark.parametrize("function", ["admit", "replace"])
+def test_an_md5_fingerprint_is_refused_by_the_runner(store, function):
+    store.cache.denied["web9"] = [NEW]
+    with pytest.raises(SaltInvocationError, match="hash_type=sha256"):
+        getattr(mk, function)("web9", fp(NEW, "md5"), timeout=0)
+    assert store.calls == []
+
+
+# ---- every id that could stand for the host --------------------------------------------------------------------
+
+
+def test_retire_also_retires_the_fqdn_form_of_an_inventory_host(store):
+    """A stale key under web9.<zone> (enrolled once, or by someone else) goes with web9's."""
+    store.cache.keys["web9"] = {"state": "accepted", "pub": OLD}
+    store.cache.keys[f"web9.{ZONE}"] = {"state": "accepted", "pub": OTHER}
+    store.data.entries.add(("grains", f"web9.{ZONE}"))
+    ret = mk.retire("web9")
+    assert ret["keys"] == {"accepted": [fp(OLD)]}
+    assert ret["other_ids"] == {f"web9.{ZONE}": {"keys": {"accepted": [fp(OTHER)]}, "cache": ["grains"]}}
+    assert store.cache.fetch("keys", f"web9.{ZONE}") is None
+    assert ("grains", f"web9.{ZONE}") not in store.data.entries
+
+
+def test_retire_given_the_fqdn_also_retires_the_short_id(store):
+    store.cache.keys[f"web9.{ZONE}"] = {"state": "pending", "pub": OTHER}
+    store.cache.keys["web9"] = {"state": "accepted", "pub": OLD}
+    ret = mk.retire(f"web9.{ZONE}")
+    assert ret["keys"] == {"pending": [fp(OTHER)]}
+    assert ret["other_ids"]["web9"]["keys"] == {"accepted": [fp(OLD)]}
+    assert store.cache.fetch("keys", "web9") is None
+
+
+def test_retire_of_a_short_id_that_holds_nothing_but_its_fqdn_form_does(store):
+    store.data.entries.clear()
+    store.cache.denied[f"web9.{ZONE}"] = [OTHER]
+    ret = mk.retire("web9")
+    assert ret["keys"] == {} and ret["other_ids"] == {f"web9.{ZONE}": {"keys": {"denied": [fp(OTHER)]}, "cache": []}}
+
+
+def test_retire_leaves_other_hosts_and_non_inventory_ids_alone(store):
+    """Only the FQDN form of an inventory host: a non-inventory id's would-be FQDN is not touched."""
+    store.cache.keys["web8"] = {"state": "accepted", "pub": OLD}
+    store.cache.keys[f"web8.{ZONE}"] = {"state": "accepted", "pub": OTHER}
+    store.cache.keys[f"web9.{ZONE}"] = {"state": "accepted", "pub": NEW}
+    assert "other_ids" not in mk.retire("web8")
+    assert store.cache.fetch("keys", f"web8.{ZONE}")["state"] == "accepted"
+    assert store.cache.fetch("keys", f"web9.{ZONE}")["state"] == "accepted"
+
+
+def test_replace_retires_the_other_forms_too(store):
+    store.cache.keys["web9"] = {"state": "accepted", "pub": OLD}
+    store.cache.denied["web9"] = [NEW]
+    store.cache.keys[f"web9.{ZONE}"] = {"state": "accepted", "pub": OTHER}
+    ret = mk.replace("web9", fp(NEW), timeout=0)
+    assert ret["accepted"] == fp(NEW)
+    assert ret["retired"]["other_ids"][f"web9.{ZONE}"]["keys"] == {"accepted": [fp(OTHER)]}
+    assert store.cache.fetch("keys", f"web9.{ZONE}") is None
