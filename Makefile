@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?= -q -rfEs --timeout=900
 
-.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db clean \
+.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db security clean \
 	lab lab-down lab-shell lab-salt lab-replace lab-status
 
 setup:
@@ -71,6 +71,10 @@ bench-lab: setup
 
 bench-db: setup
 	$(PY) bench/mariadb
+
+# the hostile battery (docs/development.md): its own small lab named secbench
+security: setup
+	$(PY) bench/security
 
 clean:
 	rm -rf .tmp
