@@ -32,10 +32,9 @@ import rolestack_lab  # noqa: E402
 
 STREAM = "mariadb_replication.serve_backup_stream"
 SIGN = "x509.sign_remote_certificate"
-COMPOUND = "match.compound_matches"
 # who may use each function the master lets minions publish (peer) or run (peer_run): issue 9, item 1
 PEER_FOR = {SIGN: "db", STREAM: "db"}
-PEER_RUN_FOR = {COMPOUND: "salt"}
+PEER_RUN_FOR = {}  # no minion needs a runner: the CA matches its policies' exact minion ids itself
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 SSL = "/etc/mysql/ssl"
 # secrets a host without these roles must never hold (issue 9, item 4); db_users are checked per user
