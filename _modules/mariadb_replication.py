@@ -1591,6 +1591,29 @@ _FRAME = struct.Struct(">cI")
 # data frames of up to 4 MiB, through 1 MiB pipes: fewer wake-ups on 2 busy cores
 _CHUNK = 4 << 20
 _PIPE_SIZE = 1 << 20
+# a frame goes out in slices of this size: the idle timeout then bounds each slice, not a whole 4 MiB frame
+_SLICE = 256 << 10
+
+# The db role's backup stream: the files states/db/certs.sls writes and the role's port. A call through salt's
+# peer publish always gets these (and binds to this host's pillar address, rolestack:host:address): a peer
+# chooses none of them. A minion's own configuration may move them (``mariadb_replication.backup_stream``, a
+# dict with these keys, in the minion config file: the functional tests use it); a caller cannot.
+ROLE_STREAM = {
+    "port": 4444,
+    "ssl_ca": "/etc/mysql/ssl/ca.pem",
+    "ssl_cert": "/etc/mysql/ssl/server.pem",
+    "ssl_key": "/etc/mysql/ssl/server.key",
+}
+# seconds serve_backup_stream waits for the replica to connect (default, cap); seconds either side of the stream
+# waits for progress before it gives up (default, cap): the source then kills mariabackup, which releases its
+# locks; seconds the source waits, after the handshake, for the replica's "ready" (it stops its server meanwhile)
+STREAM_TIMEOUT, MAX_STREAM_TIMEOUT = 600, 900
+IDLE_TIMEOUT, MAX_IDLE_TIMEOUT = 60, 600
+READY_WAIT = 300
+# what a caller through peer publish may pass to serve_backup_stream; anything else is refused
+PEER_STREAM_ARGS = ("allow", "timeout", "idle_timeout")
+# the frames: H (source: accepted, after the client certificate and name checks), R (replica: ready, its server is
+# stopped and mbstream runs), D (backup data), E (source: the end, a JSON trailer)
 
 
 class _Overlap(threading.Thread):
@@ -1626,6 +1649,13 @@ class _Overlap(threading.Thread):
         if self.error is not None:
             raise self.error
         self.chunks.put(chunk)
+
+    def next(self, timeout):
+        """A producer's next chunk (``b""`` at its end), waited for at most ``timeout`` s (else queue.Empty)."""
+        chunk = self.chunks.get(timeout=timeout)
+        if not chunk and self.error is not None:
+            raise self.error
+        return chunk
 
     def __iter__(self):
         while chunk := self.chunks.get():
@@ -1838,28 +1868,75 @@ def _read_exact(conn, view, size):
     return view[:size]
 
 
-def _stream_backup_into(datadir, source_host, stream_port, ssl_ca, ssl_cert, ssl_key, timeout):
-    """Receive one backup from serve_backup_stream over TLS and extract it with ``mbstream -x``."""
+def _read_frame(conn, limit=_CHUNK):
+    """One frame: (kind, payload as a memoryview)."""
+    kind, size = _FRAME.unpack(_read_exact(conn, memoryview(bytearray(_FRAME.size)), _FRAME.size))
+    if size > limit:
+        raise CommandExecutionError(f"a backup stream frame of {size} bytes (at most {limit})")
+    return kind, _read_exact(conn, memoryview(bytearray(size)), size)
+
+
+def _send_frame(conn, kind, payload=b""):
+    """One frame, sent in slices of _SLICE bytes (each bounded by the socket's timeout)."""
+    conn.sendall(_FRAME.pack(kind, len(payload)))
+    view = memoryview(payload)
+    for start in range(0, len(view), _SLICE):
+        conn.sendall(view[start : start + _SLICE])
+
+
+def _open_stream(host, port, ssl_ca, ssl_cert, ssl_key, wait, publishing=None):
+    """
+    Connect to serve_backup_stream at ``host:port`` (retrying for ``wait`` seconds while nothing listens, and
+    only while ``publishing``, the peer publish that starts it, is under way), complete TLS (the source's
+    certificate verified against ``ssl_ca`` and ``host``) and read the source's hello (it accepted this replica's
+    certificate and address). Changes nothing on this host: a failure here leaves the server as it was.
+    """
     context = ssl.create_default_context(cafile=ssl_ca)
     context.load_cert_chain(ssl_cert, ssl_key)
-    deadline = time.monotonic() + timeout
+    where = f"{host}:{port}"
+    deadline = time.monotonic() + wait
     while True:
+        if publishing is not None and not publishing.is_alive():
+            raise CommandExecutionError(
+                f"{publishing.minion} did not serve a backup stream: {publishing.describe()} (before this replica "
+                f"could connect to {where})"
+            )
         try:
-            raw = socket.create_connection((source_host, stream_port), timeout=10)
+            raw = socket.create_connection((host, port), timeout=10)
             break
         except OSError as err:
             if time.monotonic() >= deadline:
-                raise CommandExecutionError(f"cannot reach the backup stream at {source_host}:{stream_port}: {err}")
+                raise CommandExecutionError(f"cannot reach the backup stream at {where} within {wait:g}s: {err}")
             time.sleep(0.5)
+    try:
+        conn = context.wrap_socket(raw, server_hostname=host)
+    except (ssl.SSLError, OSError) as err:
+        raw.close()
+        raise CommandExecutionError(f"TLS with the backup stream at {where} failed: {err}")
+    try:
+        conn.settimeout(30)
+        kind, _ = _read_frame(conn, limit=4096)
+        if kind != b"H":
+            raise CommandExecutionError(f"unexpected frame {kind!r} instead of the source's hello")
+    except (CommandExecutionError, OSError, ValueError) as err:
+        conn.close()
+        raise CommandExecutionError(
+            f"the backup stream at {where} did not accept this replica (its client certificate, or the name or "
+            f"address in it, refused?): {err}"
+        )
+    return conn
+
+
+def _stream_backup_into(datadir, conn, where, idle_timeout):
+    """
+    Receive one backup over ``conn`` (from _open_stream) and extract it with ``mbstream -x``: says ready, then
+    reads until the source's trailer, failing when the source sends nothing for ``idle_timeout`` seconds.
+    Returns the trailer (``ok``, ``gtid``, ``bytes``).
+    """
     with tempfile.TemporaryDirectory(prefix="rolestack-restore-") as work:
         err_extract = os.path.join(work, "extract.err")
-        try:
-            conn = context.wrap_socket(raw, server_hostname=source_host)
-        except (ssl.SSLError, OSError) as err:
-            raw.close()
-            raise CommandExecutionError(f"TLS with the backup stream at {source_host}:{stream_port} failed: {err}")
         with conn, open(err_extract, "wb") as extract_log:
-            conn.settimeout(max(30.0, deadline - time.monotonic()))
+            conn.settimeout(idle_timeout)
             extract = subprocess.Popen(_extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log, bufsize=0)
             _widen_pipe(extract.stdin)
             received, trailer = 0, None
@@ -1867,6 +1944,7 @@ def _stream_backup_into(datadir, source_host, stream_port, ssl_ca, ssl_cert, ssl
             writer = _Overlap(extract.stdin.write, produce=False)
             writer.start()
             try:
+                _send_frame(conn, b"R")
                 while trailer is None:
                     kind, size = _FRAME.unpack(_read_exact(conn, header, _FRAME.size))
                     if size > _CHUNK:
@@ -1880,20 +1958,31 @@ def _stream_backup_into(datadir, source_host, stream_port, ssl_ca, ssl_cert, ssl
                     else:
                         raise CommandExecutionError(f"unexpected frame {kind!r} in the backup stream")
                 writer.finish()
+            except TimeoutError:
+                raise CommandExecutionError(
+                    f"the backup stream from {where} stalled: nothing for {idle_timeout:g}s (idle_timeout)"
+                ) from None
             except (OSError, ssl.SSLError) as err:
-                raise CommandExecutionError(f"the backup stream from {source_host} broke: {err}")
+                raise CommandExecutionError(f"the backup stream from {where} broke: {err}")
             finally:
                 if writer.is_alive():
                     writer.finish_quietly()
                 with contextlib.suppress(OSError):
                     extract.stdin.close()
-                extract.wait(60)
-        if not trailer.get("ok"):
-            raise CommandExecutionError(f"the source's backup failed: {trailer.get('error')}")
+                try:
+                    extract.wait(60)
+                except subprocess.TimeoutExpired:
+                    extract.kill()
+                    extract.wait()
+        if not isinstance(trailer, dict) or not trailer.get("ok"):
+            error = trailer.get("error") if isinstance(trailer, dict) else f"a trailer of type {type(trailer).__name__}"
+            raise CommandExecutionError(f"the source's backup failed: {error}")
+        if trailer.get("bytes") != received:
+            raise CommandExecutionError(f"received {received} bytes, the source says it sent {trailer.get('bytes')}")
         if extract.returncode:
             raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {_tail(err_extract)}")
-    log.info("received a %d byte backup from %s:%s", received, source_host, stream_port)
-    return received
+    log.info("received a %d byte backup from %s", received, where)
+    return trailer
 
 
 def _prepare(datadir, timeout):
@@ -1919,37 +2008,202 @@ def _backup_gtid(datadir):
     )
 
 
-def serve_backup_stream(port, allow, ssl_cert, ssl_key, ssl_ca, bind="0.0.0.0", timeout=600, **connection_args):
+def _seconds(value, name, default, cap):
+    """A number of seconds in (0, cap]; ``default`` when None."""
+    if value is None:
+        return float(default)
+    if isinstance(value, bool):
+        raise SaltInvocationError(f"{name} must be a number of seconds, not a bool")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"{name} must be a number of seconds, not a {type(value).__name__}") from None
+    if not 0 < number <= cap:
+        raise SaltInvocationError(f"{name} must be more than 0 and at most {cap} seconds (its cap), not {number:g}")
+    return number
+
+
+def _role_stream():
+    """The db role's stream settings (ROLE_STREAM, moved only by this minion's own configuration)."""
+    configured = __opts__.get("mariadb_replication.backup_stream") or {}
+    if not isinstance(configured, dict) or set(configured) - set(ROLE_STREAM):
+        raise CommandExecutionError(
+            f"the minion option mariadb_replication.backup_stream must be a dict with keys from {sorted(ROLE_STREAM)}"
+        )
+    return dict(ROLE_STREAM, **configured)
+
+
+def _pillar_host():
+    host = __salt__["pillar.get"]("rolestack:host", {}, unmask=True)
+    return host if isinstance(host, dict) else {}
+
+
+def _db_peer(minion_id):
+    """
+    The db peer (``name``, ``fqdn``, ``address`` from this host's pillar ``rolestack:db:peers``) whose minion id
+    is ``minion_id``. A host's one minion id is its inventory name: the id is matched exactly against the
+    peers' ``name``, never an FQDN or an address. None when there is no such peer.
+    """
+    return _peer_named(_db_peers(), minion_id)
+
+
+def _db_peers():
+    return __salt__["pillar.get"]("rolestack:db:peers", [], unmask=True)
+
+
+def _peer_named(peers, minion_id):
+    if not isinstance(minion_id, str) or not isinstance(peers, list):
+        return None
+    for peer in peers:
+        if isinstance(peer, dict) and peer.get("name") == minion_id and peer.get("address"):
+            return peer
+    return None
+
+
+def _stream_peer(caller, given, peers, host):
+    """
+    Check a call of serve_backup_stream through peer publish: ``caller`` (salt's ``__pub_id``, the
+    authenticated minion id of the caller) must be a db peer (``peers``: ``rolestack:db:peers``) other than this
+    host (``host``: ``rolestack:host``); of the arguments it passed (``given``: name -> value, None left out)
+    only PEER_STREAM_ARGS are allowed, and ``allow`` only as that peer's address. Returns the peer.
+    """
+    refused = sorted(name for name in given if name not in PEER_STREAM_ARGS)
+    if refused:
+        raise SaltInvocationError(
+            f"serve_backup_stream through peer publish (caller {caller}): {', '.join(refused)} refused; a peer "
+            f"passes only {', '.join(PEER_STREAM_ARGS)} (the CA, certificate, key, port and bind address are the db "
+            "role's own)"
+        )
+    peer = _peer_named(peers, caller)
+    if peer is None:
+        raise SaltInvocationError(
+            f"serve_backup_stream through peer publish: the caller {caller!r} is not a db peer of this host "
+            "(rolestack:db:peers names, inventory host names): refused"
+        )
+    if caller == host.get("name"):
+        raise SaltInvocationError(f"serve_backup_stream through peer publish: {caller} cannot stream to itself")
+    if "allow" in given:
+        try:
+            same = _plain_ip(str(given["allow"])) == _plain_ip(str(peer["address"]))
+        except ValueError:
+            same = False
+        if not same:
+            raise SaltInvocationError(
+                f"serve_backup_stream through peer publish: allow (a {type(given['allow']).__name__}) is not the "
+                f"caller {caller}'s address {peer['address']} (rolestack:db:peers): refused"
+            )
+    return peer
+
+
+def _name_key(value):
+    """A certificate or pillar name as compared: an address normalised, a DNS name lower-cased."""
+    text = str(value).strip()
+    try:
+        return str(_plain_ip(text))
+    except ValueError:
+        return text.lower().rstrip(".")
+
+
+def _certificate_names(cert):
+    """The names in a verified peer certificate (``SSLSocket.getpeercert()``): CNs, DNS and IP subjectAltNames."""
+    names = set()
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(_name_key(value))
+    for kind, value in (cert or {}).get("subjectAltName", ()):
+        if kind in ("DNS", "IP Address"):
+            names.add(_name_key(value))
+    return names
+
+
+def _certificate_names_peer(cert, peer):
+    """Whether the certificate names ``peer`` (its CN or a subjectAltName is its name, fqdn or address)."""
+    wanted = {_name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}
+    return bool(_certificate_names(cert) & wanted)
+
+
+def serve_backup_stream(
+    port=None,
+    allow=None,
+    ssl_cert=None,
+    ssl_key=None,
+    ssl_ca=None,
+    bind=None,
+    timeout=None,
+    idle_timeout=None,
+    **connection_args,
+):
     """
     Run on the source: stream ONE mariabackup of this server to the replica that ``provision_replica``
     runs on. Listens on ``bind:port``, accepts a single connection from the ``allow`` address only (others
-    are closed unanswered), requires TLS with a client certificate signed by ``ssl_ca``, sends the
-    ``mariabackup --backup --stream=mbstream`` output and exits. Returns the peer, bytes sent and the
-    backup's GTID position.
+    are closed unanswered), requires TLS with a client certificate signed by ``ssl_ca``, waits (at most
+    READY_WAIT, 300 s) for the replica to say it is ready, sends the ``mariabackup --backup --stream=mbstream``
+    output and exits. Returns the peer, bytes sent and the backup's GTID position.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt db1 mariadb_replication.serve_backup_stream 4444 10.0.0.12 \\
-            /etc/mysql/tls/server.pem /etc/mysql/tls/server.key /etc/mysql/tls/ca.pem
+            /etc/mysql/ssl/server.pem /etc/mysql/ssl/server.key /etc/mysql/ssl/ca.pem bind=10.0.0.11
+
+    Called through salt's peer publish (a minion's ``publish.publish``: salt passes the caller's authenticated
+    minion id as ``__pub_id``), the caller chooses nothing that matters for security: the certificate, key, CA
+    and port are the db role's own (ROLE_STREAM: /etc/mysql/ssl/server.pem, server.key, ca.pem, port 4444), the
+    listener binds to this host's address (pillar ``rolestack:host:address``), the caller must be a db peer
+    (its minion id a name in ``rolestack:db:peers``), the stream goes to that peer's pillar address only, and
+    the client certificate must name that peer (CN or subjectAltName equal to its name, FQDN or address; other
+    connections are closed and the listener keeps waiting). A peer may pass only ``allow`` (it must then be its
+    own address), ``timeout`` and ``idle_timeout``; passing anything else (port, certificates, CA, bind,
+    ``connection_*``) is refused before anything listens.
 
     port / bind
-        Where to listen (``bind`` defaults to every address).
+        Where to listen: default the role's port (4444) and this host's pillar address.
 
     allow
         The replica's address (or a name resolving to it).
 
     ssl_cert / ssl_key / ssl_ca
         This server's certificate and key (the replica checks it against its CA and the name it connects
-        to), and the CA the replica's client certificate must be signed by.
+        to), and the CA the replica's client certificate must be signed by. Default: the db role's files.
 
     timeout
-        Seconds to wait for the replica to connect. Defaults to ``600``.
+        Seconds to wait for the replica to connect: default 600, at most MAX_STREAM_TIMEOUT (900).
+
+    idle_timeout
+        Seconds the stream may make no progress (the replica stops reading, or mariabackup stops writing)
+        before mariabackup is killed, which releases every lock it holds on this server: default 60, at most
+        MAX_IDLE_TIMEOUT (600).
 
     The backup runs as the connection account (``connection_*``; root over the socket by default), which
     needs RELOAD, PROCESS, LOCK TABLES and BINLOG MONITOR.
     """
+    caller = connection_args.get("__pub_id")
+    named = (("port", port), ("allow", allow), ("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca))
+    passed = (*named, ("bind", bind), ("timeout", timeout), ("idle_timeout", idle_timeout))
+    given = {name: value for name, value in passed if value is not None}
+    given.update({key: value for key, value in connection_args.items() if not key.startswith("__")})
+    role = _role_stream()
+    host = _pillar_host()
+    expect = None
+    if caller is not None:
+        expect = _stream_peer(caller, given, _db_peers(), host)
+        port, allow = role["port"], expect["address"]
+        ssl_cert, ssl_key, ssl_ca = role["ssl_cert"], role["ssl_key"], role["ssl_ca"]
+        bind, connection_args = host.get("address"), {}
+        if not bind:
+            raise SaltInvocationError("this host has no rolestack:host:address in its pillar: it serves no peer")
+    else:
+        if allow is None:
+            raise SaltInvocationError("allow (the replica's address) is required")
+        port = role["port"] if port is None else port
+        ssl_cert, ssl_key, ssl_ca = (value or role[name] for name, value in named[2:])
+        bind = bind or host.get("address")
+        if not bind:
+            raise SaltInvocationError("bind is required (this host has no rolestack:host:address in its pillar)")
+    timeout = _seconds(timeout, "timeout", STREAM_TIMEOUT, MAX_STREAM_TIMEOUT)
+    idle_timeout = _seconds(idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
     port = _validate_port(port)
     try:
         allowed = {str(_plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)}
@@ -1962,43 +2216,69 @@ def serve_backup_stream(port, allow, ssl_cert, ssl_key, ssl_ca, bind="0.0.0.0", 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ssl_ca)
     context.load_cert_chain(ssl_cert, ssl_key)
     context.verify_mode = ssl.CERT_REQUIRED
-    deadline = time.monotonic() + float(timeout)
     try:
         listener = socket.create_server((bind, port))
     except OSError as err:
         raise CommandExecutionError(f"cannot listen on {bind}:{port}: {err}")
-    refused = []
     with listener:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CommandExecutionError(
-                    f"no connection from {allow} within {timeout}s" + (f" (refused {refused})" if refused else "")
-                )
-            listener.settimeout(remaining)
-            try:
-                raw, peer = listener.accept()
-            except TimeoutError:
-                continue
-            address = str(_plain_ip(peer[0]))
-            if address not in allowed:
-                log.warning("serve_backup_stream: refused a connection from %s (only %s)", address, allow)
-                refused.append(address)
-                raw.close()
-                continue
-            raw.settimeout(30)
-            try:
-                conn = context.wrap_socket(raw, server_side=True)
-            except (ssl.SSLError, OSError) as err:
-                log.warning("serve_backup_stream: TLS with %s failed: %s", address, err)
-                refused.append(address)
-                raw.close()
-                continue
-            break
+        conn, address = _accept_replica(listener, context, allow, allowed, expect, timeout)
     with conn:
-        conn.settimeout(None)
-        sent, gtid = _send_backup(conn, settings)
-    return {"peer": address, "bytes": sent, "gtid": gtid}
+        try:
+            _send_frame(conn, b"H", json.dumps({"source": __opts__.get("id")}).encode())
+            conn.settimeout(READY_WAIT)
+            kind, _ = _read_frame(conn, limit=4096)
+        except (OSError, CommandExecutionError) as err:
+            raise CommandExecutionError(f"the replica {address} was not ready within {READY_WAIT}s: {err}") from None
+        if kind != b"R":
+            raise CommandExecutionError(f"the replica {address} sent {kind!r} instead of ready")
+        sent, gtid = _send_backup(conn, settings, idle_timeout)
+    return {"peer": address, "caller": caller, "bytes": sent, "gtid": gtid}
+
+
+def _accept_replica(listener, context, allow, allowed, expect, timeout):
+    """
+    The first connection from an ``allowed`` address that completes TLS with a client certificate signed by
+    the CA and, with ``expect`` (a peer), naming it. Others are closed and counted; CommandExecutionError
+    after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    refused = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CommandExecutionError(
+                f"no connection from {allow} within {timeout:g}s" + (f" (refused {refused})" if refused else "")
+            )
+        listener.settimeout(remaining)
+        try:
+            raw, peer = listener.accept()
+        except TimeoutError:
+            continue
+        address = str(_plain_ip(peer[0]))
+        if address not in allowed:
+            log.warning("serve_backup_stream: refused a connection from %s (only %s)", address, allow)
+            refused.append(address)
+            raw.close()
+            continue
+        raw.settimeout(min(30.0, max(1.0, remaining)))
+        try:
+            conn = context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as err:
+            log.warning("serve_backup_stream: TLS with %s failed: %s", address, err)
+            refused.append(address)
+            raw.close()
+            continue
+        if expect is not None and not _certificate_names_peer(conn.getpeercert(), expect):
+            log.warning(
+                "serve_backup_stream: %s's client certificate names %s, not %s",
+                address,
+                sorted(_certificate_names(conn.getpeercert())),
+                expect["name"],
+            )
+            refused.append(address)
+            conn.close()
+            continue
+        return conn, address
 
 
 def _plain_ip(address):
@@ -2009,41 +2289,62 @@ def _plain_ip(address):
     return ip
 
 
-def _send_backup(conn, settings):
+def _send_backup(conn, settings, idle_timeout):
+    """
+    Stream mariabackup's output as D frames, then the E trailer. No progress for ``idle_timeout`` seconds on
+    either side (the replica stopped reading, mariabackup stopped writing) kills mariabackup: its connection
+    to the server ends and with it every lock it held.
+    """
     with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
         defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(settings)}))
         target = os.path.join(work, "target")
         os.mkdir(target)
         err_path = os.path.join(work, "backup.err")
         sent = 0
+        conn.settimeout(idle_timeout)
         with open(err_path, "wb") as err_log:
             backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
             _widen_pipe(backup.stdout)
             reader = _Overlap(lambda: backup.stdout.read(_CHUNK), produce=True)
             reader.start()
             try:
-                for chunk in reader:
-                    conn.sendall(_FRAME.pack(b"D", len(chunk)))
-                    conn.sendall(chunk)
+                while True:
+                    try:
+                        chunk = reader.next(idle_timeout)
+                    except queue.Empty:
+                        raise CommandExecutionError(
+                            f"mariabackup wrote nothing for {idle_timeout:g}s (idle_timeout): killed"
+                        ) from None
+                    if not chunk:
+                        break
+                    _send_frame(conn, b"D", chunk)
                     sent += len(chunk)
                 reader.finish()
-                backup.wait()
-            except (OSError, ssl.SSLError) as err:
+                backup.wait(idle_timeout)
+            except (OSError, ssl.SSLError, subprocess.TimeoutExpired, CommandExecutionError) as err:
                 backup.kill()
                 backup.wait()
                 with contextlib.suppress(OSError, ValueError):
                     for _ in reader:  # to its end mark: the reading thread must not stay blocked on a full queue
                         pass
+                if isinstance(err, CommandExecutionError):
+                    raise
+                if isinstance(err, TimeoutError):
+                    raise CommandExecutionError(
+                        f"the replica stopped reading: no progress for {idle_timeout:g}s (idle_timeout), "
+                        "mariabackup killed"
+                    ) from None
+                if isinstance(err, subprocess.TimeoutExpired):
+                    raise CommandExecutionError(f"mariabackup did not exit within {idle_timeout:g}s: killed") from None
                 raise CommandExecutionError(f"the replica went away during the backup: {err}")
         messages = _tail(err_path, 200000)
         match = re.search(r"GTID of the last change '([^']*)'", messages)
         gtid = match.group(1) if match else None
-        trailer = {"ok": backup.returncode == 0, "gtid": gtid}
+        trailer = {"ok": backup.returncode == 0, "gtid": gtid, "bytes": sent}
         if backup.returncode:
             trailer["error"] = f"mariabackup exited with {backup.returncode}: {messages[-1500:]}"
-        payload = json.dumps(trailer).encode()
         with contextlib.suppress(OSError, ssl.SSLError):
-            conn.sendall(_FRAME.pack(b"E", len(payload)) + payload)
+            _send_frame(conn, b"E", json.dumps(trailer).encode())
             conn.settimeout(30)
             conn.unwrap()
     if backup.returncode:
@@ -2111,6 +2412,75 @@ def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
         _pipe(work, ("mariadb-dump", dump), ("loading the dump", load), timeout, "the dump")
 
 
+class _Publish(threading.Thread):
+    """
+    The peer publish of serve_backup_stream on the source (salt's ``publish.publish``, allowed by the master's
+    ``peer`` configuration), in the background: the source answers when the stream is over.
+    """
+
+    def __init__(self, minion, args, timeout):
+        super().__init__(daemon=True)
+        # looked up here, in the caller's loader context; the loaded function sets it up again in the thread
+        if "publish.publish" not in __salt__:
+            raise CommandExecutionError("publish.publish is not available: this minion cannot ask its source")
+        self.publish = __salt__["publish.publish"]
+        self.minion, self.args, self.timeout = minion, args, timeout
+        self.answer, self.error = None, None
+
+    def run(self):
+        try:
+            self.answer = self.publish(
+                self.minion,
+                "mariadb_replication.serve_backup_stream",
+                arg=self.args,
+                tgt_type="list",
+                timeout=self.timeout,
+            )
+        except Exception as err:  # pylint: disable=broad-except  # any failure: the source did not serve
+            self.error = err
+
+    def describe(self):
+        if self.error is not None:
+            return f"the publish failed: {self.error}"
+        return _publish_disagrees(self.answer, self.minion, None) or f"it answered {self.answer!r}"
+
+
+def _publish_disagrees(answer, minion, trailer):
+    """
+    Why the source's publish answer does not confirm the stream this replica received (its ``trailer``; None:
+    any answer that is a result), or None when it does. An empty answer never confirms anything.
+    """
+    if not isinstance(answer, dict) or not answer.get(minion):
+        what = "no answer" if not answer else f"an answer without {minion} ({type(answer).__name__})"
+        return (
+            f"{what} to the peer publish of mariadb_replication.serve_backup_stream (does the master's peer "
+            f"configuration let this host call it on {minion}? is {minion} up?)"
+        )
+    got = answer[minion]
+    if not isinstance(got, dict):
+        return f"{minion} answered: {str(got)[:1000]}"
+    for key in ("bytes", "gtid") if trailer is not None else ():
+        if got.get(key) != trailer.get(key):
+            return f"{minion} answered {key} {got.get(key)!r}, the stream's trailer said {trailer.get(key)!r}"
+    return None
+
+
+def _stream_source(source_minion, master_host):
+    """The db peer ``source_minion`` is (exactly its inventory name), checked to be the ``master_host`` too."""
+    peer = _db_peer(source_minion)
+    if peer is None:
+        raise SaltInvocationError(
+            f"source_minion {source_minion!r} is not a db peer of this host (rolestack:db:peers names: a host's "
+            "minion id is its inventory name)"
+        )
+    if _name_key(master_host) not in {_name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}:
+        raise SaltInvocationError(
+            f"master_host {master_host} is not the name, FQDN or address of source_minion {source_minion}: the "
+            "stream would come from another host than the one asked to serve it"
+        )
+    return peer
+
+
 def provision_replica(
     master_host,
     master_user,
@@ -2133,6 +2503,9 @@ def provision_replica(
     use_gtid="slave_pos",
     connect_retry=10,
     timeout=600,
+    source_minion=None,
+    replica_address=None,
+    idle_timeout=None,
     **connection_args,
 ):
     """
@@ -2158,6 +2531,20 @@ def provision_replica(
         ``serve_backup_stream`` running on the source (``stream_port``: one TLS connection to
         ``master_host:stream_port`` with ``ssl_cert``/``ssl_key``, the source checked against ``ssl_ca``) or,
         for a source on this same host, straight from a local mariabackup of ``source_socket``.
+
+        The stream's TLS handshake, and the source's word that it accepted this replica, come BEFORE anything
+        changes here: when the source cannot be reached (retried for ``timeout`` seconds, at most
+        MAX_STREAM_TIMEOUT), its certificate does not verify, or it refuses this replica, the server keeps
+        running and its data directory is untouched. Either side gives up when the stream makes no progress for
+        ``idle_timeout`` seconds (default 60, at most MAX_IDLE_TIMEOUT).
+
+    source_minion / replica_address
+        With ``stream_port``: the source's minion id (exactly its inventory name, a name in this host's pillar
+        ``rolestack:db:peers``; ``master_host`` must be its name, FQDN or address). This function then starts
+        the stream itself through salt's peer publish of ``serve_backup_stream`` (the source uses the db role's
+        own port, certificates and CA; ``replica_address``, when given, is passed as ``allow`` and must be this
+        host's pillar address there) and requires its answer to agree with the stream received: an empty or
+        failed answer is a failure.
 
         ``mysqldump``: the local server keeps running (it must hold no databases); ``mariadb-dump
         --single-transaction --master-data=1 --gtid --all-databases`` of the source, over TLS as
@@ -2199,6 +2586,11 @@ def provision_replica(
             stream_port = _validate_port(stream_port, "stream_port")
             if not ssl_cert or not ssl_key:
                 raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
+            idle_timeout = _seconds(idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
+            if source_minion is not None:
+                _stream_source(source_minion, spec["master_host"])
+        elif source_minion is not None:
+            raise SaltInvocationError("source_minion is for the backup stream (stream_port)")
         if service is None and not start_command:
             raise SaltInvocationError("with service=None, give start_command")
         running = _server_up(connection_args)
@@ -2221,23 +2613,54 @@ def provision_replica(
             seconds[what] = round(now - mark[0], 3)
             mark[0] = now
 
-        _stop_server(service, connection_args, timeout=120)
-        took("stop")
+        stream = publishing = None
+        where = f"{spec['master_host']}:{stream_port}"
+        if stream_port is not None:
+            # the source must answer, verify and accept this replica before anything here changes
+            wait = min(timeout, MAX_STREAM_TIMEOUT)
+            if source_minion is not None:
+                args = [f"timeout={wait:g}", f"idle_timeout={idle_timeout:g}"]
+                if replica_address:
+                    args.append(f"allow={replica_address}")
+                publishing = _Publish(source_minion, args, timeout)
+                publishing.start()
+            try:
+                stream = _open_stream(spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, wait, publishing)
+            except CommandExecutionError as err:
+                raise CommandExecutionError(
+                    f"{err} (nothing on this host was changed: the server runs, {datadir} is untouched)"
+                ) from err
+            took("handshake")
         moved_aside = None
         mode = 0o750
-        if fresh:
-            mode = os.stat(datadir).st_mode & 0o7777
-            moved_aside = f"{datadir}.pre-provision-{time.strftime('%Y%m%d%H%M%S')}"
-            try:
-                # a copy when a rename cannot be done (a directory of an overlayfs lower layer: EXDEV)
-                shutil.move(datadir, moved_aside)
-            except OSError as err:
-                raise CommandExecutionError(f"cannot move the fresh {datadir} aside to {moved_aside}: {err}") from err
-        os.makedirs(datadir, mode=mode, exist_ok=True)
+        try:
+            _stop_server(service, connection_args, timeout=120)
+            took("stop")
+            if fresh:
+                mode = os.stat(datadir).st_mode & 0o7777
+                moved_aside = f"{datadir}.pre-provision-{time.strftime('%Y%m%d%H%M%S')}"
+                try:
+                    # a copy when a rename cannot be done (a directory of an overlayfs lower layer: EXDEV)
+                    shutil.move(datadir, moved_aside)
+                except OSError as err:
+                    raise CommandExecutionError(
+                        f"cannot move the fresh {datadir} aside to {moved_aside}: {err}"
+                    ) from err
+            os.makedirs(datadir, mode=mode, exist_ok=True)
+        except BaseException:
+            if stream is not None:
+                stream.close()  # the source, waiting for "ready", gives up
+            raise
         took("move_aside")
         try:
-            if stream_port is not None:
-                _stream_backup_into(datadir, spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, timeout)
+            if stream is not None:
+                trailer = _stream_backup_into(datadir, stream, where, idle_timeout)
+                if publishing is not None:
+                    publishing.join(60)
+                    why = publishing.error and publishing.describe()
+                    why = why or _publish_disagrees(publishing.answer, source_minion, trailer)
+                    if why:
+                        raise CommandExecutionError(f"{source_minion} did not confirm the stream: {why}")
             else:
                 source = {"unix_socket": source_socket}
                 source_settings, _ = _connection_settings(source, lambda name: None)

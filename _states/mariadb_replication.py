@@ -199,8 +199,6 @@ def replica_configured(
     source_minion=None,
     provision=True,
     stream_port=4444,
-    source_ssl_cert="/etc/mysql/ssl/server.pem",
-    source_ssl_key="/etc/mysql/ssl/server.key",
     replica_address=None,
     provision_method="mariabackup",
     timeout=600,
@@ -212,10 +210,14 @@ def replica_configured(
 
     A running replica that already matches is left alone: CHANGE MASTER is never re-issued on a healthy
     replica. A fresh server (no transaction of its own, never a replica) is first provisioned from the source
-    when ``provision`` is True: ``source_minion`` (the source's minion id) is asked, through the salt master's
-    peer interface, to serve one mariabackup stream over mutual TLS to this host's address on
-    ``stream_port`` (presenting its server certificate ``source_ssl_cert``/``source_ssl_key``, paths on the
-    source) to ``replica_address`` only; the backup is restored and replication starts from its GTID position.
+    when ``provision`` is True: ``source_minion`` (the source's minion id: exactly its inventory name, as in
+    ``rolestack:db:peers``) is asked, through the salt master's peer interface, to serve one mariabackup stream
+    over mutual TLS on ``stream_port`` (the db role's port; the source uses its own certificate, key and CA and
+    streams to this host's pillar address only, which ``replica_address`` must be when given). The TLS handshake
+    with the source comes before this server is stopped: a source that cannot be reached, does not verify or
+    refuses leaves the server running and its data untouched, and says why. The backup is restored and
+    replication starts from its GTID position; the source's answer must confirm the stream (an empty answer is a
+    failure). ``timeout`` covers the whole provisioning, the stream included.
     """
     ret = _ret(name)
     connection = _connection(kwargs)
@@ -263,13 +265,7 @@ def replica_configured(
                 ret["comment"] = f"would start replication from {name}"
             return ret
         if needs_copy:
-            source = {
-                "minion": source_minion,
-                "port": stream_port,
-                "cert": source_ssl_cert,
-                "key": source_ssl_key,
-                "allow": replica_address,
-            }
+            source = {"minion": source_minion, "port": stream_port, "allow": replica_address}
             ret["changes"]["provisioned"] = _provision(name, wanted, master_password, source, provision_method,
                                                        timeout, connection)  # fmt: skip
         elif differences:
@@ -356,22 +352,12 @@ def _provision(name, wanted, master_password, source, method, timeout, connectio
         **connection,
     )
     if method == "mariabackup":
-        if not source["minion"] or not source["allow"]:
-            raise SaltInvocationError(
-                "provisioning with mariabackup needs source_minion (the source's minion id) and replica_address "
-                "(this host's address, the only one the source streams to)"
-            )
-        # the source streams one backup to this host's address only, over mutual TLS with its db certificates.
-        # serve_backup_stream returns when the stream is done: an answer within a few seconds is an error
-        answer = __salt__["publish.publish"](
-            source["minion"],
-            "mariadb_replication.serve_backup_stream",
-            arg=[source["port"], source["allow"], source["cert"], source["key"], wanted["ssl_ca"], "0.0.0.0", timeout],
-            timeout=5,
-        )
-        if answer:
-            raise CommandExecutionError(f"{source['minion']} did not serve a backup stream: {answer}")
-        args["stream_port"] = source["port"]
+        if not source["minion"]:
+            raise SaltInvocationError("provisioning with mariabackup needs source_minion (the source's minion id)")
+        # provision_replica publishes serve_backup_stream to the source itself (the source streams to this host's
+        # pillar address only, with the db role's certificates), completes the handshake before it stops this
+        # server, and fails unless the source's answer confirms the stream it received
+        args.update(stream_port=source["port"], source_minion=source["minion"], replica_address=source["allow"])
     result = __salt__["mariadb_replication.provision_replica"](**args)
     return {"from": name, "method": method, "gtid_slave_pos": result.get("gtid_slave_pos")}
 

@@ -41,6 +41,8 @@ db-replication-read-only:
     - require:
       - service: db-server-service
 
+{#- a fresh replica is provisioned from masterdb: source_minion is masterdb's minion id, which is its inventory
+    name (never its FQDN; mariadb_replication matches it exactly against rolestack:db:peers names) #}
 db-replication-replica:
   mariadb_replication.replica_configured:
     - name: {{ master.fqdn }}

@@ -9,6 +9,7 @@ import socket
 import ssl
 import threading
 import time
+import types
 
 import pymysql
 import pytest
@@ -503,9 +504,15 @@ def test_provision_failure_then_retry(mdb, replicating, instances, pki):
     target = instances(30, read_only=True)
     args = _replica_args(primary, pki)
     options = {"service": None, "start_command": " ".join(target.server.command()), "overwrite_fresh": True}
-    # nobody serves the stream: the server is left stopped, the fresh data directory moved aside, and said so
-    with pytest.raises(CommandExecutionError, match="cannot reach the backup stream") as err:
-        mdb.provision_replica(**args, **options, stream_port=free_port(), timeout=2, **target.args)
+    # the source's backup fails after the handshake (its mariabackup cannot reach its server): the server is left
+    # stopped, the fresh data directory moved aside, and said so
+    port = free_port()
+    broken = types.SimpleNamespace(args={"connection_unix_socket": str(target.server.root / "no-such.sock")})
+    thread, outcome = _serve_in_background(mdb, broken, pki, port, timeout=30)
+    with pytest.raises(CommandExecutionError, match="the source's backup failed") as err:
+        mdb.provision_replica(**args, **options, stream_port=port, timeout=30, **target.args)
+    thread.join(30)
+    assert "mariabackup exited with" in str(outcome.get("error")), outcome
     assert "is incomplete and the server is stopped; the previous data directory is" in str(err.value)
     assert not list(target.server.datadir.iterdir())
     # with the server down its data directory must be given, never guessed (overwrite_fresh=False keeps this

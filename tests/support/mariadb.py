@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import os
 import signal
+import threading
 import time
 
 from cryptography import x509
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.services import PrivateMariaDB
+from tests.support.services import wait_for
 
 # ---- a small PKI
 
@@ -182,3 +184,75 @@ class Instances:
     def stop_all(self):
         for instance in reversed(self.started):
             instance.stop()
+
+
+def make_host_pki(directory, source, clients):
+    """
+    A PKI whose certificates name hosts as the db role's do (CN the FQDN; subjectAltName the FQDN, the inventory
+    name and the address), for the backup stream's peer checks: ``good_ca``, ``server_cert``/``server_key`` for
+    ``source`` (a dict with name, fqdn, address; also valid for 127.0.0.1 and localhost, so ``mariadb_config``
+    can use it), ``client_<name>_cert``/``_key`` for each of ``clients`` (dicts as ``source``), and from an
+    unrelated CA ``wrong_server_cert``/``_key`` (naming 127.0.0.1) and ``wrong_client_<name>_cert``/``_key`` for
+    the first client.
+    """
+    directory.mkdir()
+    directory.chmod(0o755)
+    files = {}
+
+    def names(host):
+        sans = [x509.DNSName(host["fqdn"]), x509.DNSName(host["name"])]
+        return sans + [x509.IPAddress(ipaddress.ip_address(host["address"]))]
+
+    def ca(label, cn):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[f"{label}_ca"] = directory / f"{label}-ca.pem"
+        files[f"{label}_ca"].write_bytes(
+            _certificate(cn, key, cn, key, ca=True).public_bytes(serialization.Encoding.PEM)
+        )
+        return key
+
+    def leaf(label, cn, ca_cn, ca_key, **options):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[f"{label}_cert"] = directory / f"{label}.pem"
+        files[f"{label}_key"] = directory / f"{label}.key"
+        files[f"{label}_cert"].write_bytes(
+            _certificate(cn, key, ca_cn, ca_key, **options).public_bytes(serialization.Encoding.PEM)
+        )
+        _write_key(key, files[f"{label}_key"])
+
+    local = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    local = [name for name in local if name not in names(source)]
+    good = ca("good", "Rolestack Test CA")
+    leaf("server", source["fqdn"], "Rolestack Test CA", good, sans=names(source) + local)
+    for host in clients:
+        leaf(f"client_{host['name']}", host["fqdn"], "Rolestack Test CA", good, sans=names(host), client=True)
+    wrong = ca("wrong", "Unrelated CA")
+    leaf("wrong_server", source["fqdn"], "Unrelated CA", wrong, sans=names(source) + local)
+    first = clients[0]
+    leaf(f"wrong_client_{first['name']}", first["fqdn"], "Unrelated CA", wrong, sans=names(first), client=True)
+    return {label: str(path) for label, path in files.items()}
+
+
+def listening(port):
+    """Whether something listens on 127.0.0.1:port (IPv4), without connecting (that would use up an accept)."""
+    with open("/proc/net/tcp") as table:
+        return any(
+            line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table.readlines()[1:]
+        )
+
+
+def serve_in_background(function, listen_port, **kwargs):
+    """``function(**kwargs)`` (a serve_backup_stream) in a thread: (thread, outcome) once ``listen_port`` listens or it
+    ended."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = function(**kwargs)
+        except Exception as err:  # handed to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: listening(listen_port) or not thread.is_alive(), 15, f"something to listen on port {listen_port}")
+    return thread, outcome
