@@ -53,6 +53,20 @@ def parse(text, binlog_state=False):
     return parsed
 
 
+def applied(binlog_state, slave_pos=""):
+    """
+    Everything a server has applied, as one binlog state (``"domain-server-seq,..."``, the last GTID of each domain
+    and server): its ``gtid_binlog_state`` (what it logged: written on it, or replicated with log_slave_updates) and
+    its ``gtid_slave_pos`` (what its replica threads applied, or a backup it was provisioned from held: a replica
+    restored by mariabackup holds the source's GTIDs there only, its binary log may be empty). With
+    ``gtid_strict_mode`` a server that applied ``0-1-12`` applied that server's earlier GTIDs of the domain too.
+    """
+    have = {}
+    for domain, server, seq in parse(binlog_state, binlog_state=True) + parse(slave_pos):
+        have[(domain, server)] = max(seq, have.get((domain, server), -1))
+    return ",".join(f"{domain}-{server}-{seq}" for (domain, server), seq in have.items())
+
+
 def missing(position, binlog_state):
     """
     The GTIDs of ``position`` (a server's ``gtid_binlog_pos``: its last GTID per domain) that a server whose

@@ -59,6 +59,16 @@ def test_missing_names_the_transactions_the_other_never_had(position, state, mis
     assert mod.gtid_missing(position, state) == missing
 
 
+def test_what_a_server_applied_includes_its_slave_position():
+    # a replica restored by mariabackup: the copied GTIDs are in its gtid_slave_pos, its binary log is empty
+    assert gtid.applied("", f"0-{S1}-10") == f"0-{S1}-10"
+    assert gtid.applied(f"0-{S1}-8,0-{S2}-12", f"0-{S1}-10,1-{S1}-3") == f"0-{S1}-10,0-{S2}-12,1-{S1}-3"
+    assert gtid.applied(f"0-{S1}-10", f"0-{S1}-7") == f"0-{S1}-10"
+    assert mod.gtid_missing(f"0-{S1}-10", "", f"0-{S1}-10") == []
+    assert mod.gtid_missing(f"0-{S1}-11", "", f"0-{S1}-10") == [f"0-{S1}-11"]
+    assert mod.gtid_missing(f"0-{S1}-10", "") == [f"0-{S1}-10"]
+
+
 @pytest.mark.parametrize(("position", "state"), [("0-1", "0-1-1"), ("0-1-1", "0-1-x"), (12, ""), ("0-1-1", "0-1-1,")])
 def test_gtid_missing_refuses_bad_input(position, state):
     with pytest.raises(SaltInvocationError):
