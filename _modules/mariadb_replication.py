@@ -99,8 +99,6 @@ __virtualname__ = "mariadb_replication"
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 GTID_MODES = ("slave_pos", "current_pos")
-# a server that wrote transactions itself (an old primary) replicates from exactly where its binary log stands
-SLAVE_POS_FROM_BINLOG = "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"
 BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
 
 _CONNECTION_KEYS = (
@@ -1114,10 +1112,11 @@ def configure_replica(
         Start the replica threads afterwards. Defaults to ``True``.
 
     slave_pos_from_binlog
-        Before CHANGE MASTER, ``SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos``: the server continues after the
-        last transaction of its own binary log. For a server that wrote transactions itself (an old primary
-        rejoining; its ``gtid_slave_pos`` is stale): check first that the source holds them all
-        (``source_binlog_state``, ``gtid_missing``). Defaults to ``False``.
+        Before CHANGE MASTER, ``gtid_slave_pos`` is set, per domain, to the later of ``gtid_binlog_pos`` and
+        ``gtid_slave_pos``: the server continues after the last transaction of its own binary log, or after the
+        last one it applied when that is later (a replica restored by mariabackup holds its GTIDs there only). For
+        a server that wrote transactions itself (an old primary rejoining; its ``gtid_slave_pos`` is stale): check
+        first that the source holds them all (``source_binlog_state``, ``gtid_missing``). Defaults to ``False``.
 
     Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
     """
@@ -1141,7 +1140,16 @@ def configure_replica(
     with _connect(**connection_args) as conn:
         _query(conn, "STOP SLAVE", doing="STOP SLAVE")
         if slave_pos_from_binlog:
-            _query(conn, SLAVE_POS_FROM_BINLOG, doing="SET GLOBAL gtid_slave_pos")
+            # an old primary continues after its own last transaction; one that wrote none (promoted right after
+            # it was restored by mariabackup, then demoted) after what it applied: its binary log may be empty
+            row = _query(
+                conn,
+                "SELECT @@GLOBAL.gtid_binlog_pos AS binlog, @@GLOBAL.gtid_slave_pos AS slave",
+                (),
+                "reading the GTID positions",
+            )[0]
+            resume = gtid.resume_position(row["binlog"] or "", row["slave"] or "")
+            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (resume,), doing="SET GLOBAL gtid_slave_pos")
         _query(conn, _change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
         if start:
             _query(conn, "START SLAVE", doing="START SLAVE")

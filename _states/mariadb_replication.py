@@ -207,12 +207,12 @@ def read_only(
     return ret
 
 
-RUNNER_HINT = (
-    "A primary moves only through the db runner, which blocks writes on the old one until the new one caught up: "
-    "salt-run db.switchover <host> (the running primary hands over to the host the inventory names masterdb; "
-    "or salt-run state.orchestrate orch.db_switchover), or salt-run db.failover when the primary is dead. "
-    "Nothing was changed"
-)
+def _runner_hint(masterdb):
+    return (
+        f"Nothing was changed. A primary moves only through the db runner (writes blocked on the old one until the "
+        f"new one caught up): salt-run db.switchover {masterdb or '<host>'} (or salt-run state.orchestrate "
+        f"orch.db_switchover), or salt-run db.failover when the primary is dead"
+    )
 
 
 def _writable_peers(status, peer_check):
@@ -242,15 +242,14 @@ def _writable_refusal(status, peer_check, masterdb):
     if status.get("replica_configured"):
         source = status.get("Master_Host") or "a source"
         return (
-            f"{host} was not made writable (read_only stays ON): it replicates from {source} (a replication source "
-            f"is configured; taking writes while replicating forks the data). {RUNNER_HINT}."
+            f"{host} was not made writable: it replicates from {source} (taking writes while replicating forks the "
+            f"data). {_runner_hint(masterdb)}."
         )
     writable = _writable_peers(status, peer_check)
     if writable:
         return (
-            f"{host} was not made writable (read_only stays ON): {', '.join(writable)} take"
-            f"{'s' if len(writable) == 1 else ''} writes (read_only OFF); two writable primaries fork the data. "
-            f"{RUNNER_HINT}."
+            f"{host} was not made writable: {', '.join(writable)} take{'s' if len(writable) == 1 else ''} writes "
+            f"(two writable primaries fork the data). {_runner_hint(masterdb)}."
         )
     return None
 
@@ -261,11 +260,9 @@ def _read_only_refusal(status, peer_check, masterdb):
         return None
     if _writable_peers(status, peer_check):
         return None  # two primaries already: the one the inventory does not name masterdb steps down
-    host = _this_host()
     return (
-        f"{host} was not made read-only: it is the running primary (read_only OFF, no replication source) and no "
-        f"other db host takes writes, although the inventory names {masterdb or 'another host'} masterdb; making "
-        f"it read-only would leave no primary. {RUNNER_HINT.replace('<host>', masterdb or '<host>')}."
+        f"{_this_host()} was not made read-only: it is the running primary and no other db host takes writes "
+        f"(the inventory names {masterdb or 'another host'} masterdb). {_runner_hint(masterdb)}."
     )
 
 

@@ -67,6 +67,20 @@ def applied(binlog_state, slave_pos=""):
     return ",".join(f"{domain}-{server}-{seq}" for (domain, server), seq in have.items())
 
 
+def resume_position(binlog_pos, slave_pos):
+    """
+    Where a server that stops being a primary (or never replicated since it was restored) continues replicating:
+    per domain, the later (higher sequence number) of its ``gtid_binlog_pos`` (its own last transaction, when it
+    wrote some) and its ``gtid_slave_pos`` (what it applied, or what the backup it was restored from held: its
+    binary log may hold none of it). The binary log's GTID wins a tie. A GTID position string.
+    """
+    latest = {}
+    for domain, server, seq in parse(slave_pos) + parse(binlog_pos):
+        if seq >= latest.get(domain, (None, -1))[1]:
+            latest[domain] = (server, seq)
+    return ",".join(f"{domain}-{server}-{seq}" for domain, (server, seq) in sorted(latest.items()))
+
+
 def missing(position, binlog_state):
     """
     The GTIDs of ``position`` (a server's ``gtid_binlog_pos``: its last GTID per domain) that a server whose

@@ -27,7 +27,8 @@ db-replication-writable:
       - x509: db-certs-client-cert
 
 {#- one account per db host, from its address only; it must present a certificate from the platform's CA.
-    Accounts replicate to every replica, so an old primary finds its account on the new one. #}
+    Accounts replicate to every replica, so an old primary finds its account on the new one. Written only once
+    this host is the writable primary: written on a host that still replicates they would fork its data. #}
 {%- for peer in db.peers if peer.address %}
 db-replication-account-{{ peer.name }}:
   mariadb_replication.replication_user_present:
@@ -35,10 +36,8 @@ db-replication-account-{{ peer.name }}:
     - password: {{ rs.secrets.replication_password | json }}
     - host: {{ peer.address }}
     - ssl_require: X509
-    - require_in:
-      - mariadb_replication: db-replication-writable
     - require:
-      - service: db-server-service
+      - mariadb_replication: db-replication-writable
 {%- endfor %}
 
 {#- the accounts of hosts that left the inventory (or the db role) are dropped; kept all while a db host's address

@@ -76,7 +76,7 @@ def test_a_replica_is_never_made_writable(module_loaders, pki, pair):
     mdb, _primary, replica, peers = pair
     for test in (True, False):
         ret = _read_only_state(module_loaders, replica, pki, False, peers, test=test)
-        _refused(ret, f"{MINION} was not made writable (read_only stays ON): it replicates from 127.0.0.1")
+        _refused(ret, f"{MINION} was not made writable: it replicates from 127.0.0.1")
         assert mdb.status(**replica.args)["read_only"] is True
         assert mdb.lag(**replica.args)["replicating"] is True
 
@@ -87,7 +87,7 @@ def test_never_writable_while_a_peer_takes_writes(module_loaders, pki, pair):
     mdb.reset_replica(**replica.args)
     for test in (True, False):
         ret = _read_only_state(module_loaders, replica, pki, False, peers, test=test)
-        _refused(ret, "127.0.0.1 takes writes (read_only OFF)")
+        _refused(ret, f"{MINION} was not made writable: 127.0.0.1 takes writes")
         assert mdb.status(**replica.args)["read_only"] is True
     # the primary read-only, a peer that does not answer: the replica may now be made writable, at once
     mdb.set_read_only(True, **primary.args)

@@ -480,7 +480,7 @@ class FakeHosts:
             return True, 0
         if fun == "mariadb_replication.configure_replica":
             if kwargs.get("slave_pos_from_binlog"):
-                server["slave_pos"] = server["binlog"]
+                server["slave_pos"] = db.gtid.resume_position(server["binlog"], server["slave_pos"])
             server.update(source=kwargs["master_host"].split(".")[0], running=True, use_gtid="slave_pos")
             return {"master_host": kwargs["master_host"]}, 0
         if fun == "mariadb_replication.start_replica":

@@ -69,6 +69,20 @@ def test_what_a_server_applied_includes_its_slave_position():
     assert mod.gtid_missing(f"0-{S1}-10", "") == [f"0-{S1}-10"]
 
 
+@pytest.mark.parametrize(
+    ("binlog", "slave", "resume"),
+    [
+        (f"0-{S1}-12", f"0-{S2}-9", f"0-{S1}-12"),  # an old primary: after its own last transaction
+        ("", f"0-{S1}-10", f"0-{S1}-10"),  # restored by mariabackup, promoted, demoted: its binary log is empty
+        (f"0-{S2}-8", f"0-{S1}-10,1-{S2}-3", f"0-{S1}-10,1-{S2}-3"),
+        (f"0-{S2}-10", f"0-{S1}-10", f"0-{S2}-10"),  # a tie: its binary log
+        ("", "", ""),
+    ],
+)
+def test_where_a_demoted_server_resumes(binlog, slave, resume):
+    assert gtid.resume_position(binlog, slave) == resume
+
+
 @pytest.mark.parametrize(("position", "state"), [("0-1", "0-1-1"), ("0-1-1", "0-1-x"), (12, ""), ("0-1-1", "0-1-1,")])
 def test_gtid_missing_refuses_bad_input(position, state):
     with pytest.raises(SaltInvocationError):
