@@ -235,7 +235,7 @@ class MariaDBError(CommandExecutionError):
         self.server_message = server_message
 
 
-class MariaDBUnreachable(MariaDBError):
+class _Unreachable(MariaDBError):
     """The server could not be reached at all (down, no socket, refused the connection or the login)."""
 
 
@@ -720,9 +720,9 @@ def _connect(**kwargs):
         conn = pymysql.connect(**settings)
     except pymysql.MySQLError as err:
         error = _server_error(err, f"cannot connect to MariaDB ({where})")
-        raise MariaDBUnreachable(str(error), error.errno, error.server_message) from err
+        raise _Unreachable(str(error), error.errno, error.server_message) from err
     except (OSError, ValueError) as err:
-        raise MariaDBUnreachable(f"cannot connect to MariaDB ({where}): {err}") from err
+        raise _Unreachable(f"cannot connect to MariaDB ({where}): {err}") from err
     try:
         yield conn
     except pymysql.MySQLError as err:
@@ -1345,7 +1345,7 @@ def fence_writes(service="mariadb", **connection_args):
         try:
             set_read_only(True, **connection_args)
             killed = kill_client_connections(**connection_args)
-        except MariaDBUnreachable:
+        except _Unreachable:
             raise
         except MariaDBError:
             # read_only waits for running writes (lock_wait_timeout): kill them, then it is immediate
@@ -1353,7 +1353,7 @@ def fence_writes(service="mariadb", **connection_args):
             set_read_only(True, **connection_args)
             killed += kill_client_connections(**connection_args)
         return {"fenced": "read_only", "killed": killed}
-    except MariaDBUnreachable as err:
+    except _Unreachable as err:
         unreachable = err
     __salt__["service.stop"](service)
     if __salt__["service.status"](service):
