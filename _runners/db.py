@@ -865,9 +865,20 @@ def _fail(ret):
     return ret
 
 
+def _fence_timeout(opts):
+    """Seconds the fencing command may take: the master configuration's ``rolestack_db_fence_timeout`` (60)."""
+    timeout = opts.get(FENCE_TIMEOUT, 60)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise CommandExecutionError(
+            f"{FENCE_TIMEOUT} in the master configuration: expected a number of seconds > 0, got "
+            f"{type(timeout).__name__}"
+        )
+    return timeout
+
+
 def _run_fence_command(command):
     """Run the fencing command; (exit status 0, its output)."""
-    timeout = __opts__.get(FENCE_TIMEOUT, 60)
+    timeout = _fence_timeout(__opts__)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:

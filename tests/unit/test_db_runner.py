@@ -693,6 +693,13 @@ def test_a_malformed_fence_command_is_refused_naming_the_key(command):
         db._fence_command({"rolestack_db_fence_command": command}, topology(), DB1)
 
 
+@pytest.mark.parametrize("timeout", ["60", 0, True, None])
+def test_a_malformed_fence_timeout_is_refused_naming_the_key(timeout):
+    with pytest.raises(CommandExecutionError, match="rolestack_db_fence_timeout in the master configuration"):
+        db._fence_timeout({"rolestack_db_fence_timeout": timeout})
+    assert db._fence_timeout({}) == 60
+
+
 def test_fence_command_placeholders():
     command = ["fence", "{host}", "--fqdn={fqdn}", "{address}", "{minion}"]
     assert db._fence_command({"rolestack_db_fence_command": command}, topology(), DB2) == [
