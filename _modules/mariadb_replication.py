@@ -99,8 +99,6 @@ __virtualname__ = "mariadb_replication"
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 GTID_MODES = ("slave_pos", "current_pos")
-# a server that wrote transactions itself (an old primary) replicates from exactly where its binary log stands
-SLAVE_POS_FROM_BINLOG = "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"
 BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
 
 _CONNECTION_KEYS = (
@@ -235,6 +233,10 @@ class MariaDBError(CommandExecutionError):
         super().__init__(message)
         self.errno = errno
         self.server_message = server_message
+
+
+class _Unreachable(MariaDBError):
+    """The server could not be reached at all (down, no socket, refused the connection or the login)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -717,9 +719,10 @@ def _connect(**kwargs):
     try:
         conn = pymysql.connect(**settings)
     except pymysql.MySQLError as err:
-        raise _server_error(err, f"cannot connect to MariaDB ({where})") from err
+        error = _server_error(err, f"cannot connect to MariaDB ({where})")
+        raise _Unreachable(str(error), error.errno, error.server_message) from err
     except (OSError, ValueError) as err:
-        raise MariaDBError(f"cannot connect to MariaDB ({where}): {err}") from err
+        raise _Unreachable(f"cannot connect to MariaDB ({where}): {err}") from err
     try:
         yield conn
     except pymysql.MySQLError as err:
@@ -903,48 +906,40 @@ def gtid_most_advanced(positions):
     )
 
 
-def gtid_missing(position, binlog_state):
+def gtid_missing(position, binlog_state, slave_pos=None):
     """
-    The GTIDs of ``position`` that a server whose ``gtid_binlog_state`` is ``binlog_state`` never had: what a
-    server at ``position`` (its ``gtid_binlog_pos``) holds that the other server's binary log never held. An
-    empty list means the other server has logged every one of them (a replica of it can continue from
-    ``position``); otherwise the first server forked: those transactions were written on it and never
-    replicated. Pure: no server involved. Malformed input raises SaltInvocationError.
+    The GTIDs of ``position`` that a server whose ``gtid_binlog_state`` is ``binlog_state`` (and, when given,
+    whose ``gtid_slave_pos`` is ``slave_pos``) never applied: what a server at ``position`` (its
+    ``gtid_binlog_pos``) holds that the other server never had. An empty list means the other server has every
+    one of them (a replica of it can continue from ``position``); otherwise the first server forked: those
+    transactions were written on it and never replicated. Pure: no server involved. Malformed input raises
+    SaltInvocationError.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' mariadb_replication.gtid_missing 0-1-12 0-1-10,0-2-11
+        salt '*' mariadb_replication.gtid_missing 0-1-12 '' slave_pos=0-1-12
 
     position
         A GTID position, the last GTID of each domain (``@@gtid_binlog_pos`` of the server to check).
 
     binlog_state
         A binlog state, the last GTID of each domain and server (``@@gtid_binlog_state`` of the other server).
+
+    slave_pos
+        The other server's ``@@gtid_slave_pos``: what it applied as a replica, or what the backup it was
+        provisioned from held (a replica restored by mariabackup has those GTIDs there only, not in its binary
+        log).
     """
-    return gtid.missing(position, binlog_state)
+    return gtid.missing(position, gtid.applied(binlog_state, slave_pos or ""))
 
 
-def source_binlog_state(
-    master_host, master_user, master_password, ssl_ca, ssl_cert=None, ssl_key=None, master_port=3306, timeout=10
-):
-    """
-    A replication source's ``gtid_binlog_state`` and ``gtid_binlog_pos``, read over TLS as the replication
-    account with the credentials ``configure_replica`` takes (the source's certificate and name verified against
-    ``ssl_ca``; the client certificate for ``REQUIRE X509`` accounts). Reading a system variable needs no
-    privilege: ``REPLICATION SLAVE`` is enough. Returns ``{"gtid_binlog_state", "gtid_binlog_pos"}``; raises
-    CommandExecutionError when the source cannot be reached or refuses the login.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt db1 mariadb_replication.source_binlog_state db2.example repl 's3cret' /etc/mysql/tls/ca.pem \\
-            ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key
-    """
-    spec = _replica_spec(master_host, master_user, master_password, master_port, ssl_ca, ssl_cert, ssl_key)
-    connection = {
+def _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, port, timeout):
+    """``connection_*`` arguments for a peer db server over verified TLS as the replication account."""
+    spec = _replica_spec(host, user, password, port, ssl_ca, ssl_cert, ssl_key)
+    return {
         "connection_host": spec["master_host"],
         "connection_port": spec["master_port"],
         "connection_user": spec["master_user"],
@@ -954,14 +949,75 @@ def source_binlog_state(
         "connection_ssl_key": spec["ssl_key"],
         "connection_connect_timeout": timeout,
     }
+
+
+def _peer_variables(connection, what):
     with _connect(**connection) as conn:
         row = _query(
             conn,
-            "SELECT @@GLOBAL.gtid_binlog_state AS state, @@GLOBAL.gtid_binlog_pos AS pos",
+            "SELECT @@GLOBAL.gtid_binlog_state AS state, @@GLOBAL.gtid_binlog_pos AS pos, "
+            "@@GLOBAL.gtid_slave_pos AS slave, @@GLOBAL.read_only AS ro",
             (),
-            f"reading the GTID binlog state of {master_host}",
+            f"reading the GTID state of {what}",
         )[0]
-    return {"gtid_binlog_state": row["state"] or "", "gtid_binlog_pos": row["pos"] or ""}
+    return {
+        "gtid_binlog_state": row["state"] or "",
+        "gtid_binlog_pos": row["pos"] or "",
+        "gtid_slave_pos": row["slave"] or "",
+        "read_only": bool(row["ro"]),
+    }
+
+
+def source_binlog_state(
+    master_host, master_user, master_password, ssl_ca, ssl_cert=None, ssl_key=None, master_port=3306, timeout=10
+):
+    """
+    What a replication source has applied and whether it takes writes, read over TLS as the replication account
+    with the credentials ``configure_replica`` takes (the source's certificate and name verified against
+    ``ssl_ca``; the client certificate for ``REQUIRE X509`` accounts). Reading a system variable needs no
+    privilege: ``REPLICATION SLAVE`` is enough. Returns ``{"gtid_binlog_state", "gtid_binlog_pos",
+    "gtid_slave_pos", "read_only"}``; raises CommandExecutionError when the source cannot be reached or refuses
+    the login.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.source_binlog_state db2.example repl 's3cret' /etc/mysql/tls/ca.pem \\
+            ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key
+    """
+    connection = _peer_connection(master_host, master_user, master_password, ssl_ca, ssl_cert, ssl_key,
+                                  master_port, timeout)  # fmt: skip
+    return _peer_variables(connection, master_host)
+
+
+def peers_read_only(peers, user, password, ssl_ca, ssl_cert=None, ssl_key=None, port=3306, timeout=2):
+    """
+    Whether each peer db server refuses writes (``read_only``), read over TLS as the replication account (the
+    account every db host has, through replication; the peer's certificate and name verified against ``ssl_ca``),
+    each with a ``timeout``-second connection timeout. ``peers`` is a list of host names (as their certificates
+    name them) or ``{"host", "port"}`` mappings. Returns ``{"read_only": {host: bool}, "unreachable": {host:
+    error}}``: a peer that does not answer, or refuses the login (a fresh server that holds no account yet), is
+    unreachable, not writable.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db2 mariadb_replication.peers_read_only '[db1.example]' repl 's3cret' /etc/mysql/ssl/ca.pem \\
+            ssl_cert=/etc/mysql/ssl/client.pem ssl_key=/etc/mysql/ssl/client.key
+    """
+    if isinstance(peers, str) or not isinstance(peers, list | tuple):
+        raise SaltInvocationError(f"peers must be a list of host names, not {type(peers).__name__}")
+    found = {"read_only": {}, "unreachable": {}}
+    for peer in peers:
+        host, peer_port = (peer.get("host"), peer.get("port", port)) if isinstance(peer, dict) else (peer, port)
+        connection = _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, peer_port, timeout)
+        try:
+            found["read_only"][host] = _peer_variables(connection, host)["read_only"]
+        except CommandExecutionError as err:
+            found["unreachable"][host] = str(err)
+    return found
 
 
 def wait_for_gtid(gtid_pos, timeout=60, **connection_args):
@@ -1056,10 +1112,11 @@ def configure_replica(
         Start the replica threads afterwards. Defaults to ``True``.
 
     slave_pos_from_binlog
-        Before CHANGE MASTER, ``SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos``: the server continues after the
-        last transaction of its own binary log. For a server that wrote transactions itself (an old primary
-        rejoining; its ``gtid_slave_pos`` is stale): check first that the source holds them all
-        (``source_binlog_state``, ``gtid_missing``). Defaults to ``False``.
+        Before CHANGE MASTER, ``gtid_slave_pos`` is set, per domain, to the later of ``gtid_binlog_pos`` and
+        ``gtid_slave_pos``: the server continues after the last transaction of its own binary log, or after the
+        last one it applied when that is later (a replica restored by mariabackup holds its GTIDs there only). For
+        a server that wrote transactions itself (an old primary rejoining; its ``gtid_slave_pos`` is stale): check
+        first that the source holds them all (``source_binlog_state``, ``gtid_missing``). Defaults to ``False``.
 
     Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
     """
@@ -1083,7 +1140,16 @@ def configure_replica(
     with _connect(**connection_args) as conn:
         _query(conn, "STOP SLAVE", doing="STOP SLAVE")
         if slave_pos_from_binlog:
-            _query(conn, SLAVE_POS_FROM_BINLOG, doing="SET GLOBAL gtid_slave_pos")
+            # an old primary continues after its own last transaction; one that wrote none (promoted right after
+            # it was restored by mariabackup, then demoted) after what it applied: its binary log may be empty
+            row = _query(
+                conn,
+                "SELECT @@GLOBAL.gtid_binlog_pos AS binlog, @@GLOBAL.gtid_slave_pos AS slave",
+                (),
+                "reading the GTID positions",
+            )[0]
+            resume = gtid.resume_position(row["binlog"] or "", row["slave"] or "")
+            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (resume,), doing="SET GLOBAL gtid_slave_pos")
         _query(conn, _change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
         if start:
             _query(conn, "START SLAVE", doing="START SLAVE")
@@ -1151,11 +1217,14 @@ def reset_replica(all=True, **connection_args):
     return True
 
 
-def set_read_only(enabled=True, **connection_args):
+def set_read_only(enabled=True, lock_wait_timeout=2, **connection_args):
     """
     Switch ``read_only``. MariaDB 10.11 has no ``super_read_only``: ``read_only`` refuses writes from every
     account without ``READ_ONLY ADMIN`` (not implied by ``SUPER`` since 10.11), and never stops the replica
-    SQL thread. Setting it waits for running write transactions (up to ``lock_wait_timeout``). Returns
+    SQL thread. Setting it ON waits for running write statements and table locks, at most
+    ``lock_wait_timeout`` seconds (this session's ``lock_wait_timeout``, default 2; the server's default is a
+    year): then it fails with MariaDB error 1205 and ``read_only`` is unchanged. A caller that gave up waiting
+    (the db runner undoing a switchover) can never see a pending ``read_only=ON`` land later. Returns
     ``{"read_only": <new value>, "changed": <bool>}``.
 
     CLI Example:
@@ -1163,13 +1232,19 @@ def set_read_only(enabled=True, **connection_args):
     .. code-block:: bash
 
         salt db1 mariadb_replication.set_read_only
+        salt db1 mariadb_replication.set_read_only lock_wait_timeout=5
         salt db2 mariadb_replication.set_read_only enabled=False
     """
     if not isinstance(enabled, bool):
         raise SaltInvocationError(f"enabled must be True or False, not {enabled!r}")
+    if isinstance(lock_wait_timeout, bool) or not isinstance(lock_wait_timeout, int) or lock_wait_timeout < 1:
+        raise SaltInvocationError(
+            f"lock_wait_timeout must be a whole number of seconds >= 1, not {lock_wait_timeout!r}"
+        )
     with _connect(**connection_args) as conn:
         before = bool(_query(conn, "SELECT @@GLOBAL.read_only AS v", (), "reading read_only")[0]["v"])
         if before != enabled:
+            _query(conn, f"SET SESSION lock_wait_timeout = {lock_wait_timeout}", doing="SET lock_wait_timeout")
             _query(conn, f"SET GLOBAL read_only = {1 if enabled else 0}", doing="SET GLOBAL read_only")
     return {"read_only": enabled, "changed": before != enabled}
 
@@ -1249,6 +1324,41 @@ def kill_client_connections(exclude_users=None, **connection_args):
                 {"id": row["ID"], "user": row["USER"], "host": row["HOST"], "db": row["DB"], "command": row["COMMAND"]}
             )
     return killed
+
+
+def fence_writes(service="mariadb", **connection_args):
+    """
+    Make sure this server takes no more writes, before another db host is promoted in its place (``db.failover``
+    calls it on a dead primary whose minion still answers): ``read_only`` ON and every client connection killed
+    (``kill_client_connections``; a write that held the lock is killed, then ``read_only`` set again); when
+    MariaDB cannot be reached (down, crashed), the ``service`` is stopped so that it cannot come back by itself,
+    and must be stopped afterwards. Returns ``{"fenced": "read_only" or "stopped", "killed": [...]}``; raises
+    CommandExecutionError when it cannot make sure.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt db1 mariadb_replication.fence_writes
+    """
+    try:
+        try:
+            set_read_only(True, **connection_args)
+            killed = kill_client_connections(**connection_args)
+        except _Unreachable:
+            raise
+        except MariaDBError:
+            # read_only waits for running writes (lock_wait_timeout): kill them, then it is immediate
+            killed = kill_client_connections(**connection_args)
+            set_read_only(True, **connection_args)
+            killed += kill_client_connections(**connection_args)
+        return {"fenced": "read_only", "killed": killed}
+    except _Unreachable as err:
+        unreachable = err
+    __salt__["service.stop"](service)
+    if __salt__["service.status"](service):
+        raise CommandExecutionError(f"MariaDB is unreachable ({unreachable}) but the {service} service still runs")
+    return {"fenced": "stopped", "killed": [], "unreachable": str(unreachable)}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ GATHER_JOB_TIMEOUT = 5
 # whether its MariaDB is dead is decided by the replicas (their IO threads), not by this
 FAILOVER_GRACE = 2
 NO_ANSWER = "the minion did not answer"
+# the master configuration's fencing hook (a list argv, placeholders {host} {minion} {fqdn} {address}; exit 0: the
+# host is off), as MHA's shutdown_script, and how long it may take (seconds)
+FENCE_COMMAND = "rolestack_db_fence_command"
+FENCE_TIMEOUT = "rolestack_db_fence_timeout"
 REBUILD_HINT = gtid.REBUILD_HINT if gtid else None
 
 
@@ -238,9 +242,10 @@ def _summarize(topology, results, max_lag):
 
 def _switchover_refusal(new, topology, summary, max_lag, primary_binlog_state):
     """
-    Why a switchover to ``new`` must not start (None: it may). ``primary_binlog_state`` is the primary's
-    ``gtid_binlog_state`` read after ``summary``: under writes, a replica's position read a moment after the
-    primary's may be ahead of it without holding anything the primary lacks.
+    Why a switchover to ``new`` must not start (None: it may). ``primary_binlog_state`` is what the primary applied
+    (its ``gtid_binlog_state`` with its ``gtid_slave_pos``, ``_applied_state``) read after ``summary``: under writes,
+    a replica's position read a moment after the primary's may be ahead of it without holding anything the primary
+    lacks.
     """
     if new not in topology["hosts"]:
         return f"{new} is not a db host (db hosts: {', '.join(topology['hosts'])})"
@@ -361,6 +366,30 @@ def _choose_promotion(positions):
                 f"failover again"
             )
     return chosen
+
+
+def _fence_command(opts, topology, host):
+    """
+    The master configuration's fencing command for ``host`` (``rolestack_db_fence_command``: an argv list whose
+    ``{host}``, ``{minion}``, ``{fqdn}`` and ``{address}`` are substituted), or None when none is configured.
+    """
+    command = opts.get(FENCE_COMMAND)
+    if command is None:
+        return None
+    if not isinstance(command, list) or not command or not all(isinstance(part, str) and part for part in command):
+        raise CommandExecutionError(
+            f"{FENCE_COMMAND} in the master configuration: expected a list of non-empty strings (a command and its "
+            f"arguments, with {{host}}), got {type(command).__name__}"
+        )
+    spec = topology["hosts"][host]
+    values = {"host": host, "minion": spec["minion"], "fqdn": spec["fqdn"], "address": spec.get("address") or ""}
+    try:
+        return [part.format_map(values) for part in command]
+    except (KeyError, IndexError, ValueError) as err:
+        raise CommandExecutionError(
+            f"{FENCE_COMMAND} in the master configuration: bad placeholder ({type(err).__name__} {err}); expected "
+            f"{{host}}, {{minion}}, {{fqdn}} or {{address}}"
+        ) from err
 
 
 # ---- pure logic: the inventory -------------------------------------------------------------------
@@ -670,9 +699,14 @@ def _replica_args(topology, source):
     }
 
 
-def _binlog_state(topology, host):
-    """A host's ``gtid_binlog_state``: the last GTID of every (domain, server) its binary log ever held."""
-    return _call(topology, host, "mariadb_replication.status").get("gtid_binlog_state") or ""
+def _applied_state(topology, host):
+    """
+    Everything a host has applied, as a binlog state: its ``gtid_binlog_state`` (the last GTID of every (domain,
+    server) its binary log ever held) and its ``gtid_slave_pos`` (a replica provisioned by mariabackup holds the
+    copied GTIDs there only).
+    """
+    status = _call(topology, host, "mariadb_replication.status")
+    return gtid.applied(status.get("gtid_binlog_state") or "", status.get("gtid_slave_pos") or "")
 
 
 def _point_at(topology, host, source, timeout, from_binlog=False):
@@ -831,6 +865,68 @@ def _fail(ret):
     return ret
 
 
+def _fence_timeout(opts):
+    """Seconds the fencing command may take: the master configuration's ``rolestack_db_fence_timeout`` (60)."""
+    timeout = opts.get(FENCE_TIMEOUT, 60)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise CommandExecutionError(
+            f"{FENCE_TIMEOUT} in the master configuration: expected a number of seconds > 0, got "
+            f"{type(timeout).__name__}"
+        )
+    return timeout
+
+
+def _run_fence_command(command):
+    """Run the fencing command; (exit status 0, its output)."""
+    timeout = _fence_timeout(__opts__)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, str(err)
+    output = " ".join((proc.stdout + proc.stderr).split())[-500:]
+    return proc.returncode == 0, f"exit status {proc.returncode}" + (f": {output}" if output else "")
+
+
+def _fence(topology, old, error, force):
+    """
+    Make sure the dead primary ``old`` takes no more writes before a replica is promoted (``error``: why its status
+    failed). Its minion answers (its MariaDB does not): ``mariadb_replication.fence_writes`` there. Otherwise, or if
+    that failed: the master configuration's fencing command. What was done; raises CommandExecutionError when
+    nothing confirmed it and ``force`` is not set.
+    """
+    tried = []
+    if error != NO_ANSWER:
+        try:
+            done = _call(topology, old, "mariadb_replication.fence_writes", wait=QUICK_TIMEOUT + 10)
+            if done.get("fenced") == "read_only":
+                return (
+                    f"{old} fenced by salt: read_only ON, {len(done.get('killed') or [])} client connection(s) killed"
+                )
+            return f"{old} fenced by salt: its MariaDB does not answer, the mariadb service is stopped"
+        except CommandExecutionError as err:
+            tried.append(f"salt: {err}")
+    else:
+        tried.append(f"salt: {NO_ANSWER}")
+    command = _fence_command(__opts__, topology, old)
+    if command is None:
+        tried.append(f"no {FENCE_COMMAND} in the master configuration")
+    else:
+        _progress(f"{old}: fencing: {' '.join(command)}")
+        ok, output = _run_fence_command(command)
+        if ok:
+            return f"{old} fenced by {FENCE_COMMAND} ({' '.join(command)}: {output})"
+        tried.append(f"{' '.join(command)}: {output}")
+    if force:
+        return f"{old} NOT fenced ({'; '.join(tried)}): promoted anyway (force=True)"
+    raise CommandExecutionError(
+        f"failover refused: {old} could not be fenced ({'; '.join(tried)}). A primary cut off from salt may still run "
+        f"and acknowledge the writes its clients send it: promoting a replica would give two primaries whose data "
+        f"forks. Make sure {old} takes no writes (powered off at the hypervisor, or its network cut, or its MariaDB "
+        f"stopped), then: salt-run db.failover force=True; or configure {FENCE_COMMAND} (docs/roles/db.md, "
+        f"'Fail over')"
+    )
+
+
 # ---- the runner functions -------------------------------------------------------------------------
 
 
@@ -961,7 +1057,7 @@ def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=T
     summary = _summarize(topology, _collect(topology), _lag_limit(topology, None, "max_lag_seconds"))
     binlog_state = None
     if summary["primary"] and name != summary["primary"]:
-        binlog_state = _binlog_state(topology, summary["primary"])
+        binlog_state = _applied_state(topology, summary["primary"])
     reason = _switchover_refusal(name, topology, summary, limit, binlog_state)
     if reason:
         raise CommandExecutionError(f"switchover to {name} refused: {reason}")
@@ -1018,17 +1114,35 @@ def switchover(new, max_lag=None, timeout=30, update_inventory=True, highstate=T
 
 
 def _undo_switchover(topology, old, new, timeout):
-    """After a failed promotion: ``new`` read-only replica of ``old`` again, ``old`` writable. What was done."""
+    """
+    After a failed promotion: ``new`` read-only replica of ``old`` again, then ``old`` writable, but only once
+    ``new`` is confirmed read-only (never two writable primaries: when that cannot be confirmed, nothing takes
+    writes until an operator checked). What was done.
+    """
     done = []
     try:
         _call(topology, new, "mariadb_replication.set_read_only", enabled=True)
+        confirmed = bool(_call(topology, new, "mariadb_replication.status")["read_only"])
+    except CommandExecutionError as err:
+        confirmed, why = False, str(err)
+    else:
+        why = "its read_only is still OFF"
+    if not confirmed:
+        done.append(
+            f"{new} could not be confirmed read-only ({why}), so {old} stays read-only too: no db host takes writes. "
+            f"Check {new} (salt-run db.status); once it is read-only (salt {topology['hosts'][new]['minion']} "
+            f"mariadb_replication.set_read_only), make {old} writable again: salt {topology['hosts'][old]['minion']} "
+            f"mariadb_replication.set_read_only enabled=False"
+        )
+        return "; ".join(done)
+    try:
         settings = _call(topology, new, "mariadb_replication.replica_settings")
         if not settings:
             _call(topology, new, "mariadb_replication.configure_replica", **_replica_args(topology, old))
         _call(topology, new, "mariadb_replication.start_replica", timeout=timeout, wait=timeout + 15)
         done.append(f"{new} replicates from {old} again")
     except CommandExecutionError as err:
-        done.append(f"{new} could not be put back as a replica ({err}): check it (salt-run db.status)")
+        done.append(f"{new} is read-only but could not be put back as a replica ({err}): check it (salt-run db.status)")
     try:
         _call(topology, old, "mariadb_replication.set_read_only", enabled=False)
         done.append(f"{old} takes writes again (read_only OFF)")
@@ -1067,7 +1181,7 @@ def _after_move(topology, old, new, verb, update_inventory, highstate, exclude, 
     return ret
 
 
-def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
+def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True, force=False):
     """
     Replace a dead primary (its minion does not answer, or its MariaDB is down) by the most advanced replica.
 
@@ -1078,9 +1192,17 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
     keeps the db role only) and every other minion is highstated. The old primary is left alone: its MariaDB
     starts read_only ON; bring it back with ``salt-run db.rejoin <host>`` or rebuild it.
 
+    The old primary is fenced before anything is promoted: when its minion answers (its MariaDB does not),
+    ``mariadb_replication.fence_writes`` there (read_only ON and client connections killed, or its MariaDB service
+    stopped); otherwise the master configuration's ``rolestack_db_fence_command`` (a list argv, ``{host}``
+    substituted, exit status 0 when the host is off; as MHA's ``shutdown_script``) must confirm it is off.
+    Without either, the failover is refused unless ``force=True``: a partitioned primary keeps acknowledging
+    writes on its own.
+
     Refused when a primary is running, when the old primary answers, when a replica is still connected to it,
-    when the replicas' positions diverged, or when a replica received transactions the chosen one has not
-    applied (a replica behind another reachable one is never promoted).
+    when the old primary cannot be fenced (without ``force``), when the replicas' positions diverged, or when a
+    replica received transactions the chosen one has not applied (a replica behind another reachable one is
+    never promoted).
 
     Returns ``promoted``, ``old``, ``candidates``, ``positions`` (GTID of each candidate), ``seconds`` (from the
     start to read_only OFF on the promoted host), ``steps``, the replicas, inventory commit and highstate.
@@ -1096,7 +1218,11 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
         Seconds each replica may take to apply its relay log, and to start replicating from the new primary.
 
     dry_run
-        Only say which replica would be promoted (after the replicas applied their relay logs).
+        Only say which replica would be promoted (after the replicas applied their relay logs); nothing is fenced.
+
+    force
+        Promote even when the old primary could not be fenced: only after making sure it takes no writes (it is
+        powered off, or cut from every client), see docs/roles/db.md "Fail over".
     """
     started = time.monotonic()
     _check_timeout(timeout)
@@ -1117,6 +1243,10 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
     plan = _failover_plan(topology, summary)
     old, candidates = plan["old"], plan["candidates"]
     step(f"{old} is dead; candidates: {', '.join(candidates)}")
+    fenced = None
+    if not dry_run:
+        fenced = _fence(topology, old, (results.get(old) or {}).get("error"), force)
+        step(fenced)
     for host in candidates:
         state = summary["hosts"][host]
         if state["sql_running"] == "Yes" and state["gtid_io_pos"]:
@@ -1143,6 +1273,7 @@ def failover(timeout=60, dry_run=False, update_inventory=True, highstate=True):
         "candidates": candidates,
         "excluded": plan["excluded"],
         "positions": {host: info["applied"] for host, info in positions.items()},
+        "fence": fenced,
     }
     if dry_run:
         ret.update(promoted=None, would_promote=chosen, seconds=round(time.monotonic() - started, 3), steps=list(steps))
@@ -1205,12 +1336,12 @@ def rejoin(host, timeout=30):
     if state["replicating"] and state["source"] == primary:
         return {"host": name, "primary": primary, "changed": False, "comment": f"replicating from {primary} already"}
     mine = state["gtid_binlog_pos"]
-    theirs = _binlog_state(topology, primary)
+    theirs = _applied_state(topology, primary)
     missing = gtid.missing(mine, theirs)
     if missing:
         raise CommandExecutionError(
             f"{name} cannot rejoin: it holds transactions the primary {primary} never had ({', '.join(missing)}; "
-            f"{primary}'s binlog state: {theirs or 'empty'}): they were written on {name} and never replicated, "
+            f"what {primary} applied: {theirs or 'nothing'}): they were written on {name} and never replicated, "
             f"so its data forked; " + REBUILD_HINT.format(host=name)
         )
     _point_at(topology, name, primary, timeout, from_binlog=True)

@@ -147,17 +147,51 @@ def database_present(name, character_set="utf8mb4", collate=None, **kwargs):
     return _account_state(name, "mariadb_replication.database_present", f"database {name}", args)
 
 
-def read_only(name, enabled=True, **kwargs):
+def read_only(
+    name,
+    enabled=True,
+    peers=None,
+    peer_user="repl",
+    peer_password=None,
+    ssl_ca=None,
+    ssl_cert=None,
+    ssl_key=None,
+    peer_timeout=2,
+    masterdb=None,
+    **kwargs,
+):
     """
     The server's ``read_only`` is ``enabled`` (replicas: True, so only replication writes; the primary: False).
     ``name`` is a label.
+
+    Never two primaries. With ``enabled`` False the server is made writable only when it has no replication
+    source configured and no reachable peer is writable; otherwise the state fails, names the db runner and
+    changes nothing (also with ``test=True``). With ``enabled`` True and ``peers`` given, a server that is the
+    running primary (writable, no source) is made read-only only when a reachable peer is writable: demoting the
+    only primary leaves none, and a primary moves through the db runner (``salt-run db.switchover``).
+
+    peers
+        The db hosts (``rolestack:db:peers``: ``name``, ``fqdn``, ``server_id``, optionally ``port``); this
+        server (its ``server_id``) is left out. Each is asked for its ``read_only`` over verified TLS as
+        ``peer_user`` (password ``peer_password``, the CA ``ssl_ca``, the client certificate ``ssl_cert``/
+        ``ssl_key``) with a ``peer_timeout``-second connection timeout; one that does not answer is not writable.
+
+    masterdb
+        The host the inventory names masterdb, for the messages.
     """
     ret = _ret(name)
     connection = _connection(kwargs)
     try:
-        current = bool(__salt__["mariadb_replication.status"](**connection)["read_only"])
+        status = __salt__["mariadb_replication.status"](**connection)
+        current = bool(status["read_only"])
         if current == bool(enabled):
             ret["comment"] = f"read_only is already {'ON' if enabled else 'OFF'}"
+            return ret
+        peer_check = dict(peers=peers, user=peer_user, password=peer_password, ssl_ca=ssl_ca, ssl_cert=ssl_cert,
+                          ssl_key=ssl_key, timeout=peer_timeout)  # fmt: skip
+        refusal = (_read_only_refusal if enabled else _writable_refusal)(status, peer_check, masterdb)
+        if refusal:
+            ret.update(result=False, comment=refusal)
             return ret
         change = {"read_only": {"old": current, "new": bool(enabled)}}
         if __opts__["test"]:
@@ -171,6 +205,65 @@ def read_only(name, enabled=True, **kwargs):
     except (CommandExecutionError, SaltInvocationError) as err:
         ret.update(result=False, comment=f"read_only: {err}")
     return ret
+
+
+def _runner_hint(masterdb):
+    return (
+        f"Nothing was changed. A primary moves only through the db runner (writes blocked on the old one until the "
+        f"new one caught up): salt-run db.switchover {masterdb or '<host>'} (or salt-run state.orchestrate "
+        f"orch.db_switchover), or salt-run db.failover when the primary is dead"
+    )
+
+
+def _writable_peers(status, peer_check):
+    """The peers that take writes (read_only OFF), this server left out; [] when no peers are given."""
+    peers = peer_check["peers"]
+    if peers is None:
+        return []
+    if not isinstance(peers, list):
+        raise SaltInvocationError(f"peers must be a list of db hosts (rolestack:db:peers), not {type(peers).__name__}")
+    if not peer_check["password"] or not peer_check["ssl_ca"]:
+        raise SaltInvocationError("checking the peers needs peer_password and ssl_ca (the replication credentials)")
+    others = [
+        {"host": peer["fqdn"], **({"port": peer["port"]} if peer.get("port") else {})}
+        for peer in peers
+        if isinstance(peer, dict) and peer.get("fqdn") and peer.get("server_id") != status.get("server_id")
+    ]
+    if not others:
+        return []
+    args = {key: value for key, value in peer_check.items() if key != "peers"}
+    found = __salt__["mariadb_replication.peers_read_only"](others, **args)
+    return [host for host, read_only in found["read_only"].items() if not read_only]
+
+
+def _writable_refusal(status, peer_check, masterdb):
+    """Why this server must not be made writable (a comment), or None."""
+    host = _this_host()
+    if status.get("replica_configured"):
+        source = status.get("Master_Host") or "a source"
+        return (
+            f"{host} was not made writable: it replicates from {source} (taking writes while replicating forks the "
+            f"data). {_runner_hint(masterdb)}."
+        )
+    writable = _writable_peers(status, peer_check)
+    if writable:
+        return (
+            f"{host} was not made writable: {', '.join(writable)} take{'s' if len(writable) == 1 else ''} writes "
+            f"(two writable primaries fork the data). {_runner_hint(masterdb)}."
+        )
+    return None
+
+
+def _read_only_refusal(status, peer_check, masterdb):
+    """Why this server, the running primary, must not be made read-only (a comment), or None."""
+    if peer_check["peers"] is None or status.get("replica_configured"):
+        return None
+    if _writable_peers(status, peer_check):
+        return None  # two primaries already: the one the inventory does not name masterdb steps down
+    return (
+        f"{_this_host()} was not made read-only: it is the running primary and no other db host takes writes "
+        f"(the inventory names {masterdb or 'another host'} masterdb). {_runner_hint(masterdb)}."
+    )
 
 
 def _differences(current, wanted):
@@ -302,8 +395,9 @@ def _this_host():
 
 def _forked(name, wanted, master_password, status):
     """
-    Why this server must not replicate from ``name`` (a comment), or None: its binary log holds GTIDs the
-    source's never held. Only reads: the source's ``gtid_binlog_state`` over TLS as the replication account.
+    Why this server must not replicate from ``name`` (a comment), or None: its binary log holds GTIDs the source
+    never applied. Only reads: the source's ``gtid_binlog_state`` and ``gtid_slave_pos`` (a source provisioned by
+    mariabackup holds what it copied there only) over TLS as the replication account.
     """
     position = status.get("gtid_binlog_pos") or ""
     if not position:
@@ -316,12 +410,14 @@ def _forked(name, wanted, master_password, status):
             f"cannot check whether {host} holds transactions {name} never had (its gtid_binlog_pos is {position}), "
             f"so replication was not changed: {err}"
         )
-    errant = __salt__["mariadb_replication.gtid_missing"](position, source["gtid_binlog_state"])
+    slave_pos = source.get("gtid_slave_pos") or ""
+    errant = __salt__["mariadb_replication.gtid_missing"](position, source["gtid_binlog_state"], slave_pos)
     if not errant:
         return None
     return (
         f"{host} holds transactions the source {name} never had: {', '.join(errant)} ({host}'s gtid_binlog_pos "
-        f"{position}; {name}'s gtid_binlog_state {source['gtid_binlog_state'] or 'empty'}). They were written on "
+        f"{position}; {name}'s gtid_binlog_state {source['gtid_binlog_state'] or 'empty'}, gtid_slave_pos "
+        f"{slave_pos or 'empty'}). They were written on "
         f"{host} and never replicated (an old primary that took writes the new one did not receive): its data "
         f"forked, and replicating would stop with error 1236 or lose them. Nothing was changed. salt-run db.rejoin "
         f"{host} refuses it too; " + gtid.REBUILD_HINT.format(host=host)

@@ -53,6 +53,34 @@ def parse(text, binlog_state=False):
     return parsed
 
 
+def applied(binlog_state, slave_pos=""):
+    """
+    Everything a server has applied, as one binlog state (``"domain-server-seq,..."``, the last GTID of each domain
+    and server): its ``gtid_binlog_state`` (what it logged: written on it, or replicated with log_slave_updates) and
+    its ``gtid_slave_pos`` (what its replica threads applied, or a backup it was provisioned from held: a replica
+    restored by mariabackup holds the source's GTIDs there only, its binary log may be empty). With
+    ``gtid_strict_mode`` a server that applied ``0-1-12`` applied that server's earlier GTIDs of the domain too.
+    """
+    have = {}
+    for domain, server, seq in parse(binlog_state, binlog_state=True) + parse(slave_pos):
+        have[(domain, server)] = max(seq, have.get((domain, server), -1))
+    return ",".join(f"{domain}-{server}-{seq}" for (domain, server), seq in have.items())
+
+
+def resume_position(binlog_pos, slave_pos):
+    """
+    Where a server that stops being a primary (or never replicated since it was restored) continues replicating:
+    per domain, the later (higher sequence number) of its ``gtid_binlog_pos`` (its own last transaction, when it
+    wrote some) and its ``gtid_slave_pos`` (what it applied, or what the backup it was restored from held: its
+    binary log may hold none of it). The binary log's GTID wins a tie. A GTID position string.
+    """
+    latest = {}
+    for domain, server, seq in parse(slave_pos) + parse(binlog_pos):
+        if seq >= latest.get(domain, (None, -1))[1]:
+            latest[domain] = (server, seq)
+    return ",".join(f"{domain}-{server}-{seq}" for domain, (server, seq) in sorted(latest.items()))
+
+
 def missing(position, binlog_state):
     """
     The GTIDs of ``position`` (a server's ``gtid_binlog_pos``: its last GTID per domain) that a server whose

@@ -9,6 +9,7 @@ The rolestack lab: the platform of pillar.example/ on one machine, one systemd-n
     rolestack_lab.py [--name LAB] salt ARGS...                the salt CLI against the lab's master
     rolestack_lab.py [--name LAB] highstate                   salt '*' state.highstate + the per-host summary
     rolestack_lab.py [--name LAB] status                      hosts, addresses, PIDs
+    rolestack_lab.py [--name LAB] fence HOST                  power HOST off (db.failover's fencing hook)
 
 Network: a bridge inside its own namespace (rolestack-LAB-sw); every host gets a namespace with one veth into it
 and the inventory's address. Nothing is added to the machine's own namespace. salt-master runs from the repo's
@@ -394,6 +395,7 @@ def write_master_config(lab):
             link.symlink_to(REPO / loader_dir)
     autosign = root / "autosign_grains"
     write_enroll_tokens(lab, read_enroll_tokens(lab))  # the autosign_grains file (0600), tokens not used yet
+    lab_cli = [str(VENV / "bin/python"), str(REPO / "lab/rolestack_lab.py"), "--name", lab.name]
     config = {
         "id": lab.salt_host,
         "root_dir": str(root),
@@ -407,6 +409,9 @@ def write_master_config(lab):
         **rolestack_inventory.master_acl(
             rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
         ),
+        # db.failover's fencing hook for a primary whose minion does not answer: power its container off; exit 0
+        # once it is off (docs/roles/db.md, "Fail over")
+        "rolestack_db_fence_command": [*lab_cli, "fence", "{host}"],
         # keys are accepted by rule: a minion presenting the lab's enrollment grain
         "autosign_grains_dir": str(autosign),
         "log_file": str(root / "master.log"),
@@ -972,6 +977,22 @@ def cmd_replace(lab, host):
     return {"rows": rows, "returns": returns, "timings": timings, "fingerprint": finger}
 
 
+def cmd_fence(lab, host):
+    """Power a host off at once (its container's PID 1 killed if it does not stop within 1 s); fails unless it is off."""
+    if host not in lab.hosts:
+        raise LabError(f"unknown host {host!r}; lab hosts: {', '.join(sorted(lab.hosts))}")
+    try:
+        stop_host(lab, host, timeout=1)
+    except LabError as err:
+        # e.g. its overlay still mounted in the master's mount namespace: what matters is that the host is off
+        say(f"    {host}: {err}")
+    finally:
+        lab.save()
+    if container_pid1(lab, host):
+        raise LabError(f"{host} still runs")
+    say(f"==> {host} is off")
+
+
 def cmd_shell(lab, host, command):
     pid = container_pid1(lab, host)
     if pid is None:
@@ -1006,6 +1027,8 @@ def main(argv=None):
     sub.add_parser("highstate")
     replace = sub.add_parser("replace")
     replace.add_argument("host")
+    fence = sub.add_parser("fence")
+    fence.add_argument("host")
     shell = sub.add_parser("shell")
     shell.add_argument("host")
     shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
@@ -1033,6 +1056,8 @@ def main(argv=None):
             return 0 if result["clean"] else 1
         elif args.action == "replace":
             cmd_replace(lab, args.host)
+        elif args.action == "fence":
+            cmd_fence(lab, args.host)
         elif args.action == "shell":
             cmd_shell(lab, args.host, args.command)
         elif args.action == "salt":

@@ -150,3 +150,75 @@ def test_an_old_primary_that_lost_nothing_comes_back_replicating(module_loaders,
     again = _apply(module_loaders, new, old, pki)
     assert again.result is True and again.changes == {}, again
     assert again.comment == "already replicating from 127.0.0.1"
+
+
+def test_an_old_primary_is_not_called_forked_by_a_source_provisioned_by_mariabackup(module_loaders, pki, instances):
+    """
+    The new primary was provisioned by mariabackup and promoted before it logged a replicated event: it holds the
+    old primary's GTIDs in its gtid_slave_pos only (its binary log state is empty). The old primary lost nothing.
+    """
+    mdb = module_loaders.modules.mariadb_replication
+    old, new = instances(61), instances(62, read_only=True)
+    mdb.replication_user_present("repl", REPL_PASSWORD, require="X509", **old.args)
+    old.sql("CREATE DATABASE app")
+    old.sql("CREATE TABLE app.items (id INT PRIMARY KEY, host VARCHAR(40))")
+    old.sql("INSERT INTO app.items VALUES (1, 'old primary')")
+    provisioned = mdb.provision_replica(
+        **{key: value for key, value in _source(old, pki).items() if key != "connect_retry"},
+        source_socket=str(old.server.socket),
+        service=None,
+        start_command=" ".join(new.server.command()),
+        overwrite_fresh=True,
+        **new.args,
+    )
+    new.adopted_pid = provisioned["pid"]
+    mdb.set_read_only(True, **old.args)
+    position = mdb.status(**old.args)["gtid_binlog_pos"]
+    assert position.startswith("0-61-") and provisioned["gtid_slave_pos"] == position
+    mdb.promote(position, timeout=30, **new.args)
+    applied = mdb.status(**new.args)
+    assert (applied["gtid_binlog_state"], applied["gtid_slave_pos"]) == ("", position), applied
+    would = _apply(module_loaders, new, old, pki, test=True)
+    assert would.result is None and "never had" not in would.comment, would
+    assert would.changes["gtid_slave_pos"] == {"old": "", "new": position}, would.changes
+    ret = _apply(module_loaders, new, old, pki)
+    assert ret.result is True and ret.comment == "replicating from 127.0.0.1", ret
+    new.sql("INSERT INTO app.items VALUES (2, 'new primary')")
+    assert mdb.wait_for_gtid(mdb.status(**new.args)["gtid_binlog_pos"], timeout=30, **old.args)
+    assert old.sql("SELECT id FROM app.items ORDER BY id") == ((1,), (2,))
+    # what the state read: the source's slave position holds what its binary log never did
+    source = mdb.source_binlog_state(**{k: v for k, v in _source(new, pki).items() if k != "connect_retry"})
+    assert source["gtid_slave_pos"] == position and source["read_only"] is False
+    assert mdb.gtid_missing(position, source["gtid_binlog_state"], source["gtid_slave_pos"]) == []
+
+
+def test_a_primary_demoted_before_it_logged_anything_resumes_where_it_stands(module_loaders, pki, instances):
+    """
+    A replica restored by mariabackup, promoted and demoted again before it logged a transaction (a switchover
+    undone, or interrupted and switched back): its binary log is empty, its gtid_slave_pos holds what it applied.
+    Pointed back at the old primary from its binary log position (what db.switchover and db.rejoin do for an old
+    primary) it must continue from there, not replay the source's whole binary log.
+    """
+    mdb = module_loaders.modules.mariadb_replication
+    first, second = instances(63), instances(64, read_only=True)
+    mdb.replication_user_present("repl", REPL_PASSWORD, require="X509", **first.args)
+    first.sql("CREATE DATABASE app")
+    first.sql("CREATE TABLE app.items (id INT PRIMARY KEY)")
+    source = {key: value for key, value in _source(first, pki).items() if key != "connect_retry"}
+    provisioned = mdb.provision_replica(**source, source_socket=str(first.server.socket), service=None,
+                                        start_command=" ".join(second.server.command()), overwrite_fresh=True,
+                                        **second.args)  # fmt: skip
+    second.adopted_pid = provisioned["pid"]
+    mdb.set_read_only(True, **first.args)
+    position = mdb.status(**first.args)["gtid_binlog_pos"]
+    mdb.promote(position, timeout=30, **second.args)
+    # and back: the second server read-only again, pointed at the first from its own binary log, the first writable
+    mdb.set_read_only(True, **second.args)
+    assert mdb.status(**second.args)["gtid_binlog_pos"] == ""
+    mdb.configure_replica(**_source(first, pki), slave_pos_from_binlog=True, **second.args)
+    assert mdb.status(**second.args)["gtid_slave_pos"] == position
+    mdb.set_read_only(False, **first.args)
+    first.sql("INSERT INTO app.items VALUES (1)")
+    assert mdb.wait_for_gtid(mdb.status(**first.args)["gtid_binlog_pos"], timeout=30, **second.args)
+    assert second.sql("SELECT id FROM app.items") == ((1,),)
+    assert mdb.lag(**second.args)["replicating"] is True

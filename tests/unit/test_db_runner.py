@@ -8,6 +8,7 @@ LocalClient and pillar) and a real git repository; the lab runs them for real (t
 import copy
 import importlib.util
 import subprocess
+import sys
 
 import pytest
 import rolestack_inventory as logic
@@ -445,6 +446,13 @@ class FakeHosts:
         if fun == "state.highstate":
             return {"s": {"result": True, "changes": {}, "__id__": "s"}}, 0
         server = self.servers.get(minion)
+        if fun == "mariadb_replication.fence_writes" and server is not None:
+            # as the module: read_only ON (and connections killed), or a dead MariaDB's service stopped
+            if server.get("dead"):
+                server["stopped"] = True
+                return {"fenced": "stopped", "killed": []}, 0
+            server["read_only"] = True
+            return {"fenced": "read_only", "killed": [{"id": 7}]}, 0
         if server is None or server.get("dead"):
             return "ERROR: cannot connect to MariaDB (socket /run/mysqld/mysqld.sock)", 1
         if fun == "mariadb_replication.status":
@@ -459,6 +467,7 @@ class FakeHosts:
                 return True, 0
             return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
         if fun == "mariadb_replication.promote":
+            self.promoted_after_fence = [m for m, f, _a, _k in self.calls if f.endswith("fence_writes")]
             # as the module: wait (when given), RESET SLAVE ALL, read_only OFF; nothing after a failed step
             if args and not db._at_least(server["slave_pos"], args[0]):
                 return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
@@ -471,7 +480,7 @@ class FakeHosts:
             return True, 0
         if fun == "mariadb_replication.configure_replica":
             if kwargs.get("slave_pos_from_binlog"):
-                server["slave_pos"] = server["binlog"]
+                server["slave_pos"] = db.gtid.resume_position(server["binlog"], server["slave_pos"])
             server.update(source=kwargs["master_host"].split(".")[0], running=True, use_gtid="slave_pos")
             return {"master_host": kwargs["master_host"]}, 0
         if fun == "mariadb_replication.start_replica":
@@ -509,7 +518,7 @@ def server(source=None, read_only=True, binlog="", slave="", **extra):
 def platform(monkeypatch, tmp_path):
     """The runner's dunders, a git pillar repository with the example inventory, and simulated db hosts."""
 
-    def make(servers, text=EXAMPLE, down=()):
+    def make(servers, text=EXAMPLE, down=(), **master_config):
         repo = tmp_path / "pillar"
         if not repo.exists():
             repo.mkdir()
@@ -531,6 +540,7 @@ def platform(monkeypatch, tmp_path):
             "__role": "master",
             "id": "salt",
             "ext_pillar": [{"rolestack": {"git": {"repo": str(repo), "ref": "main", "path": "inventory.yaml"}}}],
+            **master_config,
         }
         monkeypatch.setattr(db, "__opts__", opts, raising=False)
         monkeypatch.setattr(db, "__salt__", {"pillar.show_pillar": show_pillar}, raising=False)
@@ -601,8 +611,9 @@ def test_switchover_without_inventory_update_warns_that_the_inventory_disagrees(
 
 
 @pytest.mark.parametrize("dead", ["mariadb", "host"])
-def test_failover_promotes_the_most_advanced_replica(platform, dead):
+def test_failover_promotes_the_most_advanced_replica(platform, dead, tmp_path):
     text = three_db_inventory()
+    fenced = tmp_path / "fenced"
     hosts = platform(
         {
             DB1: server(read_only=False, binlog=f"0-{S1}-100", dead=True),
@@ -611,6 +622,7 @@ def test_failover_promotes_the_most_advanced_replica(platform, dead):
         },
         text,
         down=[DB1] if dead == "host" else [],
+        rolestack_db_fence_command=fence_hook(fenced),
     )
     dry = db.failover(dry_run=True)
     assert dry["would_promote"] == DB3 and dry["promoted"] is None
@@ -623,6 +635,111 @@ def test_failover_promotes_the_most_advanced_replica(platform, dead):
     assert log_message(hosts.repo) == "db: fail over masterdb from db1-masterdb to db3"
     assert DB1 not in ret["highstate"]  # the dead host is left alone
     assert "db.rejoin db1-masterdb" in ret["old_primary"]
+    # fenced before the promotion: through salt when its minion answers, else by the master's fencing hook
+    if dead == "mariadb":
+        assert hosts.servers[DB1]["stopped"] and hosts.promoted_after_fence == [DB1] and not fenced.exists()
+        assert ret["fence"].startswith("db1-masterdb fenced by salt"), ret["fence"]
+    else:
+        assert fenced.read_text() == DB1 and ret["fence"].startswith("db1-masterdb fenced by rolestack_db_fence_")
+
+
+def fence_hook(record, status=0):
+    """A fencing command that records the host it was given, exiting with ``status``."""
+    script = f"import sys; open({str(record)!r}, 'w').write(sys.argv[1]); sys.exit({status})"
+    return [sys.executable, "-c", script, "{host}"]
+
+
+def dead_host_platform(platform, **master_config):
+    return platform(
+        {
+            DB1: server(read_only=False, binlog=f"0-{S1}-100", dead=True),
+            DB2: server(source=DB1, slave=f"0-{S1}-100", io="Connecting"),
+        },
+        down=[DB1],
+        **master_config,
+    )
+
+
+def test_failover_without_a_way_to_fence_a_silent_primary_is_refused(platform, tmp_path):
+    hosts = dead_host_platform(platform)
+    with pytest.raises(CommandExecutionError) as refused:
+        db.failover()
+    message = str(refused.value)
+    for part in ("failover refused: db1-masterdb could not be fenced", "no rolestack_db_fence_command",
+                 "keep", "salt-run db.failover force=True"):  # fmt: skip
+        assert part.replace("keep", "acknowledge the writes") in message, (part, message)
+    assert hosts.servers[DB2]["source"] == DB1 and hosts.servers[DB2]["read_only"]  # nothing promoted
+    assert log_message(hosts.repo) == "inventory"
+    # a hook that cannot confirm the host is off refuses too, and says what it answered
+    hosts = dead_host_platform(platform, rolestack_db_fence_command=fence_hook(tmp_path / "tried", status=3))
+    with pytest.raises(
+        CommandExecutionError, match=r"could not be fenced \(salt: the minion did not answer; .*exit status 3"
+    ):
+        db.failover()
+    assert (tmp_path / "tried").read_text() == DB1
+    assert hosts.servers[DB2]["source"] == DB1 and hosts.servers[DB2]["read_only"]
+
+
+def test_failover_forced_promotes_an_unfenced_primary_and_says_so(platform):
+    hosts = dead_host_platform(platform)
+    ret = db.failover(force=True)
+    assert ret["promoted"] == DB2 and not hosts.servers[DB2]["read_only"]
+    assert ret["fence"].startswith("db1-masterdb NOT fenced") and "force=True" in ret["fence"], ret["fence"]
+
+
+@pytest.mark.parametrize("command", ["poweroff {host}", [], ["fence", "{nohost}"], ["fence", 3]])
+def test_a_malformed_fence_command_is_refused_naming_the_key(command):
+    with pytest.raises(CommandExecutionError, match="rolestack_db_fence_command in the master configuration"):
+        db._fence_command({"rolestack_db_fence_command": command}, topology(), DB1)
+
+
+@pytest.mark.parametrize("timeout", ["60", 0, True, None])
+def test_a_malformed_fence_timeout_is_refused_naming_the_key(timeout):
+    with pytest.raises(CommandExecutionError, match="rolestack_db_fence_timeout in the master configuration"):
+        db._fence_timeout({"rolestack_db_fence_timeout": timeout})
+    assert db._fence_timeout({}) == 60
+
+
+def test_fence_command_placeholders():
+    command = ["fence", "{host}", "--fqdn={fqdn}", "{address}", "{minion}"]
+    assert db._fence_command({"rolestack_db_fence_command": command}, topology(), DB2) == [
+        "fence", DB2, f"--fqdn=db2.{ZONE}", "10.10.10.12", DB2,
+    ]  # fmt: skip
+    assert db._fence_command({}, topology(), DB2) is None
+
+
+def test_undo_never_gives_writes_back_before_the_target_is_read_only(platform):
+    # the target cannot catch up, and cannot be made read-only again: the old primary stays read-only
+    hosts = platform({DB1: server(read_only=False, binlog=f"0-{S1}-100"), DB2: server(source=DB1, slave=f"0-{S1}-99")})
+    hosts.fail[DB2, "mariadb_replication.set_read_only"] = "MariaDB error 1205: Lock wait timeout exceeded"
+    with pytest.raises(
+        CommandExecutionError, match=r"db2 could not be confirmed read-only .*db1-masterdb stays read-only"
+    ):
+        db.switchover(DB2, timeout=1)
+    assert hosts.servers[DB1]["read_only"]
+    # when it can, the old primary gets writes back only after the target's read_only was read back ON
+    hosts = platform({DB1: server(read_only=False, binlog=f"0-{S1}-100"), DB2: server(source=DB1, slave=f"0-{S1}-99")})
+    with pytest.raises(CommandExecutionError, match="db1-masterdb takes writes again"):
+        db.switchover(DB2, timeout=1)
+    order = [(minion, fun.split(".")[-1], kwargs.get("enabled")) for minion, fun, _a, kwargs in hosts.calls]
+    writable = order.index((DB1, "set_read_only", False))
+    confirmed = max(i for i, call in enumerate(order) if call[:2] == (DB2, "status"))
+    assert order.index((DB2, "set_read_only", True)) < confirmed < writable, order
+
+
+def test_rejoin_an_old_primary_whose_transactions_the_new_one_holds_in_its_slave_position(platform):
+    # db2 was provisioned by mariabackup (db1's GTIDs in its gtid_slave_pos) and promoted before it logged any
+    hosts = platform(
+        {
+            DB1: server(binlog=f"0-{S1}-10"),
+            DB2: server(read_only=False, binlog="", slave=f"0-{S1}-10", binlog_state=""),
+        }
+    )
+    ret = db.rejoin(DB1)
+    assert ret["changed"] and hosts.servers[DB1]["source"] == DB2
+    # and a switchover back to db1 is not refused as a fork
+    hosts.servers[DB1].update(running=True)
+    assert db.switchover(DB1)["new"] == DB1
 
 
 def test_rejoin_refuses_an_old_primary_with_its_own_transactions(platform):

@@ -59,6 +59,30 @@ def test_missing_names_the_transactions_the_other_never_had(position, state, mis
     assert mod.gtid_missing(position, state) == missing
 
 
+def test_what_a_server_applied_includes_its_slave_position():
+    # a replica restored by mariabackup: the copied GTIDs are in its gtid_slave_pos, its binary log is empty
+    assert gtid.applied("", f"0-{S1}-10") == f"0-{S1}-10"
+    assert gtid.applied(f"0-{S1}-8,0-{S2}-12", f"0-{S1}-10,1-{S1}-3") == f"0-{S1}-10,0-{S2}-12,1-{S1}-3"
+    assert gtid.applied(f"0-{S1}-10", f"0-{S1}-7") == f"0-{S1}-10"
+    assert mod.gtid_missing(f"0-{S1}-10", "", f"0-{S1}-10") == []
+    assert mod.gtid_missing(f"0-{S1}-11", "", f"0-{S1}-10") == [f"0-{S1}-11"]
+    assert mod.gtid_missing(f"0-{S1}-10", "") == [f"0-{S1}-10"]
+
+
+@pytest.mark.parametrize(
+    ("binlog", "slave", "resume"),
+    [
+        (f"0-{S1}-12", f"0-{S2}-9", f"0-{S1}-12"),  # an old primary: after its own last transaction
+        ("", f"0-{S1}-10", f"0-{S1}-10"),  # restored by mariabackup, promoted, demoted: its binary log is empty
+        (f"0-{S2}-8", f"0-{S1}-10,1-{S2}-3", f"0-{S1}-10,1-{S2}-3"),
+        (f"0-{S2}-10", f"0-{S1}-10", f"0-{S2}-10"),  # a tie: its binary log
+        ("", "", ""),
+    ],
+)
+def test_where_a_demoted_server_resumes(binlog, slave, resume):
+    assert gtid.resume_position(binlog, slave) == resume
+
+
 @pytest.mark.parametrize(("position", "state"), [("0-1", "0-1-1"), ("0-1-1", "0-1-x"), (12, ""), ("0-1-1", "0-1-1,")])
 def test_gtid_missing_refuses_bad_input(position, state):
     with pytest.raises(SaltInvocationError):
