@@ -102,19 +102,19 @@ def _at_least(a, b):
 # ---- pure logic: topology and state --------------------------------------------------------------
 
 
-def _topology_from_pillar(rolestack, accepted):
+def _topology_from_pillar(rolestack, accepted=None):  # pylint: disable=unused-argument
     """
     The db hosts in the order of the inventory, from the ``rolestack`` pillar of a db host:
     ``{"zone", "masterdb", "hosts": {name: {name, fqdn, address, server_id, minion}}, "settings", "password"}``.
-    A host's minion id is its name or its FQDN, whichever key the master accepted (the name when neither).
+    A host's minion id is its inventory name (the one canonical id, docs/inventory.md "Minion ids"); ``ca`` is the
+    salt host's (the CA's) minion id.
     """
     db = rolestack.get("db") or {}
     if not db.get("peers"):
         raise CommandExecutionError("the inventory has no db hosts (rolestack:db:peers is empty)")
-    accepted = set(accepted)
     hosts = {}
     for peer in db["peers"]:
-        minion = next((name for name in (peer["name"], peer["fqdn"]) if name in accepted), peer["name"])
+        minion = peer["name"]
         hosts[peer["name"]] = {
             "name": peer["name"],
             "fqdn": peer["fqdn"],
@@ -128,6 +128,7 @@ def _topology_from_pillar(rolestack, accepted):
     return {
         "zone": (rolestack.get("platform") or {}).get("zone"),
         "masterdb": (db.get("masterdb") or {}).get("name"),
+        "ca": ((rolestack.get("hosts_entries") or {}).get("salt") or {}).get("name"),
         "hosts": hosts,
         "settings": dict(db.get("settings") or {}),
         "password": password,
@@ -1171,7 +1172,12 @@ def _after_move(topology, old, new, verb, update_inventory, highstate, exclude, 
         )
     if highstate and names_new:
         targets = [minion for minion in _accepted() if minion not in (exclude or ())]
-        ret["highstate"] = _highstate(targets)
+        # the CA first: its highstate loads the moved masterdb names into its signing policies, so the new
+        # masterdb's certificate (requested in the same highstate wave) names masterdb at once
+        waves = [[topology["ca"]], [minion for minion in targets if minion != topology["ca"]]]
+        ret["highstate"] = {}
+        for wave in [wave for wave in waves if wave and set(wave) <= set(targets)] or [targets]:
+            ret["highstate"].update(_highstate(wave))
         failed = sorted(minion for minion, result in ret["highstate"].items() if not result["ok"])
         if failed:
             problems.append(f"highstate failed on {', '.join(failed)}")

@@ -114,7 +114,9 @@ def test_topology_from_the_db_pillar_maps_minion_ids():
     topo = topology(accepted=[DB1, f"db2.{ZONE}", "salt"])
     assert list(topo["hosts"]) == [DB1, DB2]
     assert topo["hosts"][DB1]["minion"] == DB1
-    assert topo["hosts"][DB2]["minion"] == f"db2.{ZONE}"  # the minion id is the FQDN
+    # one minion id per host, its inventory name: a key accepted under the FQDN is not db2's
+    assert topo["hosts"][DB2]["minion"] == DB2
+    assert topo["ca"] == "salt"
     assert topo["hosts"][DB2]["fqdn"] == f"db2.{ZONE}"
     assert topo["masterdb"] == DB1
     assert topo["settings"]["switchover_max_lag_seconds"] == 5
@@ -589,6 +591,10 @@ def test_switchover_blocks_writes_until_the_new_primary_caught_up(platform):
     assert log_message(hosts.repo) == "db: switch masterdb from db1-masterdb to db2"
     assert logic.load_yaml(committed(hosts.repo))["hosts"][DB2]["roles"] == ["db", "masterdb"]
     assert ret["inventory"]["commit"] and set(ret["highstate"]) == set(logic.load_yaml(EXAMPLE)["hosts"])
+    # the CA's highstate comes first, in a wave of its own: the new masterdb's certificate must be signed under the
+    # policy that names it masterdb, loaded by that highstate
+    highstated = [minion for minion, fun, _a, _k in hosts.calls if fun == "state.highstate"]
+    assert highstated[0] == "salt", highstated
 
 
 def test_switchover_that_cannot_catch_up_gives_the_writes_back(platform):
