@@ -99,7 +99,7 @@ def weakened_master(handle):
     conf.parent.mkdir(exist_ok=True)
     conf.write_text(json.dumps({
         "peer": {".*": [checks.SIGN, checks.STREAM]},
-        "peer_run": {".*": [checks.COMPOUND]},
+        "peer_run": {".*": ["match.compound_matches"]},
         "auto_accept": True,
     }))  # fmt: skip
     try:
