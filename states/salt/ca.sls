@@ -98,6 +98,10 @@ salt-ca-policies-record:
     - require:
       - file: salt-ca-dir
 
+{#- a masterless run (salt-call --local: a bootstrap, the functional tests) compiles its pillar afresh and has no
+    running minion to reload or to schedule in: the two states below are for the CA's running minion #}
+{%- if not opts.get('local') %}
+
 {#- x509_v2 signs under this minion's loaded pillar: reload it at once when the policies changed, so a host that
     left the db role (its policies gone from the derivation) is refused from now on, not from the next restart #}
 salt-ca-policies-loaded:
@@ -114,3 +118,4 @@ salt-ca-policies-refresh:
     - name: rolestack-ca-policies
     - function: saltutil.refresh_pillar
     - seconds: 60
+{%- endif %}

@@ -456,11 +456,12 @@ def test_salt_role_applied_for_real_converges_serves_and_follows_the_inventory(s
     assert "10.10.10.2," in (etc / "gdnsd" / "config").read_text()
     assert (sandbox.upper["sbin"] / "rolestack-gdnsd-check").stat().st_mode & 0o111
 
-    # an inventory commit (db2 moves): only the zone changes, gdnsd reloads it, the serial moves on
+    # an inventory commit (db2 moves): only the zone changes, gdnsd reloads it, the serial moves on; and the CA
+    # records db2's policies with its new address (its certificate's fixed subjectAltName)
     third = _load(sandbox.out / "apply3.json")
     assert all(state["result"] is True for state in third.values()), third
     changed = {state["__id__"] for state in third.values() if state["changes"]}
-    assert changed == {"salt-dns-zone", "salt-dns-reload-zones"}, changed
+    assert changed == {"salt-dns-zone", "salt-dns-reload-zones", "salt-ca-policies-record"}, changed
     after = json.loads((sandbox.out / "query2.json").read_text())
     assert after["10.10.10.2 db2"] == ["NOERROR", "10.10.10.13"]
     assert after["10.10.10.2 serial"] != answers["10.10.10.2 serial"]
