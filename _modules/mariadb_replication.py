@@ -251,23 +251,6 @@ def _parse_gtid(position):
     return {domain: (server, seq) for domain, server, seq in gtid.parse(position)}
 
 
-def _gtid_order(a, b):
-    """
-    Compare two GTID positions domain by domain (sequence numbers; server ids do not order GTIDs):
-    ``"equal"``, ``"ahead"`` (a has everything b has and more), ``"behind"``, or ``"diverged"``.
-    """
-    left, right = _parse_gtid(a), _parse_gtid(b)
-    ahead = behind = False
-    for domain in set(left) | set(right):
-        seq_a = left[domain][1] if domain in left else -1
-        seq_b = right[domain][1] if domain in right else -1
-        ahead = ahead or seq_a > seq_b
-        behind = behind or seq_a < seq_b
-    if ahead and behind:
-        return "diverged"
-    return "ahead" if ahead else "behind" if behind else "equal"
-
-
 def _literal(value):
     """An SQL literal of a Python value, escaped as PyMySQL does (the server's NO_BACKSLASH_ESCAPES off)."""
     if value is None:
@@ -874,7 +857,9 @@ def gtid_compare(a, b):
     """
     Whether GTID position ``a`` is at least ``b``: for every replication domain of ``b``, ``a`` has reached
     its sequence number. Server ids do not order GTIDs (with ``gtid_strict_mode`` sequence numbers grow within
-    a domain). An empty position is behind everything but another empty one. Pure: no server involved.
+    a domain), but the same sequence number from two servers is a fork: not "at least". An empty position is
+    behind everything but another empty one. Pure: no server involved (``rolestack_gtid.order``, the db
+    runner's order too).
 
     CLI Example:
 
@@ -882,7 +867,7 @@ def gtid_compare(a, b):
 
         salt '*' mariadb_replication.gtid_compare 0-1-120,1-3-7 0-1-100
     """
-    return _gtid_order(a, b) in ("equal", "ahead")
+    return gtid.at_least(a, b)
 
 
 def gtid_most_advanced(positions):

@@ -73,32 +73,6 @@ def __virtual__():
     return __virtualname__
 
 
-# ---- pure logic: GTID positions ------------------------------------------------------------------
-
-
-def _gtid_order(a, b):
-    """
-    ``equal``, ``ahead`` (a holds all of b and more), ``behind`` or ``diverged``, domain by domain: sequence
-    numbers order GTIDs (gtid_strict_mode), and the same sequence number from two servers is a fork.
-    """
-    left = {domain: (server, seq) for domain, server, seq in gtid.parse(a)}
-    right = {domain: (server, seq) for domain, server, seq in gtid.parse(b)}
-    ahead = behind = forked = False
-    for domain in set(left) | set(right):
-        server_a, seq_a = left.get(domain, (None, -1))
-        server_b, seq_b = right.get(domain, (None, -1))
-        ahead = ahead or seq_a > seq_b
-        behind = behind or seq_a < seq_b
-        forked = forked or (seq_a == seq_b and server_a != server_b)
-    if forked or (ahead and behind):
-        return "diverged"
-    return "ahead" if ahead else "behind" if behind else "equal"
-
-
-def _at_least(a, b):
-    return _gtid_order(a, b) in ("equal", "ahead")
-
-
 # ---- pure logic: topology and state --------------------------------------------------------------
 
 
@@ -348,7 +322,7 @@ def _choose_promotion(positions):
     if not positions:
         raise CommandExecutionError("no candidate to promote")
     applied = {host: info["applied"] for host, info in positions.items()}
-    ahead_of_all = [host for host in applied if all(_at_least(applied[host], other) for other in applied.values())]
+    ahead_of_all = [host for host in applied if all(gtid.at_least(applied[host], other) for other in applied.values())]
     if not ahead_of_all:
         listed = ", ".join(f"{host} at {pos or '(empty)'}" for host, pos in applied.items())
         raise CommandExecutionError(
@@ -358,7 +332,7 @@ def _choose_promotion(positions):
     chosen = ahead_of_all[0]
     for host, info in positions.items():
         received = info.get("received") or ""
-        if not _at_least(applied[chosen], received):
+        if not gtid.at_least(applied[chosen], received):
             raise CommandExecutionError(
                 f"{host} received transactions up to {received} that {chosen} (the most advanced, at "
                 f"{applied[chosen]}) has not applied; {host} has not applied them either (SQL thread "

@@ -3,7 +3,7 @@ MariaDB GTIDs for rolestack, shared by the ``mariadb_replication`` execution mod
 and the ``db`` runner (on the master), which cannot import an execution module: parsing positions and binlog
 states, which transactions of one server another never had, and the operator's way out when a server forked.
 
-Pure: no server, no Salt loader (only Salt's exception). Unit tests in tests/unit/test_gtid_logic.py.
+Pure: no server, no Salt loader (only Salt's exception). Unit tests in tests/unit/test_rolestack_gtid.py.
 """
 
 import re
@@ -51,6 +51,33 @@ def parse(text, binlog_state=False):
         seen.add(key)
         parsed.append((domain, server, seq))
     return parsed
+
+
+def order(a, b):
+    """
+    How GTID position ``a`` stands to ``b``, domain by domain: ``"equal"``, ``"ahead"`` (``a`` holds all of ``b``
+    and more), ``"behind"`` or ``"diverged"``. Sequence numbers order GTIDs within a domain (``gtid_strict_mode``),
+    whatever server wrote them; the same sequence number written by two different servers is a fork, never
+    "equal": two primaries each wrote their own transaction number N. A missing domain counts as sequence -1.
+    The one GTID order of rolestack: the execution module, the state and the db runner all use it.
+    """
+    left = {domain: (server, seq) for domain, server, seq in parse(a)}
+    right = {domain: (server, seq) for domain, server, seq in parse(b)}
+    ahead = behind = forked = False
+    for domain in left.keys() | right.keys():
+        server_a, seq_a = left.get(domain, (None, -1))
+        server_b, seq_b = right.get(domain, (None, -1))
+        ahead = ahead or seq_a > seq_b
+        behind = behind or seq_a < seq_b
+        forked = forked or (seq_a == seq_b and server_a != server_b)
+    if forked or (ahead and behind):
+        return "diverged"
+    return "ahead" if ahead else "behind" if behind else "equal"
+
+
+def at_least(a, b):
+    """Whether GTID position ``a`` has reached ``b`` in every domain of ``b`` without forking from it."""
+    return order(a, b) in ("equal", "ahead")
 
 
 def applied(binlog_state, slave_pos=""):

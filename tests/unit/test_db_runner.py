@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
+import rolestack_gtid as gtid
 import rolestack_inventory as logic
 from salt.exceptions import CommandExecutionError
-from salt.exceptions import SaltInvocationError
 
 from tests.support.paths import EXAMPLE_INVENTORY
 from tests.support.paths import REPO
@@ -82,29 +82,6 @@ def summary(results, text=EXAMPLE, max_lag=30):
 
 
 # ---- GTID ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "order"),
-    [
-        ("0-1-100", "0-1-100", "equal"),
-        ("0-1-101", "0-1-100", "ahead"),
-        ("0-1-99", "0-1-100", "behind"),
-        ("0-2-101", "0-1-100", "ahead"),  # sequence numbers order GTIDs, whatever the server
-        ("0-2-100", "0-1-100", "diverged"),  # the same number written by two servers: a fork
-        ("0-1-100,1-2-5", "0-1-100", "ahead"),
-        ("0-1-101,1-2-5", "0-1-100,1-2-6", "diverged"),
-        ("", "", "equal"),
-        ("", "0-1-1", "behind"),
-    ],
-)
-def test_gtid_order(a, b, order):
-    assert db._gtid_order(a, b) == order
-
-
-def test_malformed_gtid_is_refused():
-    with pytest.raises(SaltInvocationError, match="malformed GTID"):
-        db._gtid_order("0-1", "0-1-1")
 
 
 # ---- topology and state --------------------------------------------------------------------------
@@ -465,13 +442,13 @@ class FakeHosts:
         if fun == "mariadb_replication.kill_client_connections":
             return [], 0
         if fun == "mariadb_replication.wait_for_gtid":
-            if db._at_least(server["slave_pos"], args[0]):
+            if gtid.at_least(server["slave_pos"], args[0]):
                 return True, 0
             return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
         if fun == "mariadb_replication.promote":
             self.promoted_after_fence = [m for m, f, _a, _k in self.calls if f.endswith("fence_writes")]
             # as the module: wait (when given), RESET SLAVE ALL, read_only OFF; nothing after a failed step
-            if args and not db._at_least(server["slave_pos"], args[0]):
+            if args and not gtid.at_least(server["slave_pos"], args[0]):
                 return f"ERROR: timed out after {kwargs['timeout']}s waiting for GTID position {args[0]}", 1
             server.update(running=False, source=None, read_only=False)
             return {"applied": args[0] if args else None, "read_only": False}, 0
