@@ -10,29 +10,21 @@ the db role's configuration; the replicas' IO threads would then reconnect and t
 death that stays dead until the host is rebuilt (the runtime mask lives in /run and goes with the old container).
 """
 
-import importlib.util
 import json
 import subprocess
 import threading
 import time
 
 import pytest
+import rolestack_db_plan as dbplan
 import yaml
 
 from tests.e2e.conftest import lab_cli
 from tests.e2e.conftest import rolestack_lab
-from tests.support.paths import REPO
 
 MASTER, REPLICA = "db1-masterdb", "db2"
 ZONE = "production.wpdn"
 APP_USER, APP_PASSWORD = "e2eswitch", "e2e-switch-password-0123"
-
-
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("db_runner", REPO / "_runners" / "db.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def salt_run(lab, *args, timeout=900):
@@ -178,9 +170,8 @@ def test_switchover_back_by_runner(lab, rows):
 
 
 def test_switchover_by_pillar_commit_and_orchestrate(lab, rows):
-    runner = _load_runner()
     path = lab.pillar_repo / "inventory.yaml"
-    path.write_text(runner._move_masterdb(path.read_text(), MASTER, REPLICA))
+    path.write_text(dbplan.move_masterdb(path.read_text(), MASTER, REPLICA))
     git = ["git", "-C", str(lab.pillar_repo), "-c", "user.name=e2e", "-c", "user.email=e2e@rolestack.invalid"]
     subprocess.run([*git, "commit", "-qam", "move masterdb to db2"], check=True)
     code, ret = salt_run(lab, "state.orchestrate", "orch.db_switchover")

@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pytest
+import rolestack_db_plan as dbplan
 
 from tests.e2e.conftest import failures
 from tests.e2e.conftest import rolestack_lab
@@ -24,7 +25,6 @@ from tests.e2e.test_3_git_pillar import git
 from tests.e2e.test_7_db_switchover import MASTER
 from tests.e2e.test_7_db_switchover import REPLICA
 from tests.e2e.test_7_db_switchover import ZONE
-from tests.e2e.test_7_db_switchover import _load_runner
 from tests.e2e.test_7_db_switchover import assert_primary
 from tests.e2e.test_7_db_switchover import salt_run
 from tests.e2e.test_7_db_switchover import sql
@@ -54,7 +54,7 @@ def primary_is_masterdb(lab):
 
 def test_a_committed_masterdb_move_and_a_plain_highstate_leave_one_primary(lab):
     path = lab.pillar_repo / "inventory.yaml"
-    path.write_text(_load_runner()._move_masterdb(path.read_text(), MASTER, REPLICA))
+    path.write_text(dbplan.move_masterdb(path.read_text(), MASTER, REPLICA))
     git(lab, "commit", "-qam", "move masterdb to db2, without the runner")
     try:
         result = lab.highstate()
