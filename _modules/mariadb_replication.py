@@ -52,19 +52,14 @@ MariaDB 10.11 notes
 """
 
 import contextlib
-import fcntl
-import ipaddress
 import json
 import logging
 import os
-import pwd
-import queue
 import re
 import shlex
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
 import tempfile
 import threading
@@ -76,12 +71,14 @@ from salt.exceptions import SaltInvocationError
 try:
     # synced _utils: importable while Salt's loader loads this module
     import rolestack_gtid as gtid
+    import rolestack_mariadb_stream as streaming
 except ImportError:
     try:
         # pip-installed rolestack (Salt loads no utils from entry points)
         from rolestack._utils import rolestack_gtid as gtid
+        from rolestack._utils import rolestack_mariadb_stream as streaming
     except ImportError:
-        gtid = None
+        gtid = streaming = None
 
 try:
     import pymysql
@@ -99,7 +96,6 @@ __virtualname__ = "mariadb_replication"
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 GTID_MODES = ("slave_pos", "current_pos")
-BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
 
 _CONNECTION_KEYS = (
     "unix_socket",
@@ -579,36 +575,6 @@ def _lag_from_row(row):
         "last_io_error": (row.get("Last_IO_Error") or None) if configured else None,
         "last_sql_error": (row.get("Last_SQL_Error") or None) if configured else None,
     }
-
-
-def _option_value(value):
-    """A value for a my.cnf-style option file, double-quoted and escaped."""
-    text = str(value)
-    if "\n" in text or "\r" in text or "\0" in text:
-        raise SaltInvocationError("option values cannot contain newlines")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _option_file(sections):
-    """An option file: ``{"client": {"user": "root", ...}}``; None values are left out."""
-    lines = []
-    for group, options in sections.items():
-        lines.append(f"[{group}]")
-        for key, value in options.items():
-            if value is None:
-                continue
-            lines.append(key if value is True else f"{key}={_option_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _binlog_gtid(text):
-    """The GTID position from a mariabackup binlog info file (``file<TAB>pos<TAB>gtid``)."""
-    fields = text.strip().split("\t")
-    if len(fields) < 2:
-        raise CommandExecutionError(f"unexpected content of the backup's binlog info: {text.strip()!r}")
-    gtid = fields[2].strip() if len(fields) > 2 else ""
-    _parse_gtid(gtid)
-    return gtid
 
 
 def _connection_settings(args, lookup):
@@ -1682,145 +1648,6 @@ def database_absent(name, test=False, **connection_args):
 # ---------------------------------------------------------------------------------------------------------
 # provisioning a replica: mariabackup (local pipe or one TLS stream from the source) or mysqldump
 
-_FRAME = struct.Struct(">cI")
-# data frames of up to 4 MiB, through 1 MiB pipes: fewer wake-ups on 2 busy cores
-_CHUNK = 4 << 20
-_PIPE_SIZE = 1 << 20
-# a frame goes out in slices of this size: the idle timeout then bounds each slice, not a whole 4 MiB frame
-_SLICE = 256 << 10
-
-# The db role's backup stream: the files states/db/certs.sls writes and the role's port. A call through salt's
-# peer publish always gets these (and binds to this host's pillar address, rolestack:host:address): a peer
-# chooses none of them. A minion's own configuration may move them (``mariadb_replication.backup_stream``, a
-# dict with these keys, in the minion config file: the functional tests use it); a caller cannot.
-ROLE_STREAM = {
-    "port": 4444,
-    "ssl_ca": "/etc/mysql/ssl/ca.pem",
-    "ssl_cert": "/etc/mysql/ssl/server.pem",
-    "ssl_key": "/etc/mysql/ssl/server.key",
-}
-# seconds serve_backup_stream waits for the replica to connect (default, cap); seconds either side of the stream
-# waits for progress before it gives up (default, cap): the source then kills mariabackup, which releases its
-# locks; seconds the source waits, after the handshake, for the replica's "ready" (it stops its server meanwhile)
-STREAM_TIMEOUT, MAX_STREAM_TIMEOUT = 600, 900
-IDLE_TIMEOUT, MAX_IDLE_TIMEOUT = 60, 600
-READY_WAIT = 300
-# what a caller through peer publish may pass to serve_backup_stream; anything else is refused
-PEER_STREAM_ARGS = ("allow", "timeout", "idle_timeout")
-# the frames: H (source: accepted, after the client certificate and name checks), R (replica: ready, its server is
-# stopped and mbstream runs), D (backup data), E (source: the end, a JSON trailer)
-
-
-class _Overlap(threading.Thread):
-    """
-    Runs ``step`` in its own thread, a bounded queue between it and the caller, so that reading one side of
-    the backup stream overlaps writing the other (pipes and sockets release the GIL). A producer's ``step()``
-    returns a chunk (``b""`` at the end); a consumer's ``step(chunk)`` takes one. The thread's error is raised to the caller.
-    """
-
-    def __init__(self, step, produce):
-        super().__init__(daemon=True)
-        self.step, self.produce, self.error = step, produce, None
-        self.chunks = queue.Queue(maxsize=4)
-
-    def run(self):
-        try:
-            if self.produce:
-                while chunk := self.step():
-                    self.chunks.put(chunk)
-            else:
-                while (chunk := self.chunks.get()) is not None:
-                    self.step(chunk)
-        except (OSError, ValueError) as err:
-            self.error = err
-            if not self.produce:
-                while self.chunks.get() is not None:  # unblock a caller still putting, until its end mark
-                    pass
-        finally:
-            if self.produce:
-                self.chunks.put(b"")
-
-    def put(self, chunk):
-        if self.error is not None:
-            raise self.error
-        self.chunks.put(chunk)
-
-    def next(self, timeout):
-        """A producer's next chunk (``b""`` at its end), waited for at most ``timeout`` s (else queue.Empty)."""
-        chunk = self.chunks.get(timeout=timeout)
-        if not chunk and self.error is not None:
-            raise self.error
-        return chunk
-
-    def __iter__(self):
-        while chunk := self.chunks.get():
-            yield chunk
-        if self.error is not None:
-            raise self.error
-
-    def finish_quietly(self):
-        with contextlib.suppress(OSError, ValueError):
-            self.finish()
-
-    def finish(self):
-        if not self.produce:
-            self.chunks.put(None)
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-
-def _widen_pipe(stream):
-    """Grow a pipe's buffer to _PIPE_SIZE (best effort: the kernel may cap it)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-
-
-def _client_options(settings):
-    """Option-file lines for a client connecting like the PyMySQL ``settings``."""
-    password = settings.get("password")
-    options = {"user": settings.get("user"), "password": password.decode("utf-8") if password else None}
-    if "unix_socket" in settings:
-        options["socket"] = settings["unix_socket"]
-    else:
-        options.update(host=settings["host"], port=settings["port"])
-        options.update({name.replace("_", "-"): settings.get(name) for name in ("ssl_ca", "ssl_cert", "ssl_key")})
-        if settings.get("ssl_verify_identity"):
-            options["ssl-verify-server-cert"] = True
-    return options
-
-
-def _write_private(directory, name, text):
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
-
-
-def _tail(path, size=2000):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - size))
-            return handle.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _backup_command(defaults_file, workdir):
-    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
-    if not binary:
-        raise CommandExecutionError("mariabackup is not installed (Debian package mariadb-backup)")
-    return [binary, f"--defaults-file={defaults_file}", "--backup", "--stream=mbstream", f"--target-dir={workdir}"]
-
-
-def _extract_command(datadir):
-    binary = shutil.which("mbstream")
-    if not binary:
-        raise CommandExecutionError("mbstream is not installed (Debian package mariadb-backup)")
-    return [binary, "-x", "-C", datadir]
-
 
 def _check_datadir(datadir, overwrite_fresh):
     """
@@ -1855,21 +1682,12 @@ def _server_up(connection_args):
         return False
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise CommandExecutionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _stop_server(service, connection_args, timeout):
     """Stop the local server: through the service, or with SQL SHUTDOWN (then wait for its pid file to go)."""
     if service:
         if not __salt__["service.stop"](service):
             raise CommandExecutionError(f"could not stop service {service}")
-        _wait(lambda: not _server_up(connection_args), timeout, f"service {service} to stop")
+        streaming.wait_until(lambda: not _server_up(connection_args), timeout, f"service {service} to stop")
         return
     if not _server_up(connection_args):
         return
@@ -1878,7 +1696,9 @@ def _stop_server(service, connection_args, timeout):
         pid_file = os.path.join(row["datadir"], row["pid_file"])
         with contextlib.suppress(pymysql.MySQLError, CommandExecutionError):
             _query(conn, "SHUTDOWN", doing="SHUTDOWN")
-    _wait(lambda: not os.path.exists(pid_file) and not _server_up(connection_args), timeout, "the server to stop")
+    streaming.wait_until(
+        lambda: not os.path.exists(pid_file) and not _server_up(connection_args), timeout, "the server to stop"
+    )
 
 
 def _start_server(service, start_command, connection_args, timeout):
@@ -1904,228 +1724,20 @@ def _start_server(service, start_command, connection_args, timeout):
                 raise CommandExecutionError(f"{command[0]} exited with {process.returncode} while starting")
             return _server_up(connection_args)
 
-        _wait(up, timeout, "the server to start")
+        streaming.wait_until(up, timeout, "the server to start")
         return pid
-    _wait(lambda: _server_up(connection_args), timeout, f"service {service} to start")
+    streaming.wait_until(lambda: _server_up(connection_args), timeout, f"service {service} to start")
     return pid
-
-
-def _chown_tree(path, owner):
-    entry = pwd.getpwnam(owner)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-
-
-def _local_backup_into(datadir, source_settings, timeout):
-    """mariabackup of a source on this host piped into ``mbstream -x`` (no network)."""
-    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
-        defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(source_settings)}))
-        target = os.path.join(work, "target")
-        os.mkdir(target)
-        _pipe(
-            work,
-            ("mariabackup", _backup_command(defaults, target)),
-            ("mbstream -x", _extract_command(datadir)),
-            timeout,
-            "the backup",
-        )
-
-
-def _pipe(work, producer, consumer, timeout, what):
-    """Run producer | consumer (each a (label, argv)); CommandExecutionError with the failing side's stderr."""
-    logs = [os.path.join(work, f"pipe-{index}.err") for index in (0, 1)]
-    with open(logs[0], "wb") as producer_log, open(logs[1], "wb") as consumer_log:
-        first = subprocess.Popen(producer[1], stdout=subprocess.PIPE, stderr=producer_log)
-        second = subprocess.Popen(consumer[1], stdin=first.stdout, stderr=consumer_log)
-        first.stdout.close()
-        try:
-            second.wait(timeout)
-            first.wait(timeout)
-        except subprocess.TimeoutExpired:
-            first.kill()
-            second.kill()
-            raise CommandExecutionError(f"{what} took longer than {timeout}s") from None
-    for (label, _argv), process, log in ((producer, first, logs[0]), (consumer, second, logs[1])):
-        if process.returncode:
-            raise CommandExecutionError(f"{label} failed ({process.returncode}): {_tail(log)}")
-
-
-def _read_exact(conn, view, size):
-    """Fill ``view[:size]`` from the connection; returns that part of the view."""
-    got = 0
-    while got < size:
-        count = conn.recv_into(view[got:size])
-        if not count:
-            raise CommandExecutionError("the backup stream ended early (did the source fail?)")
-        got += count
-    return view[:size]
-
-
-def _read_frame(conn, limit=_CHUNK):
-    """One frame: (kind, payload as a memoryview)."""
-    kind, size = _FRAME.unpack(_read_exact(conn, memoryview(bytearray(_FRAME.size)), _FRAME.size))
-    if size > limit:
-        raise CommandExecutionError(f"a backup stream frame of {size} bytes (at most {limit})")
-    return kind, _read_exact(conn, memoryview(bytearray(size)), size)
-
-
-def _send_frame(conn, kind, payload=b""):
-    """One frame, sent in slices of _SLICE bytes (each bounded by the socket's timeout)."""
-    conn.sendall(_FRAME.pack(kind, len(payload)))
-    view = memoryview(payload)
-    for start in range(0, len(view), _SLICE):
-        conn.sendall(view[start : start + _SLICE])
-
-
-def _open_stream(host, port, ssl_ca, ssl_cert, ssl_key, wait, publishing=None):
-    """
-    Connect to serve_backup_stream at ``host:port`` (retrying for ``wait`` seconds while nothing listens, and
-    only while ``publishing``, the peer publish that starts it, is under way), complete TLS (the source's
-    certificate verified against ``ssl_ca`` and ``host``) and read the source's hello (it accepted this replica's
-    certificate and address). Changes nothing on this host: a failure here leaves the server as it was.
-    """
-    context = ssl.create_default_context(cafile=ssl_ca)
-    context.load_cert_chain(ssl_cert, ssl_key)
-    where = f"{host}:{port}"
-    deadline = time.monotonic() + wait
-    while True:
-        if publishing is not None and not publishing.is_alive():
-            raise CommandExecutionError(
-                f"{publishing.minion} did not serve a backup stream: {publishing.describe()} (before this replica "
-                f"could connect to {where})"
-            )
-        try:
-            raw = socket.create_connection((host, port), timeout=10)
-            break
-        except OSError as err:
-            if time.monotonic() >= deadline:
-                raise CommandExecutionError(f"cannot reach the backup stream at {where} within {wait:g}s: {err}")
-            time.sleep(0.5)
-    try:
-        conn = context.wrap_socket(raw, server_hostname=host)
-    except (ssl.SSLError, OSError) as err:
-        raw.close()
-        raise CommandExecutionError(f"TLS with the backup stream at {where} failed: {err}")
-    try:
-        conn.settimeout(30)
-        kind, _ = _read_frame(conn, limit=4096)
-        if kind != b"H":
-            raise CommandExecutionError(f"unexpected frame {kind!r} instead of the source's hello")
-    except (CommandExecutionError, OSError, ValueError) as err:
-        conn.close()
-        raise CommandExecutionError(
-            f"the backup stream at {where} did not accept this replica (its client certificate, or the name or "
-            f"address in it, refused?): {err}"
-        )
-    return conn
-
-
-def _stream_backup_into(datadir, conn, where, idle_timeout):
-    """
-    Receive one backup over ``conn`` (from _open_stream) and extract it with ``mbstream -x``: says ready, then
-    reads until the source's trailer, failing when the source sends nothing for ``idle_timeout`` seconds.
-    Returns the trailer (``ok``, ``gtid``, ``bytes``).
-    """
-    with tempfile.TemporaryDirectory(prefix="rolestack-restore-") as work:
-        err_extract = os.path.join(work, "extract.err")
-        with conn, open(err_extract, "wb") as extract_log:
-            conn.settimeout(idle_timeout)
-            extract = subprocess.Popen(_extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log, bufsize=0)
-            _widen_pipe(extract.stdin)
-            received, trailer = 0, None
-            header = memoryview(bytearray(_FRAME.size))
-            writer = _Overlap(extract.stdin.write, produce=False)
-            writer.start()
-            try:
-                _send_frame(conn, b"R")
-                while trailer is None:
-                    kind, size = _FRAME.unpack(_read_exact(conn, header, _FRAME.size))
-                    if size > _CHUNK:
-                        raise CommandExecutionError(f"a backup stream frame of {size} bytes (at most {_CHUNK})")
-                    payload = _read_exact(conn, memoryview(bytearray(size)), size)
-                    if kind == b"D":
-                        writer.put(payload)
-                        received += size
-                    elif kind == b"E":
-                        trailer = json.loads(bytes(payload))
-                    else:
-                        raise CommandExecutionError(f"unexpected frame {kind!r} in the backup stream")
-                writer.finish()
-            except TimeoutError:
-                raise CommandExecutionError(
-                    f"the backup stream from {where} stalled: nothing for {idle_timeout:g}s (idle_timeout)"
-                ) from None
-            except (OSError, ssl.SSLError) as err:
-                raise CommandExecutionError(f"the backup stream from {where} broke: {err}")
-            finally:
-                if writer.is_alive():
-                    writer.finish_quietly()
-                with contextlib.suppress(OSError):
-                    extract.stdin.close()
-                try:
-                    extract.wait(60)
-                except subprocess.TimeoutExpired:
-                    extract.kill()
-                    extract.wait()
-        if not isinstance(trailer, dict) or not trailer.get("ok"):
-            error = trailer.get("error") if isinstance(trailer, dict) else f"a trailer of type {type(trailer).__name__}"
-            raise CommandExecutionError(f"the source's backup failed: {error}")
-        if trailer.get("bytes") != received:
-            raise CommandExecutionError(f"received {received} bytes, the source says it sent {trailer.get('bytes')}")
-        if extract.returncode:
-            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {_tail(err_extract)}")
-    log.info("received a %d byte backup from %s", received, where)
-    return trailer
-
-
-def _prepare(datadir, timeout):
-    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
-    result = subprocess.run(
-        [binary, "--prepare", f"--target-dir={datadir}", "--use-memory=256M"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if result.returncode:
-        raise CommandExecutionError(f"mariabackup --prepare failed ({result.returncode}): {result.stderr[-2000:]}")
-
-
-def _backup_gtid(datadir):
-    for name in BINLOG_INFO_FILES:
-        path = os.path.join(datadir, name)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                return _binlog_gtid(handle.read())
-    raise CommandExecutionError(
-        "the backup holds no binary log position (is log_bin on on the source?): cannot start replication"
-    )
-
-
-def _seconds(value, name, default, cap):
-    """A number of seconds in (0, cap]; ``default`` when None."""
-    if value is None:
-        return float(default)
-    if isinstance(value, bool):
-        raise SaltInvocationError(f"{name} must be a number of seconds, not a bool")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{name} must be a number of seconds, not a {type(value).__name__}") from None
-    if not 0 < number <= cap:
-        raise SaltInvocationError(f"{name} must be more than 0 and at most {cap} seconds (its cap), not {number:g}")
-    return number
 
 
 def _role_stream():
     """The db role's stream settings (ROLE_STREAM, moved only by this minion's own configuration)."""
     configured = __opts__.get("mariadb_replication.backup_stream") or {}
-    if not isinstance(configured, dict) or set(configured) - set(ROLE_STREAM):
+    if not isinstance(configured, dict) or set(configured) - set(streaming.ROLE_STREAM):
         raise CommandExecutionError(
-            f"the minion option mariadb_replication.backup_stream must be a dict with keys from {sorted(ROLE_STREAM)}"
+            f"the minion option mariadb_replication.backup_stream must be a dict with keys from {sorted(streaming.ROLE_STREAM)}"
         )
-    return dict(ROLE_STREAM, **configured)
+    return dict(streaming.ROLE_STREAM, **configured)
 
 
 def _pillar_host():
@@ -2139,83 +1751,11 @@ def _db_peer(minion_id):
     is ``minion_id``. A host's one minion id is its inventory name: the id is matched exactly against the
     peers' ``name``, never an FQDN or an address. None when there is no such peer.
     """
-    return _peer_named(_db_peers(), minion_id)
+    return streaming.peer_named(_db_peers(), minion_id)
 
 
 def _db_peers():
     return __salt__["pillar.get"]("rolestack:db:peers", [], unmask=True)
-
-
-def _peer_named(peers, minion_id):
-    if not isinstance(minion_id, str) or not isinstance(peers, list):
-        return None
-    for peer in peers:
-        if isinstance(peer, dict) and peer.get("name") == minion_id and peer.get("address"):
-            return peer
-    return None
-
-
-def _stream_peer(caller, given, peers, host):
-    """
-    Check a call of serve_backup_stream through peer publish: ``caller`` (salt's ``__pub_id``, the
-    authenticated minion id of the caller) must be a db peer (``peers``: ``rolestack:db:peers``) other than this
-    host (``host``: ``rolestack:host``); of the arguments it passed (``given``: name -> value, None left out)
-    only PEER_STREAM_ARGS are allowed, and ``allow`` only as that peer's address. Returns the peer.
-    """
-    refused = sorted(name for name in given if name not in PEER_STREAM_ARGS)
-    if refused:
-        raise SaltInvocationError(
-            f"serve_backup_stream through peer publish (caller {caller}): {', '.join(refused)} refused; a peer "
-            f"passes only {', '.join(PEER_STREAM_ARGS)} (the CA, certificate, key, port and bind address are the db "
-            "role's own)"
-        )
-    peer = _peer_named(peers, caller)
-    if peer is None:
-        raise SaltInvocationError(
-            f"serve_backup_stream through peer publish: the caller {caller!r} is not a db peer of this host "
-            "(rolestack:db:peers names, inventory host names): refused"
-        )
-    if caller == host.get("name"):
-        raise SaltInvocationError(f"serve_backup_stream through peer publish: {caller} cannot stream to itself")
-    if "allow" in given:
-        try:
-            same = _plain_ip(str(given["allow"])) == _plain_ip(str(peer["address"]))
-        except ValueError:
-            same = False
-        if not same:
-            raise SaltInvocationError(
-                f"serve_backup_stream through peer publish: allow (a {type(given['allow']).__name__}) is not the "
-                f"caller {caller}'s address {peer['address']} (rolestack:db:peers): refused"
-            )
-    return peer
-
-
-def _name_key(value):
-    """A certificate or pillar name as compared: an address normalised, a DNS name lower-cased."""
-    text = str(value).strip()
-    try:
-        return str(_plain_ip(text))
-    except ValueError:
-        return text.lower().rstrip(".")
-
-
-def _certificate_names(cert):
-    """The names in a verified peer certificate (``SSLSocket.getpeercert()``): CNs, DNS and IP subjectAltNames."""
-    names = set()
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                names.add(_name_key(value))
-    for kind, value in (cert or {}).get("subjectAltName", ()):
-        if kind in ("DNS", "IP Address"):
-            names.add(_name_key(value))
-    return names
-
-
-def _certificate_names_peer(cert, peer):
-    """Whether the certificate names ``peer`` (its CN or a subjectAltName is its name, fqdn or address)."""
-    wanted = {_name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}
-    return bool(_certificate_names(cert) & wanted)
 
 
 def serve_backup_stream(
@@ -2283,7 +1823,7 @@ def serve_backup_stream(
     host = _pillar_host()
     expect = None
     if caller is not None:
-        expect = _stream_peer(caller, given, _db_peers(), host)
+        expect = streaming.stream_peer(caller, given, _db_peers(), host)
         port, allow = role["port"], expect["address"]
         ssl_cert, ssl_key, ssl_ca = role["ssl_cert"], role["ssl_key"], role["ssl_ca"]
         bind, connection_args = host.get("address"), {}
@@ -2297,11 +1837,13 @@ def serve_backup_stream(
         bind = bind or host.get("address")
         if not bind:
             raise SaltInvocationError("bind is required (this host has no rolestack:host:address in its pillar)")
-    timeout = _seconds(timeout, "timeout", STREAM_TIMEOUT, MAX_STREAM_TIMEOUT)
-    idle_timeout = _seconds(idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
+    timeout = streaming.seconds(timeout, "timeout", streaming.STREAM_TIMEOUT, streaming.MAX_STREAM_TIMEOUT)
+    idle_timeout = streaming.seconds(idle_timeout, "idle_timeout", streaming.IDLE_TIMEOUT, streaming.MAX_IDLE_TIMEOUT)
     port = _validate_port(port)
     try:
-        allowed = {str(_plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)}
+        allowed = {
+            str(streaming.plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)
+        }
     except (OSError, UnicodeError) as err:
         raise SaltInvocationError(f"cannot resolve allow {allow!r}: {err}")
     for name, path in (("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca)):
@@ -2316,135 +1858,20 @@ def serve_backup_stream(
     except OSError as err:
         raise CommandExecutionError(f"cannot listen on {bind}:{port}: {err}")
     with listener:
-        conn, address = _accept_replica(listener, context, allow, allowed, expect, timeout)
+        conn, address = streaming.accept_replica(listener, context, allow, allowed, expect, timeout)
     with conn:
         try:
-            _send_frame(conn, b"H", json.dumps({"source": __opts__.get("id")}).encode())
-            conn.settimeout(READY_WAIT)
-            kind, _ = _read_frame(conn, limit=4096)
+            streaming.send_frame(conn, b"H", json.dumps({"source": __opts__.get("id")}).encode())
+            conn.settimeout(streaming.READY_WAIT)
+            kind, _ = streaming.read_frame(conn, limit=4096)
         except (OSError, CommandExecutionError) as err:
-            raise CommandExecutionError(f"the replica {address} was not ready within {READY_WAIT}s: {err}") from None
+            raise CommandExecutionError(
+                f"the replica {address} was not ready within {streaming.READY_WAIT}s: {err}"
+            ) from None
         if kind != b"R":
             raise CommandExecutionError(f"the replica {address} sent {kind!r} instead of ready")
-        sent, gtid = _send_backup(conn, settings, idle_timeout)
+        sent, gtid = streaming.send_backup(conn, settings, idle_timeout)
     return {"peer": address, "caller": caller, "bytes": sent, "gtid": gtid}
-
-
-def _accept_replica(listener, context, allow, allowed, expect, timeout):
-    """
-    The first connection from an ``allowed`` address that completes TLS with a client certificate signed by
-    the CA and, with ``expect`` (a peer), naming it. Others are closed and counted; CommandExecutionError
-    after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    refused = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise CommandExecutionError(
-                f"no connection from {allow} within {timeout:g}s" + (f" (refused {refused})" if refused else "")
-            )
-        listener.settimeout(remaining)
-        try:
-            raw, peer = listener.accept()
-        except TimeoutError:
-            continue
-        address = str(_plain_ip(peer[0]))
-        if address not in allowed:
-            log.warning("serve_backup_stream: refused a connection from %s (only %s)", address, allow)
-            refused.append(address)
-            raw.close()
-            continue
-        raw.settimeout(min(30.0, max(1.0, remaining)))
-        try:
-            conn = context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as err:
-            log.warning("serve_backup_stream: TLS with %s failed: %s", address, err)
-            refused.append(address)
-            raw.close()
-            continue
-        if expect is not None and not _certificate_names_peer(conn.getpeercert(), expect):
-            log.warning(
-                "serve_backup_stream: %s's client certificate names %s, not %s",
-                address,
-                sorted(_certificate_names(conn.getpeercert())),
-                expect["name"],
-            )
-            refused.append(address)
-            conn.close()
-            continue
-        return conn, address
-
-
-def _plain_ip(address):
-    """An address as ipaddress, IPv4-mapped IPv6 addresses as IPv4."""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.version == 6 and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _send_backup(conn, settings, idle_timeout):
-    """
-    Stream mariabackup's output as D frames, then the E trailer. No progress for ``idle_timeout`` seconds on
-    either side (the replica stopped reading, mariabackup stopped writing) kills mariabackup: its connection
-    to the server ends and with it every lock it held.
-    """
-    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
-        defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(settings)}))
-        target = os.path.join(work, "target")
-        os.mkdir(target)
-        err_path = os.path.join(work, "backup.err")
-        sent = 0
-        conn.settimeout(idle_timeout)
-        with open(err_path, "wb") as err_log:
-            backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
-            _widen_pipe(backup.stdout)
-            reader = _Overlap(lambda: backup.stdout.read(_CHUNK), produce=True)
-            reader.start()
-            try:
-                while True:
-                    try:
-                        chunk = reader.next(idle_timeout)
-                    except queue.Empty:
-                        raise CommandExecutionError(
-                            f"mariabackup wrote nothing for {idle_timeout:g}s (idle_timeout): killed"
-                        ) from None
-                    if not chunk:
-                        break
-                    _send_frame(conn, b"D", chunk)
-                    sent += len(chunk)
-                reader.finish()
-                backup.wait(idle_timeout)
-            except (OSError, ssl.SSLError, subprocess.TimeoutExpired, CommandExecutionError) as err:
-                backup.kill()
-                backup.wait()
-                with contextlib.suppress(OSError, ValueError):
-                    for _ in reader:  # to its end mark: the reading thread must not stay blocked on a full queue
-                        pass
-                if isinstance(err, CommandExecutionError):
-                    raise
-                if isinstance(err, TimeoutError):
-                    raise CommandExecutionError(
-                        f"the replica stopped reading: no progress for {idle_timeout:g}s (idle_timeout), "
-                        "mariabackup killed"
-                    ) from None
-                if isinstance(err, subprocess.TimeoutExpired):
-                    raise CommandExecutionError(f"mariabackup did not exit within {idle_timeout:g}s: killed") from None
-                raise CommandExecutionError(f"the replica went away during the backup: {err}")
-        messages = _tail(err_path, 200000)
-        match = re.search(r"GTID of the last change '([^']*)'", messages)
-        gtid = match.group(1) if match else None
-        trailer = {"ok": backup.returncode == 0, "gtid": gtid, "bytes": sent}
-        if backup.returncode:
-            trailer["error"] = f"mariabackup exited with {backup.returncode}: {messages[-1500:]}"
-        with contextlib.suppress(OSError, ssl.SSLError):
-            _send_frame(conn, b"E", json.dumps(trailer).encode())
-            conn.settimeout(30)
-            conn.unwrap()
-    if backup.returncode:
-        raise CommandExecutionError(trailer["error"])
-    return sent, gtid
 
 
 def _fresh_server_check(connection_args):
@@ -2488,8 +1915,10 @@ def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
     if not dump_bin or not client_bin:
         raise CommandExecutionError("mariadb-dump and mariadb are needed (Debian package mariadb-client)")
     with tempfile.TemporaryDirectory(prefix="rolestack-dump-") as work:
-        source_cnf = _write_private(work, "source.cnf", _option_file({"client": remote}))
-        local_cnf = _write_private(work, "local.cnf", _option_file({"client": _client_options(local)}))
+        source_cnf = streaming.write_private(work, "source.cnf", streaming.option_file({"client": remote}))
+        local_cnf = streaming.write_private(
+            work, "local.cnf", streaming.option_file({"client": streaming.client_options(local)})
+        )
         dump = [
             dump_bin,
             f"--defaults-file={source_cnf}",
@@ -2504,7 +1933,7 @@ def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
             "--hex-blob",
         ]
         load = [client_bin, f"--defaults-file={local_cnf}", "--init-command=SET SESSION sql_log_bin=0"]
-        _pipe(work, ("mariadb-dump", dump), ("loading the dump", load), timeout, "the dump")
+        streaming.pipe(work, ("mariadb-dump", dump), ("loading the dump", load), timeout, "the dump")
 
 
 class _Publish(threading.Thread):
@@ -2537,27 +1966,7 @@ class _Publish(threading.Thread):
     def describe(self):
         if self.error is not None:
             return f"the publish failed: {self.error}"
-        return _publish_disagrees(self.answer, self.minion, None) or f"it answered {self.answer!r}"
-
-
-def _publish_disagrees(answer, minion, trailer):
-    """
-    Why the source's publish answer does not confirm the stream this replica received (its ``trailer``; None:
-    any answer that is a result), or None when it does. An empty answer never confirms anything.
-    """
-    if not isinstance(answer, dict) or not answer.get(minion):
-        what = "no answer" if not answer else f"an answer without {minion} ({type(answer).__name__})"
-        return (
-            f"{what} to the peer publish of mariadb_replication.serve_backup_stream (does the master's peer "
-            f"configuration let this host call it on {minion}? is {minion} up?)"
-        )
-    got = answer[minion]
-    if not isinstance(got, dict):
-        return f"{minion} answered: {str(got)[:1000]}"
-    for key in ("bytes", "gtid") if trailer is not None else ():
-        if got.get(key) != trailer.get(key):
-            return f"{minion} answered {key} {got.get(key)!r}, the stream's trailer said {trailer.get(key)!r}"
-    return None
+        return streaming.publish_disagrees(self.answer, self.minion, None) or f"it answered {self.answer!r}"
 
 
 def _stream_source(source_minion, master_host):
@@ -2568,7 +1977,9 @@ def _stream_source(source_minion, master_host):
             f"source_minion {source_minion!r} is not a db peer of this host (rolestack:db:peers names: a host's "
             "minion id is its inventory name)"
         )
-    if _name_key(master_host) not in {_name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}:
+    if streaming.name_key(master_host) not in {
+        streaming.name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)
+    }:
         raise SaltInvocationError(
             f"master_host {master_host} is not the name, FQDN or address of source_minion {source_minion}: the "
             "stream would come from another host than the one asked to serve it"
@@ -2681,7 +2092,9 @@ def provision_replica(
             stream_port = _validate_port(stream_port, "stream_port")
             if not ssl_cert or not ssl_key:
                 raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
-            idle_timeout = _seconds(idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
+            idle_timeout = streaming.seconds(
+                idle_timeout, "idle_timeout", streaming.IDLE_TIMEOUT, streaming.MAX_IDLE_TIMEOUT
+            )
             if source_minion is not None:
                 _stream_source(source_minion, spec["master_host"])
         elif source_minion is not None:
@@ -2712,7 +2125,7 @@ def provision_replica(
         where = f"{spec['master_host']}:{stream_port}"
         if stream_port is not None:
             # the source must answer, verify and accept this replica before anything here changes
-            wait = min(timeout, MAX_STREAM_TIMEOUT)
+            wait = min(timeout, streaming.MAX_STREAM_TIMEOUT)
             if source_minion is not None:
                 args = [f"timeout={wait:g}", f"idle_timeout={idle_timeout:g}"]
                 if replica_address:
@@ -2720,7 +2133,9 @@ def provision_replica(
                 publishing = _Publish(source_minion, args, timeout)
                 publishing.start()
             try:
-                stream = _open_stream(spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, wait, publishing)
+                stream = streaming.open_stream(
+                    spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, wait, publishing
+                )
             except CommandExecutionError as err:
                 raise CommandExecutionError(
                     f"{err} (nothing on this host was changed: the server runs, {datadir} is untouched)"
@@ -2749,22 +2164,22 @@ def provision_replica(
         took("move_aside")
         try:
             if stream is not None:
-                trailer = _stream_backup_into(datadir, stream, where, idle_timeout)
+                trailer = streaming.stream_backup_into(datadir, stream, where, idle_timeout)
                 if publishing is not None:
                     publishing.join(60)
                     why = publishing.error and publishing.describe()
-                    why = why or _publish_disagrees(publishing.answer, source_minion, trailer)
+                    why = why or streaming.publish_disagrees(publishing.answer, source_minion, trailer)
                     if why:
                         raise CommandExecutionError(f"{source_minion} did not confirm the stream: {why}")
             else:
                 source = {"unix_socket": source_socket}
                 source_settings, _ = _connection_settings(source, lambda name: None)
-                _local_backup_into(datadir, source_settings, timeout)
+                streaming.local_backup_into(datadir, source_settings, timeout)
             took("copy")
-            gtid = _backup_gtid(datadir)
-            _prepare(datadir, timeout)
+            gtid = streaming.backup_gtid(datadir)
+            streaming.prepare(datadir, timeout)
             took("prepare")
-            _chown_tree(datadir, owner)
+            streaming.chown_tree(datadir, owner)
             took("chown")
         except CommandExecutionError as err:
             aside = f"; the previous data directory is {moved_aside}" if moved_aside else ""

@@ -8,7 +8,6 @@ import importlib.util
 
 import pymysql
 import pytest
-from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from tests.support.paths import REPO
@@ -75,14 +74,6 @@ def test_gtid_most_advanced():
     assert mr.gtid_most_advanced({"db2": "0-1-100,1-1-1", "db3": "0-1-101"}) == []
     with pytest.raises(SaltInvocationError):
         mr.gtid_most_advanced({})
-
-
-def test_binlog_gtid():
-    assert mr._binlog_gtid("mysql-bin.000001\t1020\t0-1-4\n") == "0-1-4"
-    assert mr._binlog_gtid("mysql-bin.000001\t1020\t0-1-4,1-2-9") == "0-1-4,1-2-9"
-    assert mr._binlog_gtid("mysql-bin.000001\t328\t") == ""
-    with pytest.raises(CommandExecutionError):
-        mr._binlog_gtid("garbage")
 
 
 # --- SQL quoting -----------------------------------------------------------------------------------------
@@ -455,7 +446,7 @@ def test_connection_arguments_win_over_config():
 def test_connection_password_is_sent_as_utf8():
     settings, _ = _settings({"password": "pässword"})
     assert settings["password"] == "pässword".encode()
-    assert mr._client_options(settings)["password"] == "pässword"
+    assert mr.streaming.client_options(settings)["password"] == "pässword"
 
 
 def test_connection_args_filter():
@@ -464,15 +455,6 @@ def test_connection_args_filter():
         mr._connection_args({"connection_usr": "x"})
     with pytest.raises(SaltInvocationError, match="hots"):
         mr._connection_args({"hots": "x"})
-
-
-def test_option_file_quotes_values():
-    text = mr._option_file(
-        {"client": {"user": "dump", "password": "a#b\"c\\d'e", "socket": None, "ssl-verify-server-cert": True}}
-    )
-    assert text == '[client]\nuser="dump"\npassword="a#b\\"c\\\\d\'e"\nssl-verify-server-cert\n'
-    with pytest.raises(SaltInvocationError):
-        mr._option_file({"client": {"password": "two\nlines"}})
 
 
 def test_virtual_without_pymysql(monkeypatch):
@@ -519,46 +501,3 @@ def test_health_problems_name_the_cause(change, word):
 
 def test_health_without_a_limit_ignores_lag():
     assert mr._health_problems({**HEALTHY, "seconds_behind_master": 10_000}, None) == []
-
-
-# ---- the backup stream's overlap of reading and writing ------------------------------------------------------
-
-
-def test_overlap_consumer_writes_every_chunk_in_order_and_ends():
-    written = []
-    writer = mr._Overlap(written.append, produce=False)
-    writer.start()
-    for index in range(20):
-        writer.put(b"%d" % index)
-    writer.finish()
-    assert written == [b"%d" % index for index in range(20)] and not writer.is_alive()
-
-
-def test_overlap_consumer_error_reaches_the_caller_without_a_hang():
-    def broken_pipe(_chunk):
-        raise BrokenPipeError("mbstream exited")
-
-    writer = mr._Overlap(broken_pipe, produce=False)
-    writer.start()
-    with pytest.raises(BrokenPipeError):
-        for _ in range(50):  # more than the queue holds: put must not block once the thread failed
-            writer.put(b"x")
-        writer.finish()
-    writer.finish_quietly()
-    assert not writer.is_alive()
-
-
-def test_overlap_producer_yields_until_the_end_and_raises_its_error():
-    chunks = iter([b"a", b"b", b""])
-    reader = mr._Overlap(lambda: next(chunks), produce=True)
-    reader.start()
-    assert list(reader) == [b"a", b"b"]
-    reader.finish()
-
-    def failing():
-        raise OSError("read failed")
-
-    reader = mr._Overlap(failing, produce=True)
-    reader.start()
-    with pytest.raises(OSError, match="read failed"):
-        list(reader)
