@@ -38,7 +38,7 @@ MariaDB error code, ``server_message`` the server's message); bad arguments rais
 MariaDB 10.11 notes
 -------------------
 - ``super_read_only`` does not exist: ``read_only`` blocks writes from every account without the
-  ``READ_ONLY ADMIN`` privilege (since 10.11 ``SUPER`` no longer implies it; ``ALL PRIVILEGES`` does). The
+  ``READ_ONLY ADMIN`` privilege (since 10.11 ``SUPER`` no longer implies it; ``ALL sql.PRIVILEGES`` does). The
   replica's SQL thread is never blocked.
 - Semi-synchronous replication is built in (no plugin): ``rpl_semi_sync_master_enabled``,
   ``rpl_semi_sync_slave_enabled``, ``rpl_semi_sync_master_wait_point`` and the status variables
@@ -71,19 +71,20 @@ from salt.exceptions import SaltInvocationError
 try:
     # synced _utils: importable while Salt's loader loads this module
     import rolestack_gtid as gtid
+    import rolestack_mariadb_sql as sql
     import rolestack_mariadb_stream as streaming
 except ImportError:
     try:
         # pip-installed rolestack (Salt loads no utils from entry points)
         from rolestack._utils import rolestack_gtid as gtid
+        from rolestack._utils import rolestack_mariadb_sql as sql
         from rolestack._utils import rolestack_mariadb_stream as streaming
     except ImportError:
-        gtid = streaming = None
+        gtid = sql = streaming = None
 
 try:
     import pymysql
     import pymysql.cursors
-    from pymysql.converters import escape_string
 
     HAS_PYMYSQL = True
 except ImportError:
@@ -94,8 +95,6 @@ log = logging.getLogger(__name__)
 __virtualname__ = "mariadb_replication"
 
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
-SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
-GTID_MODES = ("slave_pos", "current_pos")
 
 _CONNECTION_KEYS = (
     "unix_socket",
@@ -108,110 +107,6 @@ _CONNECTION_KEYS = (
     "ssl_key",
     "connect_timeout",
 )
-
-# privileges MariaDB 10.11 knows, as SHOW GRANTS prints them, and the other spellings it accepts
-PRIVILEGES = frozenset(
-    {
-        "ALL PRIVILEGES",
-        "ALTER",
-        "ALTER ROUTINE",
-        "BINLOG ADMIN",
-        "BINLOG MONITOR",
-        "BINLOG REPLAY",
-        "CONNECTION ADMIN",
-        "CREATE",
-        "CREATE ROUTINE",
-        "CREATE TABLESPACE",
-        "CREATE TEMPORARY TABLES",
-        "CREATE USER",
-        "CREATE VIEW",
-        "DELETE",
-        "DELETE HISTORY",
-        "DROP",
-        "EVENT",
-        "EXECUTE",
-        "FEDERATED ADMIN",
-        "FILE",
-        "INDEX",
-        "INSERT",
-        "LOCK TABLES",
-        "PROCESS",
-        "READ_ONLY ADMIN",
-        "REFERENCES",
-        "RELOAD",
-        "REPLICATION MASTER ADMIN",
-        "REPLICATION SLAVE",
-        "REPLICATION SLAVE ADMIN",
-        "SELECT",
-        "SET USER",
-        "SHOW DATABASES",
-        "SHOW VIEW",
-        "SHUTDOWN",
-        "SLAVE MONITOR",
-        "SUPER",
-        "TRIGGER",
-        "UPDATE",
-        "USAGE",
-    }
-)
-PRIVILEGE_ALIASES = {
-    "ALL": "ALL PRIVILEGES",
-    "REPLICATION CLIENT": "BINLOG MONITOR",
-    "REPLICA MONITOR": "SLAVE MONITOR",
-    "REPLICATION REPLICA": "REPLICATION SLAVE",
-    "REPLICATION REPLICA ADMIN": "REPLICATION SLAVE ADMIN",
-    "READ ONLY ADMIN": "READ_ONLY ADMIN",
-}
-
-# SHOW GLOBAL VARIABLES / STATUS read by status(), and how their values are typed
-_BOOL_VARIABLES = (
-    "read_only",
-    "log_bin",
-    "log_slave_updates",
-    "gtid_strict_mode",
-    "rpl_semi_sync_master_enabled",
-    "rpl_semi_sync_slave_enabled",
-)
-_INT_VARIABLES = ("server_id", "gtid_domain_id")
-_TEXT_VARIABLES = (
-    "gtid_current_pos",
-    "gtid_slave_pos",
-    "gtid_binlog_pos",
-    "gtid_binlog_state",
-    "binlog_format",
-    "rpl_semi_sync_master_wait_point",
-)
-_STATUS_VARIABLES = {
-    "Rpl_semi_sync_master_clients": int,
-    "Rpl_semi_sync_master_status": "bool",
-    "Rpl_semi_sync_slave_status": "bool",
-}
-# SHOW SLAVE STATUS columns status() always carries (None when no source is configured)
-_REPLICA_COLUMNS = (
-    "Slave_IO_Running",
-    "Slave_SQL_Running",
-    "Slave_IO_State",
-    "Slave_SQL_Running_State",
-    "Last_IO_Errno",
-    "Last_IO_Error",
-    "Last_SQL_Errno",
-    "Last_SQL_Error",
-    "Seconds_Behind_Master",
-    "Master_Host",
-    "Master_Port",
-    "Master_User",
-    "Master_Server_Id",
-    "Master_SSL_Allowed",
-    "Master_SSL_CA_File",
-    "Master_SSL_Cert",
-    "Master_SSL_Key",
-    "Master_SSL_Verify_Server_Cert",
-    "Using_Gtid",
-    "Gtid_IO_Pos",
-)
-# threads kill_client_connections() never kills
-_REPLICATION_COMMANDS = frozenset({"Binlog Dump", "Binlog Dump GTID", "Slave_IO", "Slave_SQL", "Slave_worker"})
-_SYSTEM_USERS = frozenset({"system user", "event_scheduler"})
 
 
 def __virtual__():
@@ -245,336 +140,6 @@ def _parse_gtid(position):
     empty position; anything else malformed raises SaltInvocationError.
     """
     return {domain: (server, seq) for domain, server, seq in gtid.parse(position)}
-
-
-def _literal(value):
-    """An SQL literal of a Python value, escaped as PyMySQL does (the server's NO_BACKSLASH_ESCAPES off)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return "'" + escape_string(value) + "'"
-    raise SaltInvocationError(f"cannot use {value!r} as an SQL value")
-
-
-def _quote_identifier(name):
-    """A database (or table) name quoted with backticks."""
-    if not isinstance(name, str) or not name or "\0" in name or len(name) > 64 or name != name.rstrip():
-        raise SaltInvocationError(f"invalid database name {name!r}")
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _account(user, host, literal=_literal):
-    """``'user'@'host'``, both quoted."""
-    if not isinstance(user, str) or not user or len(user) > 128:
-        raise SaltInvocationError(f"invalid user name {user!r}")
-    if not isinstance(host, str) or not host or len(host) > 255:
-        raise SaltInvocationError(f"invalid host {host!r} for user {user!r}")
-    return f"{literal(user)}@{literal(host)}"
-
-
-def _normalize_require(require):
-    """
-    The TLS requirement of an account: None, "SSL", "X509" or a dict of ``issuer``/``subject``/``cipher``.
-    Accepts those, "NONE", and the SQL form ``"SUBJECT '/CN=x' AND ISSUER '/CN=ca'"``.
-    """
-    if require is None or (isinstance(require, str) and require.strip().upper() in ("", "NONE")):
-        return None
-    if isinstance(require, dict):
-        unknown = set(require) - {"issuer", "subject", "cipher"}
-        if unknown or not require:
-            raise SaltInvocationError(f"require takes issuer, subject and cipher, not {sorted(unknown) or require}")
-        for key, value in require.items():
-            if not isinstance(value, str) or not value:
-                raise SaltInvocationError(f"require {key} must be a non-empty string")
-        return dict(require)
-    if not isinstance(require, str):
-        raise SaltInvocationError(f"invalid require {require!r}")
-    text = require.strip()
-    if text.upper() in ("SSL", "X509"):
-        return text.upper()
-    clauses = {}
-    pattern = re.compile(r"\s*(ISSUER|SUBJECT|CIPHER)\s+'((?:[^'\\]|\\.|'')*)'\s*(AND\s+|$)", re.IGNORECASE)
-    pos = 0
-    while pos < len(text):
-        match = pattern.match(text, pos)
-        if not match or (not match.group(3) and match.end() != len(text)):
-            raise SaltInvocationError(
-                f"invalid require {require!r}: use SSL, X509, NONE, or ISSUER/SUBJECT/CIPHER '...' joined by AND"
-            )
-        value = re.sub(r"\\(.)", r"\1", match.group(2)).replace("''", "'")
-        clauses[match.group(1).lower()] = value
-        pos = match.end()
-        if not match.group(3).strip():
-            break
-    if not clauses:
-        raise SaltInvocationError(f"invalid require {require!r}")
-    return clauses
-
-
-def _require_clause(require, literal=_literal):
-    """The ``REQUIRE ...`` clause of CREATE/ALTER USER for a normalized requirement."""
-    if require is None:
-        return "REQUIRE NONE"
-    if isinstance(require, str):
-        return f"REQUIRE {require}"
-    order = ("issuer", "subject", "cipher")
-    return "REQUIRE " + " AND ".join(f"{key.upper()} {literal(require[key])}" for key in order if key in require)
-
-
-def _text(value):
-    """A str of a column value PyMySQL returned as bytes (binary collations)."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _require_from_row(row):
-    """The normalized requirement of a mysql.user row (ssl_type, x509_issuer, x509_subject, ssl_cipher)."""
-    ssl_type = (row.get("ssl_type") or "").upper()
-    if ssl_type == "ANY":
-        return "SSL"
-    if ssl_type == "X509":
-        return "X509"
-    if ssl_type == "SPECIFIED":
-        found = {}
-        for key, column in (("issuer", "x509_issuer"), ("subject", "x509_subject"), ("cipher", "ssl_cipher")):
-            value = _text(row.get(column) or b"")
-            if value:
-                found[key] = value
-        return found
-    return None
-
-
-def _normalize_privileges(privileges):
-    """A set of canonical privilege names from a list or a comma-separated string."""
-    if isinstance(privileges, str):
-        privileges = privileges.split(",")
-    if not isinstance(privileges, list | tuple | set) or not privileges:
-        raise SaltInvocationError(f"privileges must be a non-empty list, not {privileges!r}")
-    result = set()
-    for privilege in privileges:
-        if not isinstance(privilege, str):
-            raise SaltInvocationError(f"invalid privilege {privilege!r}")
-        name = " ".join(privilege.upper().split())
-        name = PRIVILEGE_ALIASES.get(name, name)
-        if name not in PRIVILEGES:
-            raise SaltInvocationError(f"unknown privilege {privilege!r}")
-        result.add(name)
-    return result
-
-
-def _split_privileges(text):
-    """Split ``SELECT (a, b), INSERT`` at the commas outside parentheses."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    if current.strip():
-        parts.append(current.strip())
-    return parts
-
-
-_GRANT_RE = re.compile(
-    r"^GRANT (?P<privs>.+?) ON (?:(?:PROCEDURE|FUNCTION|PACKAGE BODY|PACKAGE) )?"
-    r"(?P<on>(?:\*|`(?:[^`]|``)*`)\.(?:\*|`(?:[^`]|``)*`)) TO "
-)
-
-
-def _parse_grants(lines):
-    """
-    SHOW GRANTS lines as ``{"*.*": {"REPLICATION SLAVE"}, "`app`.*": {"SELECT", ...}}``; PROXY and role grants
-    are left out, column privileges keep their column list (``"SELECT (`c`)"``).
-    """
-    grants = {}
-    for line in lines:
-        match = _GRANT_RE.match(line)
-        if not match or match.group("privs") == "PROXY":
-            continue
-        privs = {" ".join(priv.split()) for priv in _split_privileges(match.group("privs"))} - {"USAGE"}
-        grants.setdefault(match.group("on"), set()).update(privs)
-    return grants
-
-
-def _grant_target(database):
-    """The ``ON`` part of a grant: ``*.*`` for database ``*``, otherwise ```db`.*``."""
-    return "*.*" if database == "*" else f"{_quote_identifier(database)}.*"
-
-
-def _missing_privileges(wanted, held):
-    """The wanted privileges the held set does not cover (ALL PRIVILEGES covers every one)."""
-    if "ALL PRIVILEGES" in held:
-        return set()
-    return set(wanted) - set(held) - {"USAGE"}
-
-
-def _extra_privileges(wanted, held):
-    """The held privileges beyond the wanted ones (ALL PRIVILEGES wanted covers every one)."""
-    if "ALL PRIVILEGES" in wanted:
-        return set()
-    return set(held) - set(wanted) - {"USAGE"}
-
-
-def _validate_port(port, what="port"):
-    try:
-        number = int(port)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{what} must be a number, not {port!r}")
-    if isinstance(port, bool) or not 0 < number < 65536:
-        raise SaltInvocationError(f"{what} must be within 1-65535, not {port!r}")
-    return number
-
-
-def _replica_spec(
-    master_host,
-    master_user,
-    master_password,
-    master_port=3306,
-    ssl_ca=None,
-    ssl_cert=None,
-    ssl_key=None,
-    ssl_verify=True,
-    use_gtid="slave_pos",
-    connect_retry=10,
-):
-    """The validated settings of configure_replica() (TLS is mandatory)."""
-    for name, value in (("master_host", master_host), ("master_user", master_user)):
-        if not isinstance(value, str) or not value.strip():
-            raise SaltInvocationError(f"{name} must be a non-empty string")
-    if not isinstance(master_password, str) or not master_password:
-        raise SaltInvocationError("master_password must be a non-empty string")
-    if not ssl_ca:
-        raise SaltInvocationError("ssl_ca is required: replication always runs over TLS with a verified source")
-    if bool(ssl_cert) != bool(ssl_key):
-        raise SaltInvocationError("give both ssl_cert and ssl_key, or neither")
-    use_gtid = str(use_gtid).lower()
-    if use_gtid not in GTID_MODES:
-        raise SaltInvocationError(f"use_gtid must be one of {', '.join(GTID_MODES)}, not {use_gtid!r}")
-    try:
-        connect_retry = int(connect_retry)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"connect_retry must be a number of seconds, not {connect_retry!r}")
-    if connect_retry < 1:
-        raise SaltInvocationError("connect_retry must be at least 1 second")
-    return {
-        "master_host": master_host.strip(),
-        "master_port": _validate_port(master_port, "master_port"),
-        "master_user": master_user,
-        "master_password": master_password,
-        "ssl_ca": ssl_ca,
-        "ssl_cert": ssl_cert or None,
-        "ssl_key": ssl_key or None,
-        "ssl_verify": bool(ssl_verify),
-        "use_gtid": use_gtid,
-        "connect_retry": connect_retry,
-    }
-
-
-def _change_master_sql(spec, literal=_literal):
-    """The CHANGE MASTER TO statement for validated settings; every value quoted by ``literal``."""
-    return (
-        "CHANGE MASTER TO "
-        f"MASTER_HOST={literal(spec['master_host'])}, "
-        f"MASTER_PORT={int(spec['master_port'])}, "
-        f"MASTER_USER={literal(spec['master_user'])}, "
-        f"MASTER_PASSWORD={literal(spec['master_password'])}, "
-        f"MASTER_CONNECT_RETRY={int(spec['connect_retry'])}, "
-        "MASTER_SSL=1, "
-        f"MASTER_SSL_CA={literal(spec['ssl_ca'])}, "
-        f"MASTER_SSL_CERT={literal(spec['ssl_cert'] or '')}, "
-        f"MASTER_SSL_KEY={literal(spec['ssl_key'] or '')}, "
-        f"MASTER_SSL_VERIFY_SERVER_CERT={1 if spec['ssl_verify'] else 0}, "
-        f"MASTER_USE_GTID={spec['use_gtid']}"
-    )
-
-
-def _default_connection(rows):
-    """The row of the default (unnamed) replication connection in SHOW ALL SLAVES STATUS, or None."""
-    for row in rows:
-        if row.get("Connection_name", "") == "":
-            return row
-    return None
-
-
-def _replica_configured(row):
-    return bool(row and row.get("Master_Host"))
-
-
-def _on(value):
-    return str(value).upper() in ("ON", "1", "YES", "TRUE")
-
-
-def _merge_status(replica_rows, variables, status_variables, binlog_dump_threads):
-    """
-    One dict from SHOW ALL SLAVES STATUS rows, SHOW GLOBAL VARIABLES and SHOW GLOBAL STATUS rows (each
-    ``{"Variable_name", "Value"}``) and the number of binlog dump threads. Keys keep MariaDB's names.
-    """
-    values = {row["Variable_name"].lower(): row["Value"] for row in variables}
-    merged = {}
-    for name in _BOOL_VARIABLES:
-        merged[name] = _on(values[name]) if name in values else None
-    for name in _INT_VARIABLES:
-        merged[name] = int(values[name]) if values.get(name) not in (None, "") else None
-    for name in _TEXT_VARIABLES:
-        merged[name] = values.get(name)
-    found = {row["Variable_name"].lower(): row["Value"] for row in status_variables}
-    for name, kind in _STATUS_VARIABLES.items():
-        value = found.get(name.lower())
-        merged[name] = None if value is None else _on(value) if kind == "bool" else kind(value)
-
-    row = _default_connection(replica_rows)
-    for column in _REPLICA_COLUMNS:
-        merged[column] = None
-    if row:
-        merged.update(row)
-    merged["replica_configured"] = _replica_configured(row)
-    merged["replica_connections"] = sorted(r.get("Connection_name", "") for r in replica_rows)
-    merged["binlog_dump_threads"] = int(binlog_dump_threads)
-    if merged["replica_configured"]:
-        merged["role"] = "replica"
-    elif merged["read_only"]:
-        merged["role"] = "standalone"
-    else:
-        merged["role"] = "primary"
-    return merged
-
-
-def _replica_settings_from_row(row):
-    """configure_replica()'s arguments as SHOW SLAVE STATUS shows them (the password is never shown)."""
-    if not _replica_configured(row):
-        return None
-    return {
-        "master_host": row["Master_Host"],
-        "master_port": int(row["Master_Port"]),
-        "master_user": row["Master_User"],
-        "ssl": row.get("Master_SSL_Allowed") == "Yes",
-        "ssl_ca": row.get("Master_SSL_CA_File") or None,
-        "ssl_cert": row.get("Master_SSL_Cert") or None,
-        "ssl_key": row.get("Master_SSL_Key") or None,
-        "ssl_verify": row.get("Master_SSL_Verify_Server_Cert") == "Yes",
-        "use_gtid": (row.get("Using_Gtid") or "No").lower(),
-        "connect_retry": int(row.get("Connect_Retry") or 0),
-    }
-
-
-def _lag_from_row(row):
-    configured = _replica_configured(row)
-    io_running = bool(configured and row.get("Slave_IO_Running") == "Yes")
-    sql_running = bool(configured and row.get("Slave_SQL_Running") == "Yes")
-    return {
-        "configured": configured,
-        "io_running": io_running,
-        "sql_running": sql_running,
-        "replicating": io_running and sql_running,
-        "seconds_behind_master": row.get("Seconds_Behind_Master") if configured else None,
-        "last_io_error": (row.get("Last_IO_Error") or None) if configured else None,
-        "last_sql_error": (row.get("Last_SQL_Error") or None) if configured else None,
-    }
 
 
 def _connection_settings(args, lookup):
@@ -620,7 +185,7 @@ def _connection_settings(args, lookup):
         settings["ssl_disabled"] = True
         return settings, f"socket {sock}"
     settings["host"] = str(host)
-    settings["port"] = _validate_port(pick("port", 3306), "connection_port")
+    settings["port"] = sql.validate_port(pick("port", 3306), "connection_port")
     # PyMySQL's individual ssl_* keywords (its ``ssl`` dict is dropped when ssl_verify_* are given)
     for name in ("ssl_ca", "ssl_cert", "ssl_key"):
         if pick(name):
@@ -726,14 +291,14 @@ def status(**connection_args):
 
         salt '*' mariadb_replication.status
     """
-    names = _BOOL_VARIABLES + _INT_VARIABLES + _TEXT_VARIABLES
+    names = sql.BOOL_VARIABLES + sql.INT_VARIABLES + sql.TEXT_VARIABLES
     placeholders = ", ".join(["%s"] * len(names))
     with _connect(**connection_args) as conn:
         rows = _replica_rows(conn)
         variables = _query(
             conn, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", names, "SHOW GLOBAL VARIABLES"
         )
-        status_names = tuple(_STATUS_VARIABLES)
+        status_names = tuple(sql.STATUS_VARIABLES)
         status_rows = _query(
             conn,
             f"SHOW GLOBAL STATUS WHERE Variable_name IN ({', '.join(['%s'] * len(status_names))})",
@@ -746,7 +311,7 @@ def status(**connection_args):
             (),
             "counting binlog dump threads",
         )[0]["n"]
-    return _merge_status(rows, variables, status_rows, dumps)
+    return sql.merge_status(rows, variables, status_rows, dumps)
 
 
 def replica_settings(**connection_args):
@@ -764,7 +329,7 @@ def replica_settings(**connection_args):
         salt '*' mariadb_replication.replica_settings
     """
     with _connect(**connection_args) as conn:
-        return _replica_settings_from_row(_default_connection(_replica_rows(conn)))
+        return sql.replica_settings_from_row(sql.default_connection(_replica_rows(conn)))
 
 
 def lag(**connection_args):
@@ -780,24 +345,7 @@ def lag(**connection_args):
         salt '*' mariadb_replication.lag
     """
     with _connect(**connection_args) as conn:
-        return _lag_from_row(_default_connection(_replica_rows(conn)) or {})
-
-
-def _health_problems(lag_info, max_lag_seconds):
-    """Why a replica is unhealthy (pure): broken threads, errors, or lag beyond the limit."""
-    problems = []
-    if not lag_info.get("configured"):
-        return ["no replication source is configured"]
-    for thread, key in (("IO", "io_running"), ("SQL", "sql_running")):
-        if not lag_info.get(key):
-            problems.append(f"the {thread} thread is not running")
-    for key in ("last_io_error", "last_sql_error"):
-        if lag_info.get(key):
-            problems.append(f"{key}: {lag_info[key]}")
-    behind = lag_info.get("seconds_behind_master")
-    if behind is not None and max_lag_seconds is not None and behind > max_lag_seconds:
-        problems.append(f"{behind} s behind its source, more than the limit of {max_lag_seconds} s")
-    return problems
+        return sql.lag_from_row(sql.default_connection(_replica_rows(conn)) or {})
 
 
 def health(max_lag_seconds=None, **connection_args):
@@ -815,7 +363,7 @@ def health(max_lag_seconds=None, **connection_args):
     if max_lag_seconds is None:
         max_lag_seconds = __salt__["config.get"]("rolestack:db:settings:max_lag_seconds", None)
     info = lag(**connection_args)
-    problems = _health_problems(info, max_lag_seconds)
+    problems = sql.health_problems(info, max_lag_seconds)
     return {"healthy": not problems, "problems": problems, "seconds_behind_master": info["seconds_behind_master"]}
 
 
@@ -889,7 +437,7 @@ def gtid_missing(position, binlog_state, slave_pos=None):
 
 def _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, port, timeout):
     """``connection_*`` arguments for a peer db server over verified TLS as the replication account."""
-    spec = _replica_spec(host, user, password, port, ssl_ca, ssl_cert, ssl_key)
+    spec = sql.replica_spec(host, user, password, port, ssl_ca, ssl_cert, ssl_key)
     return {
         "connection_host": spec["master_host"],
         "connection_port": spec["master_port"],
@@ -1071,7 +619,7 @@ def configure_replica(
 
     Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
     """
-    spec = _replica_spec(
+    spec = sql.replica_spec(
         master_host,
         master_user,
         master_password,
@@ -1101,10 +649,10 @@ def configure_replica(
             )[0]
             resume = gtid.resume_position(row["binlog"] or "", row["slave"] or "")
             _query(conn, "SET GLOBAL gtid_slave_pos = %s", (resume,), doing="SET GLOBAL gtid_slave_pos")
-        _query(conn, _change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
+        _query(conn, sql.change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
         if start:
             _query(conn, "START SLAVE", doing="START SLAVE")
-        return _replica_settings_from_row(_default_connection(_replica_rows(conn)))
+        return sql.replica_settings_from_row(sql.default_connection(_replica_rows(conn)))
 
 
 def start_replica(timeout=0, **connection_args):
@@ -1120,11 +668,11 @@ def start_replica(timeout=0, **connection_args):
     """
     deadline = time.monotonic() + float(timeout or 0)
     with _connect(**connection_args) as conn:
-        if not _replica_configured(_default_connection(_replica_rows(conn))):
+        if not sql.replica_configured(sql.default_connection(_replica_rows(conn))):
             raise CommandExecutionError("no source is configured: use configure_replica first")
         _query(conn, "START SLAVE", doing="START SLAVE")
         while True:
-            state = _lag_from_row(_default_connection(_replica_rows(conn)) or {})
+            state = sql.lag_from_row(sql.default_connection(_replica_rows(conn)) or {})
             if state["replicating"] or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
@@ -1259,9 +807,9 @@ def kill_client_connections(exclude_users=None, **connection_args):
         for row in rows:
             if (
                 row["ID"] == row["me"]
-                or row["COMMAND"] in _REPLICATION_COMMANDS
+                or row["COMMAND"] in sql.REPLICATION_COMMANDS
                 or row["COMMAND"] == "Daemon"
-                or row["USER"] in _SYSTEM_USERS
+                or row["USER"] in sql.SYSTEM_USERS
                 or row["USER"] in exclude_users
             ):
                 continue
@@ -1329,7 +877,7 @@ def _user_row(conn, user, host):
 
 def _grants(conn, user, host):
     rows = _query(conn, "SHOW GRANTS FOR %s@%s", (user, host), f"SHOW GRANTS FOR {user}@{host}")
-    return _parse_grants(next(iter(row.values())) for row in rows)
+    return sql.parse_grants(next(iter(row.values())) for row in rows)
 
 
 def _password_matches(conn, row, password):
@@ -1352,7 +900,7 @@ def user_info(user, host="%", password=None, **connection_args):
 
         salt db1 mariadb_replication.user_info app host=10.0.0.%
     """
-    _account(user, host)
+    sql.account(user, host)
     with _connect(**connection_args) as conn:
         row = _user_row(conn, user, host)
         if row is None:
@@ -1360,7 +908,7 @@ def user_info(user, host="%", password=None, **connection_args):
         return {
             "user": user,
             "host": host,
-            "require": _require_from_row(row),
+            "require": sql.require_from_row(row),
             "plugin": row["plugin"],
             "grants": {on: sorted(privs) for on, privs in _grants(conn, user, host).items()},
             "password_matches": None if password is None else _password_matches(conn, row, password),
@@ -1382,7 +930,7 @@ def replication_user_info(user, host="%", password=None, **connection_args):
     if info is None:
         return None
     held = set(info["grants"].get("*.*", []))
-    info["replication"] = "REPLICATION SLAVE" in held or "ALL PRIVILEGES" in held
+    info["replication"] = "REPLICATION SLAVE" in held or "ALL sql.PRIVILEGES" in held
     info["tls_required"] = info["require"] is not None
     return info
 
@@ -1403,13 +951,13 @@ def user_present(user, password, host="%", require=None, test=False, **connectio
         None, ``SSL``, ``X509``, a dict of ``issuer``/``subject``/``cipher`` or the SQL form
         ``"SUBJECT '/CN=app' AND ISSUER '/CN=CA'"``.
     """
-    _account(user, host)
+    sql.account(user, host)
     if not isinstance(password, str) or not password:
         raise SaltInvocationError("password must be a non-empty string")
-    wanted = _normalize_require(require)
+    wanted = sql.normalize_require(require)
     changes = {}
     with _connect(**connection_args) as conn:
-        account_sql = _account(user, host, conn.literal)
+        account_sql = sql.account(user, host, conn.literal)
         row = _user_row(conn, user, host)
         if row is None:
             changes["created"] = f"{user}@{host}"
@@ -1419,7 +967,7 @@ def user_present(user, password, host="%", require=None, test=False, **connectio
                 _query(
                     conn,
                     f"CREATE USER {account_sql} IDENTIFIED BY {conn.literal(password)} "
-                    + _require_clause(wanted, conn.literal),
+                    + sql.require_clause(wanted, conn.literal),
                     doing=f"CREATE USER {user}@{host}",
                 )
             return {"changed": True, "changes": changes}
@@ -1431,13 +979,13 @@ def user_present(user, password, host="%", require=None, test=False, **connectio
                     f"ALTER USER {account_sql} IDENTIFIED BY {conn.literal(password)}",
                     doing=f"ALTER USER {user}@{host} IDENTIFIED BY",
                 )
-        current = _require_from_row(row)
+        current = sql.require_from_row(row)
         if current != wanted:
             changes["require"] = {"old": current, "new": wanted}
             if not test:
                 _query(
                     conn,
-                    f"ALTER USER {account_sql} {_require_clause(wanted, conn.literal)}",
+                    f"ALTER USER {account_sql} {sql.require_clause(wanted, conn.literal)}",
                     doing=f"ALTER USER {user}@{host} REQUIRE",
                 )
     return {"changed": bool(changes), "changes": changes}
@@ -1453,12 +1001,12 @@ def user_absent(user, host="%", test=False, **connection_args):
 
         salt db1 mariadb_replication.user_absent olduser host=%
     """
-    _account(user, host)
+    sql.account(user, host)
     with _connect(**connection_args) as conn:
         if _user_row(conn, user, host) is None:
             return {"changed": False, "changes": {}}
         if not test:
-            _query(conn, f"DROP USER {_account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
+            _query(conn, f"DROP USER {sql.account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
     return {"changed": True, "changes": {"deleted": f"{user}@{host}"}}
 
 
@@ -1472,10 +1020,10 @@ def user_hosts(user, **connection_args):
 
         salt db1 mariadb_replication.user_hosts wiki
     """
-    _account(user, "%")
+    sql.account(user, "%")
     with _connect(**connection_args) as conn:
         rows = _query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}")
-    return sorted(_text(row["Host"]) for row in rows)
+    return sorted(sql.as_text(row["Host"]) for row in rows)
 
 
 def user_absent_except(user, hosts, test=False, **connection_args):
@@ -1516,23 +1064,23 @@ def grant_present(user, host, privileges, database, exact=False, test=False, **c
         salt db1 mariadb_replication.grant_present wiki 10.10.10.51 'SELECT,INSERT' wiki exact=True
 
     privileges
-        A list or a comma-separated string; ``ALL`` means ``ALL PRIVILEGES``.
+        A list or a comma-separated string; ``ALL`` means ``ALL sql.PRIVILEGES``.
 
     database
         A database name, or ``*`` for ``*.*``. In GRANT, ``_`` and ``%`` in a database name are wildcards.
     """
-    wanted = _normalize_privileges(privileges)
-    target = _grant_target(database)
-    _account(user, host)
+    wanted = sql.normalize_privileges(privileges)
+    target = sql.grant_target(database)
+    sql.account(user, host)
     changes = {}
     with _connect(**connection_args) as conn:
         if _user_row(conn, user, host) is None:
             raise CommandExecutionError(f"account {user}@{host} does not exist")
         held = _grants(conn, user, host).get(target, set())
-        extra = _extra_privileges(wanted, held) if exact else set()
-        # ALL PRIVILEGES held beyond what is wanted: revoke it all, then grant what is wanted
-        missing = set(wanted) - {"USAGE"} if "ALL PRIVILEGES" in extra else _missing_privileges(wanted, held)
-        account = _account(user, host, conn.literal)
+        extra = sql.extra_privileges(wanted, held) if exact else set()
+        # ALL sql.PRIVILEGES held beyond what is wanted: revoke it all, then grant what is wanted
+        missing = set(wanted) - {"USAGE"} if "ALL sql.PRIVILEGES" in extra else sql.missing_privileges(wanted, held)
+        account = sql.account(user, host, conn.literal)
         for key, verb, preposition, names in (
             ("revoked", "REVOKE", "FROM", extra),
             ("granted", "GRANT", "TO", missing),
@@ -1565,11 +1113,11 @@ def replication_user_present(
 
         salt db1 mariadb_replication.replication_user_present repl 's3cret' host=10.0.0.% require=X509
     """
-    if _normalize_require(require) is None:
+    if sql.normalize_require(require) is None:
         raise SaltInvocationError(
             "a replication account must require TLS: require is SSL, X509 or ISSUER/SUBJECT conditions"
         )
-    wanted = _normalize_privileges(list(privileges))
+    wanted = sql.normalize_privileges(list(privileges))
     result = user_present(user, password, host, require, test=test, **connection_args)
     if test and result["changes"].get("created"):
         result["changes"]["granted"] = sorted(wanted)
@@ -1592,7 +1140,7 @@ def database_present(name, character_set="utf8mb4", collate=None, test=False, **
 
         salt db1 mariadb_replication.database_present app
     """
-    quoted = _quote_identifier(name)
+    quoted = sql.quote_identifier(name)
     for what, value in (("character_set", character_set), ("collate", collate)):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_]+", str(value)):
             raise SaltInvocationError(f"invalid {what} {value!r}")
@@ -1631,8 +1179,8 @@ def database_absent(name, test=False, **connection_args):
 
         salt db1 mariadb_replication.database_absent olddb
     """
-    quoted = _quote_identifier(name)
-    if name.lower() in SYSTEM_DATABASES:
+    quoted = sql.quote_identifier(name)
+    if name.lower() in sql.SYSTEM_DATABASES:
         raise SaltInvocationError(f"refusing to drop the system database {name}")
     with _connect(**connection_args) as conn:
         exists = _query(
@@ -1647,30 +1195,6 @@ def database_absent(name, test=False, **connection_args):
 
 # ---------------------------------------------------------------------------------------------------------
 # provisioning a replica: mariabackup (local pipe or one TLS stream from the source) or mysqldump
-
-
-def _check_datadir(datadir, overwrite_fresh):
-    """
-    Refuse a data directory holding data. Returns True when it holds a fresh installation that is to be
-    moved aside (only with ``overwrite_fresh``), False when it is absent or empty.
-    """
-    if not os.path.isdir(datadir) or not os.listdir(datadir):
-        return False
-    entries = os.listdir(datadir)
-    databases = [
-        entry
-        for entry in entries
-        if os.path.isdir(os.path.join(datadir, entry)) and not entry.startswith("#") and entry not in SYSTEM_DATABASES
-    ]
-    if databases:
-        raise CommandExecutionError(f"{datadir} holds databases {sorted(databases)}: refusing to provision over data")
-    if any(entry == "master.info" or entry.startswith("master-") for entry in entries):
-        raise CommandExecutionError(f"{datadir} belongs to a replica already (master.info): refusing")
-    if not overwrite_fresh:
-        raise CommandExecutionError(
-            f"{datadir} is not empty (a fresh installation?): pass overwrite_fresh=True to move it aside"
-        )
-    return True
 
 
 def _server_up(connection_args):
@@ -1839,7 +1363,7 @@ def serve_backup_stream(
             raise SaltInvocationError("bind is required (this host has no rolestack:host:address in its pillar)")
     timeout = streaming.seconds(timeout, "timeout", streaming.STREAM_TIMEOUT, streaming.MAX_STREAM_TIMEOUT)
     idle_timeout = streaming.seconds(idle_timeout, "idle_timeout", streaming.IDLE_TIMEOUT, streaming.MAX_IDLE_TIMEOUT)
-    port = _validate_port(port)
+    port = sql.validate_port(port)
     try:
         allowed = {
             str(streaming.plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)
@@ -1878,10 +1402,10 @@ def _fresh_server_check(connection_args):
     """Refuse a running server that holds databases or replicates already."""
     with _connect(**connection_args) as conn:
         databases = [next(iter(row.values())) for row in _query(conn, "SHOW DATABASES", doing="SHOW DATABASES")]
-        row = _default_connection(_replica_rows(conn))
+        row = sql.default_connection(_replica_rows(conn))
         busy = []
         for name in databases:
-            if name.lower() in SYSTEM_DATABASES:
+            if name.lower() in sql.SYSTEM_DATABASES:
                 continue
             tables = _query(
                 conn,
@@ -1893,7 +1417,7 @@ def _fresh_server_check(connection_args):
                 busy.append(name)
     if busy:
         raise CommandExecutionError(f"the server holds databases {sorted(busy)}: refusing to provision over data")
-    if _replica_configured(row):
+    if sql.replica_configured(row):
         raise CommandExecutionError(f"the server replicates from {row['Master_Host']} already: refusing")
 
 
@@ -2066,7 +1590,7 @@ def provision_replica(
         SQL ``SHUTDOWN`` to stop and ``start_command`` (a command running the server in the background, e.g.
         ``mariadbd --defaults-file=...``) to start; the started process id is returned as ``pid``.
     """
-    spec = _replica_spec(
+    spec = sql.replica_spec(
         master_host,
         master_user,
         master_password,
@@ -2089,7 +1613,7 @@ def provision_replica(
         if (stream_port is None) == (source_socket is None):
             raise SaltInvocationError("method=mariabackup needs exactly one of stream_port or source_socket")
         if stream_port is not None:
-            stream_port = _validate_port(stream_port, "stream_port")
+            stream_port = sql.validate_port(stream_port, "stream_port")
             if not ssl_cert or not ssl_key:
                 raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
             idle_timeout = streaming.seconds(
@@ -2113,7 +1637,7 @@ def provision_replica(
         datadir = os.path.normpath(datadir)
         if running:
             _fresh_server_check(connection_args)
-        fresh = _check_datadir(datadir, overwrite_fresh)
+        fresh = streaming.check_datadir(datadir, overwrite_fresh)
         seconds, mark = {}, [time.monotonic()]
 
         def took(what):

@@ -29,6 +29,7 @@ import threading
 import time
 
 import rolestack_gtid as gtid
+import rolestack_mariadb_sql as sql
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
@@ -628,3 +629,29 @@ def publish_disagrees(answer, minion, trailer):
         if got.get(key) != trailer.get(key):
             return f"{minion} answered {key} {got.get(key)!r}, the stream's trailer said {trailer.get(key)!r}"
     return None
+
+
+def check_datadir(datadir, overwrite_fresh):
+    """
+    Refuse a data directory holding data. Returns True when it holds a fresh installation that is to be
+    moved aside (only with ``overwrite_fresh``), False when it is absent or empty.
+    """
+    if not os.path.isdir(datadir) or not os.listdir(datadir):
+        return False
+    entries = os.listdir(datadir)
+    databases = [
+        entry
+        for entry in entries
+        if os.path.isdir(os.path.join(datadir, entry))
+        and not entry.startswith("#")
+        and entry not in sql.SYSTEM_DATABASES
+    ]
+    if databases:
+        raise CommandExecutionError(f"{datadir} holds databases {sorted(databases)}: refusing to provision over data")
+    if any(entry == "master.info" or entry.startswith("master-") for entry in entries):
+        raise CommandExecutionError(f"{datadir} belongs to a replica already (master.info): refusing")
+    if not overwrite_fresh:
+        raise CommandExecutionError(
+            f"{datadir} is not empty (a fresh installation?): pass overwrite_fresh=True to move it aside"
+        )
+    return True
