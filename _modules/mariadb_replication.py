@@ -51,19 +51,10 @@ MariaDB 10.11 notes
 - mariabackup 10.11 still names its files ``xtrabackup_*`` (11.x: ``mariadb_backup_*``); both are read.
 """
 
-import contextlib
-import json
+import importlib.util
 import logging
 import os
 import re
-import shlex
-import shutil
-import socket
-import ssl
-import subprocess
-import tempfile
-import threading
-import time
 
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
@@ -71,42 +62,26 @@ from salt.exceptions import SaltInvocationError
 try:
     # synced _utils: importable while Salt's loader loads this module
     import rolestack_gtid as gtid
+    import rolestack_mariadb_backup as backup
+    import rolestack_mariadb_server as server
     import rolestack_mariadb_sql as sql
     import rolestack_mariadb_stream as streaming
 except ImportError:
     try:
         # pip-installed rolestack (Salt loads no utils from entry points)
         from rolestack._utils import rolestack_gtid as gtid
+        from rolestack._utils import rolestack_mariadb_backup as backup
+        from rolestack._utils import rolestack_mariadb_server as server
         from rolestack._utils import rolestack_mariadb_sql as sql
         from rolestack._utils import rolestack_mariadb_stream as streaming
     except ImportError:
-        gtid = sql = streaming = None
+        gtid = backup = server = sql = streaming = None
 
-try:
-    import pymysql
-    import pymysql.cursors
-
-    HAS_PYMYSQL = True
-except ImportError:
-    HAS_PYMYSQL = False
+HAS_PYMYSQL = importlib.util.find_spec("pymysql") is not None
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "mariadb_replication"
-
-DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
-
-_CONNECTION_KEYS = (
-    "unix_socket",
-    "host",
-    "port",
-    "user",
-    "password",
-    "ssl_ca",
-    "ssl_cert",
-    "ssl_key",
-    "connect_timeout",
-)
 
 
 def __virtual__():
@@ -115,19 +90,6 @@ def __virtual__():
     if gtid is None:
         return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
-
-
-class MariaDBError(CommandExecutionError):
-    """A failure reported by the server (or the connection to it): ``errno`` and ``server_message``."""
-
-    def __init__(self, message, errno=None, server_message=None):
-        super().__init__(message)
-        self.errno = errno
-        self.server_message = server_message
-
-
-class _Unreachable(MariaDBError):
-    """The server could not be reached at all (down, no socket, refused the connection or the login)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -139,125 +101,25 @@ def _parse_gtid(position):
     A GTID position (``"0-1-100,1-2-7"``) as ``{domain_id: (server_id, seq_no)}``. Empty or None is the
     empty position; anything else malformed raises SaltInvocationError.
     """
-    return {domain: (server, seq) for domain, server, seq in gtid.parse(position)}
-
-
-def _connection_settings(args, lookup):
-    """
-    The PyMySQL connect() keywords for ``connection_*`` arguments (without the prefix) and a config
-    ``lookup(name)``; see the module documentation for the rules.
-    """
-
-    def given(name):
-        value = args.get(name)
-        return None if value in (None, "") else value
-
-    def configured(name):
-        value = lookup(name)
-        return None if value in (None, "") else value
-
-    if given("unix_socket") or given("host"):
-        sock, host = given("unix_socket"), given("host")
-    else:
-        sock, host = configured("unix_socket"), configured("host")
-        if not sock and not host:
-            sock = DEFAULT_SOCKET
-
-    def pick(name, default=None):
-        value = given(name)
-        if value is None:
-            value = configured(name)
-        return default if value is None else value
-
-    settings = {
-        "user": pick("user", "root"),
-        "connect_timeout": int(pick("connect_timeout", 10)),
-        "charset": "utf8mb4",
-        "autocommit": True,
-        "cursorclass": pymysql.cursors.DictCursor,
-    }
-    password = pick("password")
-    if password is not None:
-        # UTF-8 bytes, as the mariadb client sends them (PyMySQL would encode a str as latin1)
-        settings["password"] = str(password).encode("utf-8")
-    if sock:
-        settings["unix_socket"] = str(sock)
-        settings["ssl_disabled"] = True
-        return settings, f"socket {sock}"
-    settings["host"] = str(host)
-    settings["port"] = sql.validate_port(pick("port", 3306), "connection_port")
-    # PyMySQL's individual ssl_* keywords (its ``ssl`` dict is dropped when ssl_verify_* are given)
-    for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-        if pick(name):
-            settings[name] = str(pick(name))
-    if "ssl_ca" in settings:
-        settings["ssl_verify_cert"] = True
-        settings["ssl_verify_identity"] = True
-    return settings, f"{host}:{settings['port']}"
+    return {domain: (server_id, seq) for domain, server_id, seq in gtid.parse(position)}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the connection
 
 
-def _connection_args(kwargs):
-    """The ``connection_*`` keywords (prefix removed); Salt's ``__pub_*`` keywords are ignored."""
-    args = {}
-    for key, value in kwargs.items():
-        if key.startswith("__"):
-            continue
-        name = key[len("connection_") :] if key.startswith("connection_") else None
-        if name not in _CONNECTION_KEYS:
-            raise SaltInvocationError(f"unexpected keyword argument {key!r}")
-        args[name] = value
-    return args
-
-
 def _lookup(name):
     return __salt__["config.option"](f"mariadb.{name}", None)
 
 
-def _server_error(err, doing=None):
-    if len(err.args) >= 2 and isinstance(err.args[0], int):
-        code, message = err.args[0], str(err.args[1])
-    else:
-        code, message = None, str(err) or type(err).__name__
-    prefix = f"{doing}: " if doing else ""
-    return MariaDBError(f"{prefix}MariaDB error {code}: {message}", errno=code, server_message=message)
+def _settings(connection_args):
+    """The PyMySQL settings of the ``connection_*`` keywords (the minion's ``mariadb.*`` filling the gaps), and where."""
+    return server.connection_settings(server.connection_args(connection_args), _lookup)
 
 
-@contextlib.contextmanager
-def _connect(**kwargs):
+def _connect(**connection_args):
     """Connect with the ``connection_*`` keywords; MariaDB errors inside become CommandExecutionError."""
-    settings, where = _connection_settings(_connection_args(kwargs), _lookup)
-    try:
-        conn = pymysql.connect(**settings)
-    except pymysql.MySQLError as err:
-        error = _server_error(err, f"cannot connect to MariaDB ({where})")
-        raise _Unreachable(str(error), error.errno, error.server_message) from err
-    except (OSError, ValueError) as err:
-        raise _Unreachable(f"cannot connect to MariaDB ({where}): {err}") from err
-    try:
-        yield conn
-    except pymysql.MySQLError as err:
-        raise _server_error(err) from err
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-
-
-def _query(conn, sql, args=None, doing=None):
-    """Run one statement; the rows as dicts. ``doing`` names it in errors (never put secrets there)."""
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql, args)
-            return list(cursor.fetchall())
-    except pymysql.MySQLError as err:
-        raise _server_error(err, doing or sql.split(" ", 2)[0]) from err
-
-
-def _replica_rows(conn):
-    return _query(conn, "SHOW ALL SLAVES STATUS", doing="SHOW ALL SLAVES STATUS")
+    return server.connect(*_settings(connection_args))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,27 +153,8 @@ def status(**connection_args):
 
         salt '*' mariadb_replication.status
     """
-    names = sql.BOOL_VARIABLES + sql.INT_VARIABLES + sql.TEXT_VARIABLES
-    placeholders = ", ".join(["%s"] * len(names))
     with _connect(**connection_args) as conn:
-        rows = _replica_rows(conn)
-        variables = _query(
-            conn, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", names, "SHOW GLOBAL VARIABLES"
-        )
-        status_names = tuple(sql.STATUS_VARIABLES)
-        status_rows = _query(
-            conn,
-            f"SHOW GLOBAL STATUS WHERE Variable_name IN ({', '.join(['%s'] * len(status_names))})",
-            status_names,
-            "SHOW GLOBAL STATUS",
-        )
-        dumps = _query(
-            conn,
-            "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%%'",
-            (),
-            "counting binlog dump threads",
-        )[0]["n"]
-    return sql.merge_status(rows, variables, status_rows, dumps)
+        return server.read_status(conn)
 
 
 def replica_settings(**connection_args):
@@ -329,7 +172,7 @@ def replica_settings(**connection_args):
         salt '*' mariadb_replication.replica_settings
     """
     with _connect(**connection_args) as conn:
-        return sql.replica_settings_from_row(sql.default_connection(_replica_rows(conn)))
+        return sql.replica_settings_from_row(server.replica_row(conn))
 
 
 def lag(**connection_args):
@@ -345,7 +188,7 @@ def lag(**connection_args):
         salt '*' mariadb_replication.lag
     """
     with _connect(**connection_args) as conn:
-        return sql.lag_from_row(sql.default_connection(_replica_rows(conn)) or {})
+        return sql.lag_from_row(server.replica_row(conn) or {})
 
 
 def health(max_lag_seconds=None, **connection_args):
@@ -452,19 +295,7 @@ def _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, port, time
 
 def _peer_variables(connection, what):
     with _connect(**connection) as conn:
-        row = _query(
-            conn,
-            "SELECT @@GLOBAL.gtid_binlog_state AS state, @@GLOBAL.gtid_binlog_pos AS pos, "
-            "@@GLOBAL.gtid_slave_pos AS slave, @@GLOBAL.read_only AS ro",
-            (),
-            f"reading the GTID state of {what}",
-        )[0]
-    return {
-        "gtid_binlog_state": row["state"] or "",
-        "gtid_binlog_pos": row["pos"] or "",
-        "gtid_slave_pos": row["slave"] or "",
-        "read_only": bool(row["ro"]),
-    }
+        return server.gtid_state(conn, what)
 
 
 def source_binlog_state(
@@ -544,15 +375,7 @@ def wait_for_gtid(gtid_pos, timeout=60, **connection_args):
     if timeout < 0:
         raise SaltInvocationError("timeout cannot be negative")
     with _connect(**connection_args) as conn:
-        result = _query(conn, "SELECT MASTER_GTID_WAIT(%s, %s) AS r", (gtid_pos, timeout), "MASTER_GTID_WAIT")[0]["r"]
-        if result == 0:
-            return True
-        now = _query(conn, "SELECT @@gtid_slave_pos AS p", (), "reading gtid_slave_pos")[0]["p"]
-    if result == -1:
-        raise CommandExecutionError(
-            f"timed out after {timeout:g}s waiting for GTID position {gtid_pos} (gtid_slave_pos is {now!r})"
-        )
-    raise CommandExecutionError(f"MASTER_GTID_WAIT({gtid_pos!r}) returned {result!r}")
+        return server.wait_for_gtid(conn, gtid_pos, timeout)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -631,28 +454,18 @@ def configure_replica(
         use_gtid,
         connect_retry,
     )
-    settings, _ = _connection_settings(_connection_args(connection_args), _lookup)
+    return _configure(spec, start, slave_pos_from_binlog, connection_args)
+
+
+def _configure(spec, start, slave_pos_from_binlog, connection_args):
+    """configure_replica() with validated settings."""
+    settings, where = _settings(connection_args)
     if "unix_socket" in settings:
         for name in ("ssl_ca", "ssl_cert", "ssl_key"):
             if spec[name] and not os.path.isfile(spec[name]):
                 raise SaltInvocationError(f"{name} {spec[name]} does not exist")
-    with _connect(**connection_args) as conn:
-        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
-        if slave_pos_from_binlog:
-            # an old primary continues after its own last transaction; one that wrote none (promoted right after
-            # it was restored by mariabackup, then demoted) after what it applied: its binary log may be empty
-            row = _query(
-                conn,
-                "SELECT @@GLOBAL.gtid_binlog_pos AS binlog, @@GLOBAL.gtid_slave_pos AS slave",
-                (),
-                "reading the GTID positions",
-            )[0]
-            resume = gtid.resume_position(row["binlog"] or "", row["slave"] or "")
-            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (resume,), doing="SET GLOBAL gtid_slave_pos")
-        _query(conn, sql.change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
-        if start:
-            _query(conn, "START SLAVE", doing="START SLAVE")
-        return sql.replica_settings_from_row(sql.default_connection(_replica_rows(conn)))
+    with server.connect(settings, where) as conn:
+        return server.point_at(conn, spec, start, slave_pos_from_binlog)
 
 
 def start_replica(timeout=0, **connection_args):
@@ -666,22 +479,8 @@ def start_replica(timeout=0, **connection_args):
 
         salt db2 mariadb_replication.start_replica timeout=30
     """
-    deadline = time.monotonic() + float(timeout or 0)
     with _connect(**connection_args) as conn:
-        if not sql.replica_configured(sql.default_connection(_replica_rows(conn))):
-            raise CommandExecutionError("no source is configured: use configure_replica first")
-        _query(conn, "START SLAVE", doing="START SLAVE")
-        while True:
-            state = sql.lag_from_row(sql.default_connection(_replica_rows(conn)) or {})
-            if state["replicating"] or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    if timeout and not state["replicating"]:
-        raise CommandExecutionError(
-            f"the replica threads are not running after {timeout}s: "
-            f"IO error: {state['last_io_error'] or 'none'}; SQL error: {state['last_sql_error'] or 'none'}"
-        )
-    return state
+        return server.start_replica(conn, timeout)
 
 
 def stop_replica(**connection_args):
@@ -695,7 +494,7 @@ def stop_replica(**connection_args):
         salt db2 mariadb_replication.stop_replica
     """
     with _connect(**connection_args) as conn:
-        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        server.query(conn, "STOP SLAVE", doing="STOP SLAVE")
     return True
 
 
@@ -711,8 +510,8 @@ def reset_replica(all=True, **connection_args):
         salt db2 mariadb_replication.reset_replica
     """
     with _connect(**connection_args) as conn:
-        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
-        _query(conn, "RESET SLAVE ALL" if all else "RESET SLAVE", doing="RESET SLAVE")
+        server.query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        server.query(conn, "RESET SLAVE ALL" if all else "RESET SLAVE", doing="RESET SLAVE")
     return True
 
 
@@ -741,11 +540,8 @@ def set_read_only(enabled=True, lock_wait_timeout=2, **connection_args):
             f"lock_wait_timeout must be a whole number of seconds >= 1, not {lock_wait_timeout!r}"
         )
     with _connect(**connection_args) as conn:
-        before = bool(_query(conn, "SELECT @@GLOBAL.read_only AS v", (), "reading read_only")[0]["v"])
-        if before != enabled:
-            _query(conn, f"SET SESSION lock_wait_timeout = {lock_wait_timeout}", doing="SET lock_wait_timeout")
-            _query(conn, f"SET GLOBAL read_only = {1 if enabled else 0}", doing="SET GLOBAL read_only")
-    return {"read_only": enabled, "changed": before != enabled}
+        changed = server.set_read_only(conn, enabled, lock_wait_timeout)
+    return {"read_only": enabled, "changed": changed}
 
 
 def promote(gtid_pos=None, timeout=60, **connection_args):
@@ -774,7 +570,7 @@ def promote(gtid_pos=None, timeout=60, **connection_args):
     reset_replica(**connection_args)
     set_read_only(False, **connection_args)
     with _connect(**connection_args) as conn:
-        current = _query(conn, "SELECT @@gtid_current_pos AS p", (), "reading gtid_current_pos")[0]["p"]
+        current = server.value(conn, "@@gtid_current_pos", "reading gtid_current_pos")
     return {"applied": gtid_pos or None, "gtid_current_pos": current, "read_only": False}
 
 
@@ -796,33 +592,8 @@ def kill_client_connections(exclude_users=None, **connection_args):
         exclude_users = [exclude_users]
     if not isinstance(exclude_users, list | tuple | set):
         raise SaltInvocationError("exclude_users must be a list of user names")
-    killed = []
     with _connect(**connection_args) as conn:
-        rows = _query(
-            conn,
-            "SELECT ID, USER, HOST, DB, COMMAND, CONNECTION_ID() AS me FROM information_schema.PROCESSLIST",
-            (),
-            "reading the process list",
-        )
-        for row in rows:
-            if (
-                row["ID"] == row["me"]
-                or row["COMMAND"] in sql.REPLICATION_COMMANDS
-                or row["COMMAND"] == "Daemon"
-                or row["USER"] in sql.SYSTEM_USERS
-                or row["USER"] in exclude_users
-            ):
-                continue
-            try:
-                _query(conn, f"KILL CONNECTION {int(row['ID'])}", doing=f"KILL CONNECTION {row['ID']}")
-            except MariaDBError as err:
-                if err.errno == 1094:  # unknown thread id: it has gone already
-                    continue
-                raise
-            killed.append(
-                {"id": row["ID"], "user": row["USER"], "host": row["HOST"], "db": row["DB"], "command": row["COMMAND"]}
-            )
-    return killed
+        return server.kill_clients(conn, exclude_users)
 
 
 def fence_writes(service="mariadb", **connection_args):
@@ -844,15 +615,15 @@ def fence_writes(service="mariadb", **connection_args):
         try:
             set_read_only(True, **connection_args)
             killed = kill_client_connections(**connection_args)
-        except _Unreachable:
+        except server.Unreachable:
             raise
-        except MariaDBError:
+        except server.MariaDBError:
             # read_only waits for running writes (lock_wait_timeout): kill them, then it is immediate
             killed = kill_client_connections(**connection_args)
             set_read_only(True, **connection_args)
             killed += kill_client_connections(**connection_args)
         return {"fenced": "read_only", "killed": killed}
-    except _Unreachable as err:
+    except server.Unreachable as err:
         unreachable = err
     __salt__["service.stop"](service)
     if __salt__["service.status"](service):
@@ -862,29 +633,6 @@ def fence_writes(service="mariadb", **connection_args):
 
 # ---------------------------------------------------------------------------------------------------------
 # accounts, databases, grants
-
-
-def _user_row(conn, user, host):
-    rows = _query(
-        conn,
-        "SELECT ssl_type, ssl_cipher, x509_issuer, x509_subject, plugin, authentication_string"
-        " FROM mysql.user WHERE User = %s AND Host = %s",
-        (user, host),
-        f"reading account {user}@{host}",
-    )
-    return rows[0] if rows else None
-
-
-def _grants(conn, user, host):
-    rows = _query(conn, "SHOW GRANTS FOR %s@%s", (user, host), f"SHOW GRANTS FOR {user}@{host}")
-    return sql.parse_grants(next(iter(row.values())) for row in rows)
-
-
-def _password_matches(conn, row, password):
-    if row["plugin"] not in ("mysql_native_password", "") or not row["authentication_string"]:
-        return False
-    hashed = _query(conn, "SELECT PASSWORD(%s) AS h", (password,), "hashing the password")[0]["h"]
-    return hashed == row["authentication_string"]
 
 
 def user_info(user, host="%", password=None, **connection_args):
@@ -902,7 +650,7 @@ def user_info(user, host="%", password=None, **connection_args):
     """
     sql.account(user, host)
     with _connect(**connection_args) as conn:
-        row = _user_row(conn, user, host)
+        row = server.user_row(conn, user, host)
         if row is None:
             return None
         return {
@@ -910,8 +658,8 @@ def user_info(user, host="%", password=None, **connection_args):
             "host": host,
             "require": sql.require_from_row(row),
             "plugin": row["plugin"],
-            "grants": {on: sorted(privs) for on, privs in _grants(conn, user, host).items()},
-            "password_matches": None if password is None else _password_matches(conn, row, password),
+            "grants": {on: sorted(privs) for on, privs in server.grants(conn, user, host).items()},
+            "password_matches": None if password is None else server.password_matches(conn, row, password),
         }
 
 
@@ -955,39 +703,8 @@ def user_present(user, password, host="%", require=None, test=False, **connectio
     if not isinstance(password, str) or not password:
         raise SaltInvocationError("password must be a non-empty string")
     wanted = sql.normalize_require(require)
-    changes = {}
     with _connect(**connection_args) as conn:
-        account_sql = sql.account(user, host, conn.literal)
-        row = _user_row(conn, user, host)
-        if row is None:
-            changes["created"] = f"{user}@{host}"
-            if wanted is not None:
-                changes["require"] = {"old": None, "new": wanted}
-            if not test:
-                _query(
-                    conn,
-                    f"CREATE USER {account_sql} IDENTIFIED BY {conn.literal(password)} "
-                    + sql.require_clause(wanted, conn.literal),
-                    doing=f"CREATE USER {user}@{host}",
-                )
-            return {"changed": True, "changes": changes}
-        if not _password_matches(conn, row, password):
-            changes["password"] = "changed"
-            if not test:
-                _query(
-                    conn,
-                    f"ALTER USER {account_sql} IDENTIFIED BY {conn.literal(password)}",
-                    doing=f"ALTER USER {user}@{host} IDENTIFIED BY",
-                )
-        current = sql.require_from_row(row)
-        if current != wanted:
-            changes["require"] = {"old": current, "new": wanted}
-            if not test:
-                _query(
-                    conn,
-                    f"ALTER USER {account_sql} {sql.require_clause(wanted, conn.literal)}",
-                    doing=f"ALTER USER {user}@{host} REQUIRE",
-                )
+        changes = server.ensure_user(conn, user, host, password, wanted, test)
     return {"changed": bool(changes), "changes": changes}
 
 
@@ -1003,10 +720,10 @@ def user_absent(user, host="%", test=False, **connection_args):
     """
     sql.account(user, host)
     with _connect(**connection_args) as conn:
-        if _user_row(conn, user, host) is None:
+        if server.user_row(conn, user, host) is None:
             return {"changed": False, "changes": {}}
         if not test:
-            _query(conn, f"DROP USER {sql.account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
+            server.query(conn, f"DROP USER {sql.account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
     return {"changed": True, "changes": {"deleted": f"{user}@{host}"}}
 
 
@@ -1022,7 +739,9 @@ def user_hosts(user, **connection_args):
     """
     sql.account(user, "%")
     with _connect(**connection_args) as conn:
-        rows = _query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}")
+        rows = server.query(
+            conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}"
+        )
     return sorted(sql.as_text(row["Host"]) for row in rows)
 
 
@@ -1072,27 +791,8 @@ def grant_present(user, host, privileges, database, exact=False, test=False, **c
     wanted = sql.normalize_privileges(privileges)
     target = sql.grant_target(database)
     sql.account(user, host)
-    changes = {}
     with _connect(**connection_args) as conn:
-        if _user_row(conn, user, host) is None:
-            raise CommandExecutionError(f"account {user}@{host} does not exist")
-        held = _grants(conn, user, host).get(target, set())
-        extra = sql.extra_privileges(wanted, held) if exact else set()
-        # ALL sql.PRIVILEGES held beyond what is wanted: revoke it all, then grant what is wanted
-        missing = set(wanted) - {"USAGE"} if "ALL sql.PRIVILEGES" in extra else sql.missing_privileges(wanted, held)
-        account = sql.account(user, host, conn.literal)
-        for key, verb, preposition, names in (
-            ("revoked", "REVOKE", "FROM", extra),
-            ("granted", "GRANT", "TO", missing),
-        ):
-            if names:
-                changes[key] = sorted(names)
-                if not test:
-                    _query(
-                        conn,
-                        f"{verb} {', '.join(sorted(names))} ON {target} {preposition} {account}",
-                        doing=f"{verb} ON {target} {preposition} {user}@{host}",
-                    )
+        changes = server.ensure_grants(conn, user, host, wanted, target, exact, test)
     if not changes:
         return {"changed": False, "changes": {}}
     return {"changed": True, "changes": {**changes, "on": target}}
@@ -1140,31 +840,12 @@ def database_present(name, character_set="utf8mb4", collate=None, test=False, **
 
         salt db1 mariadb_replication.database_present app
     """
-    quoted = sql.quote_identifier(name)
+    sql.quote_identifier(name)
     for what, value in (("character_set", character_set), ("collate", collate)):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_]+", str(value)):
             raise SaltInvocationError(f"invalid {what} {value!r}")
-    clause = f"CHARACTER SET {character_set}" + (f" COLLATE {collate}" if collate else "")
     with _connect(**connection_args) as conn:
-        rows = _query(
-            conn,
-            "SELECT DEFAULT_CHARACTER_SET_NAME AS cs, DEFAULT_COLLATION_NAME AS co"
-            " FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-            (name,),
-            f"reading database {name}",
-        )
-        if not rows:
-            if not test:
-                _query(conn, f"CREATE DATABASE {quoted} {clause}", doing=f"CREATE DATABASE {name}")
-            return {"changed": True, "changes": {"created": name}}
-        current = rows[0]
-        changes = {}
-        if current["cs"].lower() != character_set.lower():
-            changes["character_set"] = {"old": current["cs"], "new": character_set}
-        if collate and current["co"].lower() != collate.lower():
-            changes["collate"] = {"old": current["co"], "new": collate}
-        if changes and not test:
-            _query(conn, f"ALTER DATABASE {quoted} {clause}", doing=f"ALTER DATABASE {name}")
+        changes = server.ensure_database(conn, name, character_set, collate, test)
     return {"changed": bool(changes), "changes": changes}
 
 
@@ -1183,13 +864,13 @@ def database_absent(name, test=False, **connection_args):
     if name.lower() in sql.SYSTEM_DATABASES:
         raise SaltInvocationError(f"refusing to drop the system database {name}")
     with _connect(**connection_args) as conn:
-        exists = _query(
+        exists = server.query(
             conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,), f"reading {name}"
         )
         if not exists:
             return {"changed": False, "changes": {}}
         if not test:
-            _query(conn, f"DROP DATABASE {quoted}", doing=f"DROP DATABASE {name}")
+            server.query(conn, f"DROP DATABASE {quoted}", doing=f"DROP DATABASE {name}")
     return {"changed": True, "changes": {"deleted": name}}
 
 
@@ -1197,85 +878,16 @@ def database_absent(name, test=False, **connection_args):
 # provisioning a replica: mariabackup (local pipe or one TLS stream from the source) or mysqldump
 
 
-def _server_up(connection_args):
-    try:
-        with _connect(**connection_args) as conn:
-            _query(conn, "SELECT 1")
-        return True
-    except CommandExecutionError:
-        return False
-
-
-def _stop_server(service, connection_args, timeout):
-    """Stop the local server: through the service, or with SQL SHUTDOWN (then wait for its pid file to go)."""
-    if service:
-        if not __salt__["service.stop"](service):
-            raise CommandExecutionError(f"could not stop service {service}")
-        streaming.wait_until(lambda: not _server_up(connection_args), timeout, f"service {service} to stop")
-        return
-    if not _server_up(connection_args):
-        return
-    with _connect(**connection_args) as conn:
-        row = _query(conn, "SELECT @@pid_file AS pid_file, @@datadir AS datadir", (), "reading pid_file")[0]
-        pid_file = os.path.join(row["datadir"], row["pid_file"])
-        with contextlib.suppress(pymysql.MySQLError, CommandExecutionError):
-            _query(conn, "SHUTDOWN", doing="SHUTDOWN")
-    streaming.wait_until(
-        lambda: not os.path.exists(pid_file) and not _server_up(connection_args), timeout, "the server to stop"
-    )
-
-
-def _start_server(service, start_command, connection_args, timeout):
-    """Start the local server through the service or ``start_command``; the started process id or None."""
-    pid = None
-    if service:
-        if not __salt__["service.start"](service):
-            raise CommandExecutionError(f"could not start service {service}")
-    else:
-        command = shlex.split(start_command) if isinstance(start_command, str) else list(start_command)
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-        pid = process.pid
-
-        def up():
-            if process.poll() is not None:
-                raise CommandExecutionError(f"{command[0]} exited with {process.returncode} while starting")
-            return _server_up(connection_args)
-
-        streaming.wait_until(up, timeout, "the server to start")
-        return pid
-    streaming.wait_until(lambda: _server_up(connection_args), timeout, f"service {service} to start")
-    return pid
-
-
-def _role_stream():
-    """The db role's stream settings (ROLE_STREAM, moved only by this minion's own configuration)."""
-    configured = __opts__.get("mariadb_replication.backup_stream") or {}
-    if not isinstance(configured, dict) or set(configured) - set(streaming.ROLE_STREAM):
-        raise CommandExecutionError(
-            f"the minion option mariadb_replication.backup_stream must be a dict with keys from {sorted(streaming.ROLE_STREAM)}"
-        )
-    return dict(streaming.ROLE_STREAM, **configured)
-
-
 def _pillar_host():
     host = __salt__["pillar.get"]("rolestack:host", {}, unmask=True)
     return host if isinstance(host, dict) else {}
 
 
-def _db_peer(minion_id):
-    """
-    The db peer (``name``, ``fqdn``, ``address`` from this host's pillar ``rolestack:db:peers``) whose minion id
-    is ``minion_id``. A host's one minion id is its inventory name: the id is matched exactly against the
-    peers' ``name``, never an FQDN or an address. None when there is no such peer.
-    """
-    return streaming.peer_named(_db_peers(), minion_id)
+def _publish_function():
+    # looked up here, in the caller's loader context; the loaded function sets it up again in the publish's thread
+    if "publish.publish" not in __salt__:
+        raise CommandExecutionError("publish.publish is not available: this minion cannot ask its source")
+    return __salt__["publish.publish"]
 
 
 def _db_peers():
@@ -1339,176 +951,17 @@ def serve_backup_stream(
     needs RELOAD, PROCESS, LOCK TABLES and BINLOG MONITOR.
     """
     caller = connection_args.get("__pub_id")
-    named = (("port", port), ("allow", allow), ("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca))
-    passed = (*named, ("bind", bind), ("timeout", timeout), ("idle_timeout", idle_timeout))
-    given = {name: value for name, value in passed if value is not None}
+    passed = {"port": port, "allow": allow, "ssl_cert": ssl_cert, "ssl_key": ssl_key, "ssl_ca": ssl_ca, "bind": bind,
+              "timeout": timeout, "idle_timeout": idle_timeout}  # fmt: skip
+    given = {name: value for name, value in passed.items() if value is not None}
     given.update({key: value for key, value in connection_args.items() if not key.startswith("__")})
-    role = _role_stream()
-    host = _pillar_host()
-    expect = None
-    if caller is not None:
-        expect = streaming.stream_peer(caller, given, _db_peers(), host)
-        port, allow = role["port"], expect["address"]
-        ssl_cert, ssl_key, ssl_ca = role["ssl_cert"], role["ssl_key"], role["ssl_ca"]
-        bind, connection_args = host.get("address"), {}
-        if not bind:
-            raise SaltInvocationError("this host has no rolestack:host:address in its pillar: it serves no peer")
-    else:
-        if allow is None:
-            raise SaltInvocationError("allow (the replica's address) is required")
-        port = role["port"] if port is None else port
-        ssl_cert, ssl_key, ssl_ca = (value or role[name] for name, value in named[2:])
-        bind = bind or host.get("address")
-        if not bind:
-            raise SaltInvocationError("bind is required (this host has no rolestack:host:address in its pillar)")
-    timeout = streaming.seconds(timeout, "timeout", streaming.STREAM_TIMEOUT, streaming.MAX_STREAM_TIMEOUT)
-    idle_timeout = streaming.seconds(idle_timeout, "idle_timeout", streaming.IDLE_TIMEOUT, streaming.MAX_IDLE_TIMEOUT)
-    port = sql.validate_port(port)
-    try:
-        allowed = {
-            str(streaming.plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)
-        }
-    except (OSError, UnicodeError) as err:
-        raise SaltInvocationError(f"cannot resolve allow {allow!r}: {err}")
-    for name, path in (("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca)):
-        if not path or not os.path.isfile(path):
-            raise SaltInvocationError(f"{name} {path!r} does not exist")
-    settings, _ = _connection_settings(_connection_args(connection_args), _lookup)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ssl_ca)
-    context.load_cert_chain(ssl_cert, ssl_key)
-    context.verify_mode = ssl.CERT_REQUIRED
-    try:
-        listener = socket.create_server((bind, port))
-    except OSError as err:
-        raise CommandExecutionError(f"cannot listen on {bind}:{port}: {err}")
-    with listener:
-        conn, address = streaming.accept_replica(listener, context, allow, allowed, expect, timeout)
-    with conn:
-        try:
-            streaming.send_frame(conn, b"H", json.dumps({"source": __opts__.get("id")}).encode())
-            conn.settimeout(streaming.READY_WAIT)
-            kind, _ = streaming.read_frame(conn, limit=4096)
-        except (OSError, CommandExecutionError) as err:
-            raise CommandExecutionError(
-                f"the replica {address} was not ready within {streaming.READY_WAIT}s: {err}"
-            ) from None
-        if kind != b"R":
-            raise CommandExecutionError(f"the replica {address} sent {kind!r} instead of ready")
-        sent, gtid = streaming.send_backup(conn, settings, idle_timeout)
-    return {"peer": address, "caller": caller, "bytes": sent, "gtid": gtid}
-
-
-def _fresh_server_check(connection_args):
-    """Refuse a running server that holds databases or replicates already."""
-    with _connect(**connection_args) as conn:
-        databases = [next(iter(row.values())) for row in _query(conn, "SHOW DATABASES", doing="SHOW DATABASES")]
-        row = sql.default_connection(_replica_rows(conn))
-        busy = []
-        for name in databases:
-            if name.lower() in sql.SYSTEM_DATABASES:
-                continue
-            tables = _query(
-                conn,
-                "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
-                (name,),
-                f"counting tables of {name}",
-            )[0]["n"]
-            if name != "test" or tables:
-                busy.append(name)
-    if busy:
-        raise CommandExecutionError(f"the server holds databases {sorted(busy)}: refusing to provision over data")
-    if sql.replica_configured(row):
-        raise CommandExecutionError(f"the server replicates from {row['Master_Host']} already: refusing")
-
-
-def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
-    """mysqldump of the source over TLS piped into the local server; the dump sets gtid_slave_pos."""
-    local, _ = _connection_settings(_connection_args(connection_args), _lookup)
-    remote = {
-        "host": spec["master_host"],
-        "port": spec["master_port"],
-        "user": dump_user,
-        "password": dump_password,
-        "ssl-ca": spec["ssl_ca"],
-        "ssl-cert": spec["ssl_cert"],
-        "ssl-key": spec["ssl_key"],
-        "ssl-verify-server-cert": True if spec["ssl_verify"] else None,
-    }
-    dump_bin = shutil.which("mariadb-dump") or shutil.which("mysqldump")
-    client_bin = shutil.which("mariadb") or shutil.which("mysql")
-    if not dump_bin or not client_bin:
-        raise CommandExecutionError("mariadb-dump and mariadb are needed (Debian package mariadb-client)")
-    with tempfile.TemporaryDirectory(prefix="rolestack-dump-") as work:
-        source_cnf = streaming.write_private(work, "source.cnf", streaming.option_file({"client": remote}))
-        local_cnf = streaming.write_private(
-            work, "local.cnf", streaming.option_file({"client": streaming.client_options(local)})
-        )
-        dump = [
-            dump_bin,
-            f"--defaults-file={source_cnf}",
-            "--single-transaction",
-            "--master-data=1",
-            "--gtid",
-            "--all-databases",
-            "--routines",
-            "--events",
-            "--triggers",
-            "--flush-privileges",
-            "--hex-blob",
-        ]
-        load = [client_bin, f"--defaults-file={local_cnf}", "--init-command=SET SESSION sql_log_bin=0"]
-        streaming.pipe(work, ("mariadb-dump", dump), ("loading the dump", load), timeout, "the dump")
-
-
-class _Publish(threading.Thread):
-    """
-    The peer publish of serve_backup_stream on the source (salt's ``publish.publish``, allowed by the master's
-    ``peer`` configuration), in the background: the source answers when the stream is over.
-    """
-
-    def __init__(self, minion, args, timeout):
-        super().__init__(daemon=True)
-        # looked up here, in the caller's loader context; the loaded function sets it up again in the thread
-        if "publish.publish" not in __salt__:
-            raise CommandExecutionError("publish.publish is not available: this minion cannot ask its source")
-        self.publish = __salt__["publish.publish"]
-        self.minion, self.args, self.timeout = minion, args, timeout
-        self.answer, self.error = None, None
-
-    def run(self):
-        try:
-            self.answer = self.publish(
-                self.minion,
-                "mariadb_replication.serve_backup_stream",
-                arg=self.args,
-                tgt_type="list",
-                timeout=self.timeout,
-            )
-        except Exception as err:  # pylint: disable=broad-except  # any failure: the source did not serve
-            self.error = err
-
-    def describe(self):
-        if self.error is not None:
-            return f"the publish failed: {self.error}"
-        return streaming.publish_disagrees(self.answer, self.minion, None) or f"it answered {self.answer!r}"
-
-
-def _stream_source(source_minion, master_host):
-    """The db peer ``source_minion`` is (exactly its inventory name), checked to be the ``master_host`` too."""
-    peer = _db_peer(source_minion)
-    if peer is None:
-        raise SaltInvocationError(
-            f"source_minion {source_minion!r} is not a db peer of this host (rolestack:db:peers names: a host's "
-            "minion id is its inventory name)"
-        )
-    if streaming.name_key(master_host) not in {
-        streaming.name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)
-    }:
-        raise SaltInvocationError(
-            f"master_host {master_host} is not the name, FQDN or address of source_minion {source_minion}: the "
-            "stream would come from another host than the one asked to serve it"
-        )
-    return peer
+    role = streaming.role_stream(__opts__.get("mariadb_replication.backup_stream"))
+    peers = _db_peers() if caller is not None else []
+    request = streaming.stream_request(caller, given, role, _pillar_host(), peers)
+    # a peer's call backs up this server as the role does (root over the socket): it passes no connection_*
+    settings, _ = _settings(connection_args if caller is None else {})
+    address, sent, position = streaming.serve(request, settings, __opts__.get("id"))
+    return {"peer": address, "caller": caller, "bytes": sent, "gtid": position}
 
 
 def provision_replica(
@@ -1603,135 +1056,26 @@ def provision_replica(
         connect_retry,
     )
     timeout = float(timeout)
+    settings, where = _settings(connection_args)
     if method == "mysqldump":
         if not dump_user or not dump_password:
             raise SaltInvocationError("method=mysqldump needs dump_user and dump_password (an account on the source)")
-        _fresh_server_check(connection_args)
-        _dump_into(spec, dump_user, dump_password, connection_args, timeout)
+        with server.connect(settings, where) as conn:
+            server.refuse_data(conn)
+        backup.dump_into(spec, dump_user, dump_password, settings, timeout)
         result = {"method": method, "datadir": None, "moved_aside": None, "pid": None}
     elif method == "mariabackup":
-        if (stream_port is None) == (source_socket is None):
-            raise SaltInvocationError("method=mariabackup needs exactly one of stream_port or source_socket")
-        if stream_port is not None:
-            stream_port = sql.validate_port(stream_port, "stream_port")
-            if not ssl_cert or not ssl_key:
-                raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
-            idle_timeout = streaming.seconds(
-                idle_timeout, "idle_timeout", streaming.IDLE_TIMEOUT, streaming.MAX_IDLE_TIMEOUT
-            )
-            if source_minion is not None:
-                _stream_source(source_minion, spec["master_host"])
-        elif source_minion is not None:
-            raise SaltInvocationError("source_minion is for the backup stream (stream_port)")
-        if service is None and not start_command:
-            raise SaltInvocationError("with service=None, give start_command")
-        running = _server_up(connection_args)
-        if datadir is None:
-            # never guessed: a wrong directory here would be moved aside and overwritten
-            if not running:
-                raise SaltInvocationError("the server is not running: give its datadir explicitly")
-            with _connect(**connection_args) as conn:
-                datadir = _query(conn, "SELECT @@datadir AS d", (), "reading datadir")[0]["d"]
-        if not os.path.isabs(datadir):
-            raise SaltInvocationError(f"datadir must be an absolute path, not {datadir!r}")
-        datadir = os.path.normpath(datadir)
-        if running:
-            _fresh_server_check(connection_args)
-        fresh = streaming.check_datadir(datadir, overwrite_fresh)
-        seconds, mark = {}, [time.monotonic()]
-
-        def took(what):
-            now = time.monotonic()
-            seconds[what] = round(now - mark[0], 3)
-            mark[0] = now
-
-        stream = publishing = None
-        where = f"{spec['master_host']}:{stream_port}"
-        if stream_port is not None:
-            # the source must answer, verify and accept this replica before anything here changes
-            wait = min(timeout, streaming.MAX_STREAM_TIMEOUT)
-            if source_minion is not None:
-                args = [f"timeout={wait:g}", f"idle_timeout={idle_timeout:g}"]
-                if replica_address:
-                    args.append(f"allow={replica_address}")
-                publishing = _Publish(source_minion, args, timeout)
-                publishing.start()
-            try:
-                stream = streaming.open_stream(
-                    spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, wait, publishing
-                )
-            except CommandExecutionError as err:
-                raise CommandExecutionError(
-                    f"{err} (nothing on this host was changed: the server runs, {datadir} is untouched)"
-                ) from err
-            took("handshake")
-        moved_aside = None
-        mode = 0o750
-        try:
-            _stop_server(service, connection_args, timeout=120)
-            took("stop")
-            if fresh:
-                mode = os.stat(datadir).st_mode & 0o7777
-                moved_aside = f"{datadir}.pre-provision-{time.strftime('%Y%m%d%H%M%S')}"
-                try:
-                    # a copy when a rename cannot be done (a directory of an overlayfs lower layer: EXDEV)
-                    shutil.move(datadir, moved_aside)
-                except OSError as err:
-                    raise CommandExecutionError(
-                        f"cannot move the fresh {datadir} aside to {moved_aside}: {err}"
-                    ) from err
-            os.makedirs(datadir, mode=mode, exist_ok=True)
-        except BaseException:
-            if stream is not None:
-                stream.close()  # the source, waiting for "ready", gives up
-            raise
-        took("move_aside")
-        try:
-            if stream is not None:
-                trailer = streaming.stream_backup_into(datadir, stream, where, idle_timeout)
-                if publishing is not None:
-                    publishing.join(60)
-                    why = publishing.error and publishing.describe()
-                    why = why or streaming.publish_disagrees(publishing.answer, source_minion, trailer)
-                    if why:
-                        raise CommandExecutionError(f"{source_minion} did not confirm the stream: {why}")
-            else:
-                source = {"unix_socket": source_socket}
-                source_settings, _ = _connection_settings(source, lambda name: None)
-                streaming.local_backup_into(datadir, source_settings, timeout)
-            took("copy")
-            gtid = streaming.backup_gtid(datadir)
-            streaming.prepare(datadir, timeout)
-            took("prepare")
-            streaming.chown_tree(datadir, owner)
-            took("chown")
-        except CommandExecutionError as err:
-            aside = f"; the previous data directory is {moved_aside}" if moved_aside else ""
-            raise CommandExecutionError(f"{err} ({datadir} is incomplete and the server is stopped{aside})") from err
-        pid = _start_server(service, start_command, connection_args, timeout=120)
-        took("start")
-        with _connect(**connection_args) as conn:
-            _query(conn, "STOP SLAVE", doing="STOP SLAVE")
-            _query(conn, "RESET SLAVE ALL", doing="RESET SLAVE ALL")
-            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (gtid,), "SET GLOBAL gtid_slave_pos")
-        result = {"method": method, "datadir": datadir, "moved_aside": moved_aside, "pid": pid, "seconds": seconds}
+        restore = streaming.Restore(datadir=datadir, overwrite_fresh=overwrite_fresh, service=service,
+                                        start_command=start_command, owner=owner, stream_port=stream_port,
+                                        source_socket=source_socket, source_minion=source_minion,
+                                        replica_address=replica_address, idle_timeout=idle_timeout, timeout=timeout)  # fmt: skip
+        calls = {"service.stop": service and __salt__["service.stop"], "publish": _publish_function,
+                 "service.start": service and __salt__["service.start"], "peers": _db_peers}  # fmt: skip
+        result = restore.run(spec, settings, where, calls)
     else:
         raise SaltInvocationError(f"method must be mariabackup or mysqldump, not {method!r}")
-
-    configure_replica(
-        spec["master_host"],
-        spec["master_user"],
-        spec["master_password"],
-        spec["master_port"],
-        spec["ssl_ca"],
-        spec["ssl_cert"],
-        spec["ssl_key"],
-        spec["ssl_verify"],
-        spec["use_gtid"],
-        spec["connect_retry"],
-        **connection_args,
-    )
-    with _connect(**connection_args) as conn:
-        result["gtid_slave_pos"] = _query(conn, "SELECT @@gtid_slave_pos AS p", (), "reading gtid_slave_pos")[0]["p"]
+    _configure(spec, True, False, connection_args)
+    with server.connect(settings, where) as conn:
+        result["gtid_slave_pos"] = server.value(conn, "@@gtid_slave_pos", "reading gtid_slave_pos")
     result["replica"] = start_replica(timeout=30, **connection_args)
     return result

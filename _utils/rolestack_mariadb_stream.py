@@ -11,15 +11,14 @@ peers, the minion configuration, ``publish.publish``).
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import json
 import logging
 import os
-import pwd
 import queue
 import re
-import shutil
 import socket
 import ssl
 import struct
@@ -28,7 +27,8 @@ import tempfile
 import threading
 import time
 
-import rolestack_gtid as gtid
+import rolestack_mariadb_backup as backup
+import rolestack_mariadb_server as server
 import rolestack_mariadb_sql as sql
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
@@ -60,38 +60,6 @@ CHUNK = 4 << 20
 PIPE_SIZE = 1 << 20
 # a frame goes out in slices of this size: the idle timeout then bounds each slice, not a whole 4 MiB frame
 SLICE = 256 << 10
-# where mariabackup writes the binary log position of the backup (10.11: xtrabackup_*, 11.x: mariadb_backup_*)
-BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
-
-
-def option_value(value):
-    """A value for a my.cnf-style option file, double-quoted and escaped."""
-    text = str(value)
-    if "\n" in text or "\r" in text or "\0" in text:
-        raise SaltInvocationError("option values cannot contain newlines")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def option_file(sections):
-    """An option file: ``{"client": {"user": "root", ...}}``; None values are left out."""
-    lines = []
-    for group, options in sections.items():
-        lines.append(f"[{group}]")
-        for key, value in options.items():
-            if value is None:
-                continue
-            lines.append(key if value is True else f"{key}={option_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def binlog_gtid(text):
-    """The GTID position from a mariabackup binlog info file (``file<TAB>pos<TAB>gtid``)."""
-    fields = text.strip().split("\t")
-    if len(fields) < 2:
-        raise CommandExecutionError(f"unexpected content of the backup's binlog info: {text.strip()!r}")
-    position = fields[2].strip() if len(fields) > 2 else ""
-    gtid.parse(position)
-    return position
 
 
 class Overlap(threading.Thread):
@@ -157,103 +125,6 @@ def widen_pipe(stream):
     """Grow a pipe's buffer to PIPE_SIZE (best effort: the kernel may cap it)."""
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-
-
-def client_options(settings):
-    """Option-file lines for a client connecting like the PyMySQL ``settings``."""
-    password = settings.get("password")
-    options = {"user": settings.get("user"), "password": password.decode("utf-8") if password else None}
-    if "unix_socket" in settings:
-        options["socket"] = settings["unix_socket"]
-    else:
-        options.update(host=settings["host"], port=settings["port"])
-        options.update({name.replace("_", "-"): settings.get(name) for name in ("ssl_ca", "ssl_cert", "ssl_key")})
-        if settings.get("ssl_verify_identity"):
-            options["ssl-verify-server-cert"] = True
-    return options
-
-
-def write_private(directory, name, text):
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
-
-
-def tail(path, size=2000):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - size))
-            return handle.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def backup_command(defaults_file, workdir):
-    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
-    if not binary:
-        raise CommandExecutionError("mariabackup is not installed (Debian package mariadb-backup)")
-    return [binary, f"--defaults-file={defaults_file}", "--backup", "--stream=mbstream", f"--target-dir={workdir}"]
-
-
-def extract_command(datadir):
-    binary = shutil.which("mbstream")
-    if not binary:
-        raise CommandExecutionError("mbstream is not installed (Debian package mariadb-backup)")
-    return [binary, "-x", "-C", datadir]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise CommandExecutionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def chown_tree(path, owner):
-    entry = pwd.getpwnam(owner)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-
-
-def local_backup_into(datadir, source_settings, timeout):
-    """mariabackup of a source on this host piped into ``mbstream -x`` (no network)."""
-    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
-        defaults = write_private(work, "backup.cnf", option_file({"mariabackup": client_options(source_settings)}))
-        target = os.path.join(work, "target")
-        os.mkdir(target)
-        pipe(
-            work,
-            ("mariabackup", backup_command(defaults, target)),
-            ("mbstream -x", extract_command(datadir)),
-            timeout,
-            "the backup",
-        )
-
-
-def pipe(work, producer, consumer, timeout, what):
-    """Run producer | consumer (each a (label, argv)); CommandExecutionError with the failing side's stderr."""
-    logs = [os.path.join(work, f"pipe-{index}.err") for index in (0, 1)]
-    with open(logs[0], "wb") as producer_log, open(logs[1], "wb") as consumer_log:
-        first = subprocess.Popen(producer[1], stdout=subprocess.PIPE, stderr=producer_log)
-        second = subprocess.Popen(consumer[1], stdin=first.stdout, stderr=consumer_log)
-        first.stdout.close()
-        try:
-            second.wait(timeout)
-            first.wait(timeout)
-        except subprocess.TimeoutExpired:
-            first.kill()
-            second.kill()
-            raise CommandExecutionError(f"{what} took longer than {timeout}s") from None
-    for (label, _argv), process, log in ((producer, first, logs[0]), (consumer, second, logs[1])):
-        if process.returncode:
-            raise CommandExecutionError(f"{label} failed ({process.returncode}): {tail(log)}")
 
 
 def read_exact(conn, view, size):
@@ -336,7 +207,9 @@ def stream_backup_into(datadir, conn, where, idle_timeout):
         err_extract = os.path.join(work, "extract.err")
         with conn, open(err_extract, "wb") as extract_log:
             conn.settimeout(idle_timeout)
-            extract = subprocess.Popen(extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log, bufsize=0)
+            extract = subprocess.Popen(
+                backup.extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log, bufsize=0
+            )
             widen_pipe(extract.stdin)
             received, trailer = 0, None
             header = memoryview(bytearray(FRAME.size))
@@ -379,32 +252,9 @@ def stream_backup_into(datadir, conn, where, idle_timeout):
         if trailer.get("bytes") != received:
             raise CommandExecutionError(f"received {received} bytes, the source says it sent {trailer.get('bytes')}")
         if extract.returncode:
-            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {tail(err_extract)}")
+            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {backup.tail(err_extract)}")
     log.info("received a %d byte backup from %s", received, where)
     return trailer
-
-
-def prepare(datadir, timeout):
-    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
-    result = subprocess.run(
-        [binary, "--prepare", f"--target-dir={datadir}", "--use-memory=256M"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if result.returncode:
-        raise CommandExecutionError(f"mariabackup --prepare failed ({result.returncode}): {result.stderr[-2000:]}")
-
-
-def backup_gtid(datadir):
-    for name in BINLOG_INFO_FILES:
-        path = os.path.join(datadir, name)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                return binlog_gtid(handle.read())
-    raise CommandExecutionError(
-        "the backup holds no binary log position (is log_bin on on the source?): cannot start replication"
-    )
 
 
 def seconds(value, name, default, cap):
@@ -555,16 +405,18 @@ def send_backup(conn, settings, idle_timeout):
     to the server ends and with it every lock it held.
     """
     with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
-        defaults = write_private(work, "backup.cnf", option_file({"mariabackup": client_options(settings)}))
+        defaults = backup.write_private(
+            work, "backup.cnf", backup.option_file({"mariabackup": backup.client_options(settings)})
+        )
         target = os.path.join(work, "target")
         os.mkdir(target)
         err_path = os.path.join(work, "backup.err")
         sent = 0
         conn.settimeout(idle_timeout)
         with open(err_path, "wb") as err_log:
-            backup = subprocess.Popen(backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
-            widen_pipe(backup.stdout)
-            reader = Overlap(lambda: backup.stdout.read(CHUNK), produce=True)
+            process = subprocess.Popen(backup.backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
+            widen_pipe(process.stdout)
+            reader = Overlap(lambda: process.stdout.read(CHUNK), produce=True)
             reader.start()
             try:
                 while True:
@@ -579,10 +431,10 @@ def send_backup(conn, settings, idle_timeout):
                     send_frame(conn, b"D", chunk)
                     sent += len(chunk)
                 reader.finish()
-                backup.wait(idle_timeout)
+                process.wait(idle_timeout)
             except (OSError, ssl.SSLError, subprocess.TimeoutExpired, CommandExecutionError) as err:
-                backup.kill()
-                backup.wait()
+                process.kill()
+                process.wait()
                 with contextlib.suppress(OSError, ValueError):
                     for _ in reader:  # to its end mark: the reading thread must not stay blocked on a full queue
                         pass
@@ -596,17 +448,17 @@ def send_backup(conn, settings, idle_timeout):
                 if isinstance(err, subprocess.TimeoutExpired):
                     raise CommandExecutionError(f"mariabackup did not exit within {idle_timeout:g}s: killed") from None
                 raise CommandExecutionError(f"the replica went away during the backup: {err}")
-        messages = tail(err_path, 200000)
+        messages = backup.tail(err_path, 200000)
         match = re.search(r"GTID of the last change '([^']*)'", messages)
         gtid = match.group(1) if match else None
-        trailer = {"ok": backup.returncode == 0, "gtid": gtid, "bytes": sent}
-        if backup.returncode:
-            trailer["error"] = f"mariabackup exited with {backup.returncode}: {messages[-1500:]}"
+        trailer = {"ok": process.returncode == 0, "gtid": gtid, "bytes": sent}
+        if process.returncode:
+            trailer["error"] = f"mariabackup exited with {process.returncode}: {messages[-1500:]}"
         with contextlib.suppress(OSError, ssl.SSLError):
             send_frame(conn, b"E", json.dumps(trailer).encode())
             conn.settimeout(30)
             conn.unwrap()
-    if backup.returncode:
+    if process.returncode:
         raise CommandExecutionError(trailer["error"])
     return sent, gtid
 
@@ -631,27 +483,269 @@ def publish_disagrees(answer, minion, trailer):
     return None
 
 
-def check_datadir(datadir, overwrite_fresh):
-    """
-    Refuse a data directory holding data. Returns True when it holds a fresh installation that is to be
-    moved aside (only with ``overwrite_fresh``), False when it is absent or empty.
-    """
-    if not os.path.isdir(datadir) or not os.listdir(datadir):
-        return False
-    entries = os.listdir(datadir)
-    databases = [
-        entry
-        for entry in entries
-        if os.path.isdir(os.path.join(datadir, entry))
-        and not entry.startswith("#")
-        and entry not in sql.SYSTEM_DATABASES
-    ]
-    if databases:
-        raise CommandExecutionError(f"{datadir} holds databases {sorted(databases)}: refusing to provision over data")
-    if any(entry == "master.info" or entry.startswith("master-") for entry in entries):
-        raise CommandExecutionError(f"{datadir} belongs to a replica already (master.info): refusing")
-    if not overwrite_fresh:
+# ---- the source's side: what a caller may ask, the listener
+
+
+def role_stream(configured):
+    """The db role's stream settings (ROLE_STREAM), moved only by this minion's own configuration (``configured``)."""
+    configured = configured or {}
+    if not isinstance(configured, dict) or set(configured) - set(ROLE_STREAM):
         raise CommandExecutionError(
-            f"{datadir} is not empty (a fresh installation?): pass overwrite_fresh=True to move it aside"
+            f"the minion option mariadb_replication.backup_stream must be a dict with keys from {sorted(ROLE_STREAM)}"
         )
-    return True
+    return dict(ROLE_STREAM, **configured)
+
+
+def stream_request(caller, given, role, host, peers):
+    """
+    What serve_backup_stream serves, from what was ``given`` (name -> value, None left out; ``connection_*``
+    too) by ``caller`` (salt's ``__pub_id``; None for a local call), the ``role``'s stream settings, this ``host``
+    (``rolestack:host``) and its db ``peers``: a peer's call gets the role's port, files and this host's address,
+    and only its own address may connect. The timeouts capped, the port, ``allow``'s addresses and the files
+    checked. Returns ``{"port", "bind", "allow", "allowed", "expect", "ssl_cert", "ssl_key", "ssl_ca", "timeout",
+    "idle_timeout"}`` (``expect``: the peer the client certificate must name, None for a local call).
+    """
+    request = {"expect": None}
+    if caller is not None:
+        expect = stream_peer(caller, given, peers, host)
+        request.update({name: role[name] for name in ("port", "ssl_cert", "ssl_key", "ssl_ca")})
+        request.update(expect=expect, allow=expect["address"], bind=host.get("address"))
+        if not request["bind"]:
+            raise SaltInvocationError("this host has no rolestack:host:address in its pillar: it serves no peer")
+    else:
+        if given.get("allow") is None:
+            raise SaltInvocationError("allow (the replica's address) is required")
+        request.update({name: given.get(name) or role[name] for name in ("ssl_cert", "ssl_key", "ssl_ca")})
+        request.update(port=given.get("port", role["port"]), allow=given["allow"])
+        request["bind"] = given.get("bind") or host.get("address")
+        if not request["bind"]:
+            raise SaltInvocationError("bind is required (this host has no rolestack:host:address in its pillar)")
+    request["timeout"] = seconds(given.get("timeout"), "timeout", STREAM_TIMEOUT, MAX_STREAM_TIMEOUT)
+    request["idle_timeout"] = seconds(given.get("idle_timeout"), "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
+    request["port"] = sql.validate_port(request["port"])
+    allow = request["allow"]
+    try:
+        found = socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as err:
+        raise SaltInvocationError(f"cannot resolve allow {allow!r}: {err}")
+    request["allowed"] = {str(plain_ip(info[4][0])) for info in found}
+    for name in ("ssl_cert", "ssl_key", "ssl_ca"):
+        if not request[name] or not os.path.isfile(request[name]):
+            raise SaltInvocationError(f"{name} {request[name]!r} does not exist")
+    return request
+
+
+def serve(request, settings, source):
+    """
+    Listen as ``request`` (``stream_request``) says, accept the one replica, say hello (``source``: this minion's
+    id), wait for its "ready" and send the backup of the server at ``settings``. Returns (peer address, bytes sent,
+    the backup's GTID position).
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=request["ssl_ca"])
+    context.load_cert_chain(request["ssl_cert"], request["ssl_key"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    bind, port = request["bind"], request["port"]
+    try:
+        listener = socket.create_server((bind, port))
+    except OSError as err:
+        raise CommandExecutionError(f"cannot listen on {bind}:{port}: {err}")
+    with listener:
+        conn, address = accept_replica(
+            listener, context, request["allow"], request["allowed"], request["expect"], request["timeout"]
+        )
+    with conn:
+        try:
+            send_frame(conn, b"H", json.dumps({"source": source}).encode())
+            conn.settimeout(READY_WAIT)
+            kind, _ = read_frame(conn, limit=4096)
+        except (OSError, CommandExecutionError) as err:
+            raise CommandExecutionError(f"the replica {address} was not ready within {READY_WAIT}s: {err}") from None
+        if kind != b"R":
+            raise CommandExecutionError(f"the replica {address} sent {kind!r} instead of ready")
+        sent, position = send_backup(conn, settings, request["idle_timeout"])
+    return address, sent, position
+
+
+# ---- the replica's side: asking the source
+
+
+def stream_source(peers, source_minion, master_host):
+    """The db peer ``source_minion`` is (exactly its inventory name), checked to be the ``master_host`` too."""
+    peer = peer_named(peers, source_minion)
+    if peer is None:
+        raise SaltInvocationError(
+            f"source_minion {source_minion!r} is not a db peer of this host (rolestack:db:peers names: a host's "
+            "minion id is its inventory name)"
+        )
+    if name_key(master_host) not in {name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}:
+        raise SaltInvocationError(
+            f"master_host {master_host} is not the name, FQDN or address of source_minion {source_minion}: the "
+            "stream would come from another host than the one asked to serve it"
+        )
+    return peer
+
+
+class Publish(threading.Thread):
+    """
+    The peer publish of serve_backup_stream on the source (salt's ``publish.publish``, allowed by the master's
+    ``peer`` configuration, passed in as ``publish``), in the background: the source answers when the stream is
+    over.
+    """
+
+    def __init__(self, publish, minion, args, timeout):
+        super().__init__(daemon=True)
+        self.publish = publish
+        self.minion, self.args, self.timeout = minion, args, timeout
+        self.answer, self.error = None, None
+
+    def run(self):
+        try:
+            self.answer = self.publish(
+                self.minion,
+                "mariadb_replication.serve_backup_stream",
+                arg=self.args,
+                tgt_type="list",
+                timeout=self.timeout,
+            )
+        except Exception as err:  # pylint: disable=broad-except  # any failure: the source did not serve
+            self.error = err
+
+    def describe(self):
+        if self.error is not None:
+            return f"the publish failed: {self.error}"
+        return publish_disagrees(self.answer, self.minion, None) or f"it answered {self.answer!r}"
+
+    def confirm(self, trailer):
+        """Wait for the source's answer; CommandExecutionError unless it agrees with the stream's ``trailer``."""
+        self.join(60)
+        why = self.error and self.describe()
+        why = why or publish_disagrees(self.answer, self.minion, trailer)
+        if why:
+            raise CommandExecutionError(f"{self.minion} did not confirm the stream: {why}")
+
+
+@dataclasses.dataclass
+class Restore:
+    """
+    provision_replica's mariabackup copy, as its keyword arguments give it: into ``datadir`` (None: the running
+    server's), a ``fresh`` installation there moved aside only with ``overwrite_fresh``, the server stopped and
+    started through ``service`` or SQL SHUTDOWN and ``start_command``, the files given to ``owner``; the backup
+    from the source's stream (``stream_port``; with ``source_minion`` asked for through peer publish, ``allow``
+    being ``replica_address``) or from a local server at ``source_socket``.
+    """
+
+    datadir: str | None
+    overwrite_fresh: bool
+    service: str | None
+    start_command: object
+    owner: str
+    stream_port: object
+    source_socket: str | None
+    source_minion: str | None
+    replica_address: str | None
+    idle_timeout: object
+    timeout: float
+
+    def check(self, spec, peers):
+        """Refuse contradicting arguments before anything happens (``peers``: called for the db peers)."""
+        if (self.stream_port is None) == (self.source_socket is None):
+            raise SaltInvocationError("method=mariabackup needs exactly one of stream_port or source_socket")
+        if self.stream_port is not None:
+            self.stream_port = sql.validate_port(self.stream_port, "stream_port")
+            if not spec["ssl_cert"] or not spec["ssl_key"]:
+                raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
+            self.idle_timeout = seconds(self.idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
+            if self.source_minion is not None:
+                stream_source(peers(), self.source_minion, spec["master_host"])
+        elif self.source_minion is not None:
+            raise SaltInvocationError("source_minion is for the backup stream (stream_port)")
+        if self.service is None and not self.start_command:
+            raise SaltInvocationError("with service=None, give start_command")
+
+    def target(self, settings, where):
+        """The data directory to fill (never guessed: a wrong one would be moved aside), and whether it is fresh."""
+        running = server.server_up(settings, where)
+        datadir = self.datadir
+        if datadir is None:
+            if not running:
+                raise SaltInvocationError("the server is not running: give its datadir explicitly")
+            with server.connect(settings, where) as conn:
+                datadir = server.value(conn, "@@datadir", "reading datadir")
+        if not os.path.isabs(datadir):
+            raise SaltInvocationError(f"datadir must be an absolute path, not {datadir!r}")
+        if running:
+            with server.connect(settings, where) as conn:
+                server.refuse_data(conn)
+        datadir = os.path.normpath(datadir)
+        return datadir, backup.check_datadir(datadir, self.overwrite_fresh)
+
+    def open(self, spec, datadir, publish):
+        """
+        The source's stream, its TLS handshake done and this replica accepted, and the publish that asked for it
+        (``publish``: called for salt's ``publish.publish``) or None; nothing here changed yet.
+        """
+        wait = min(self.timeout, MAX_STREAM_TIMEOUT)
+        publishing = None
+        if self.source_minion is not None:
+            args = [f"timeout={wait:g}", f"idle_timeout={self.idle_timeout:g}"]
+            if self.replica_address:
+                args.append(f"allow={self.replica_address}")
+            publishing = Publish(publish(), self.source_minion, args, self.timeout)
+            publishing.start()
+        try:
+            stream = open_stream(spec["master_host"], self.stream_port, spec["ssl_ca"], spec["ssl_cert"],
+                                 spec["ssl_key"], wait, publishing)  # fmt: skip
+        except CommandExecutionError as err:
+            raise CommandExecutionError(
+                f"{err} (nothing on this host was changed: the server runs, {datadir} is untouched)"
+            ) from err
+        return stream, publishing
+
+    def run(self, spec, settings, where, calls):
+        """
+        Copy the source's data into this server's data directory and start it, ``gtid_slave_pos`` set from the
+        backup. ``calls``: salt's ``service.stop`` and ``service.start`` (None without a service), and callables
+        for ``publish.publish`` and the db peers. The result of provision_replica, with the ``seconds`` each step
+        took.
+        """
+        self.check(spec, calls["peers"])
+        datadir, fresh = self.target(settings, where)
+        steps = backup.Steps()
+        stream = publishing = None
+        if self.stream_port is not None:
+            # the source must answer, verify and accept this replica before anything here changes
+            stream, publishing = self.open(spec, datadir, calls["publish"])
+            steps.took("handshake")
+        try:
+            server.stop_server(settings, where, self.service, calls["service.stop"], timeout=120)
+            steps.took("stop")
+            moved_aside = backup.make_room(datadir, fresh)
+        except BaseException:
+            if stream is not None:
+                stream.close()  # the source, waiting for "ready", gives up
+            raise
+        steps.took("move_aside")
+        try:
+            if stream is not None:
+                where_from = f"{spec['master_host']}:{self.stream_port}"
+                trailer = stream_backup_into(datadir, stream, where_from, self.idle_timeout)
+                if publishing is not None:
+                    publishing.confirm(trailer)
+            else:
+                source, _ = server.connection_settings({"unix_socket": self.source_socket}, lambda name: None)
+                backup.local_backup_into(datadir, source, self.timeout)
+            steps.took("copy")
+            position = backup.backup_gtid(datadir)
+            backup.prepare(datadir, self.timeout)
+            steps.took("prepare")
+            backup.chown_tree(datadir, self.owner)
+            steps.took("chown")
+        except CommandExecutionError as err:
+            aside = f"; the previous data directory is {moved_aside}" if moved_aside else ""
+            raise CommandExecutionError(f"{err} ({datadir} is incomplete and the server is stopped{aside})") from err
+        pid = server.start_server(settings, where, self.service, calls["service.start"], self.start_command, 120)
+        steps.took("start")
+        with server.connect(settings, where) as conn:
+            server.forget_source(conn, position)
+        return {"method": "mariabackup", "datadir": datadir, "moved_aside": moved_aside, "pid": pid,
+                "seconds": steps.seconds}  # fmt: skip

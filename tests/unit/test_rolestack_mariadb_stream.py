@@ -7,7 +7,6 @@ real listener, mariabackup and TLS: tests/functional/test_backup_stream_security
 
 import pytest
 import rolestack_mariadb_stream as stream
-from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 DB1 = {"name": "db1-masterdb", "fqdn": "db1-masterdb.production.wpdn", "address": "10.10.10.11", "server_id": 11}
@@ -150,27 +149,7 @@ def test_an_empty_failed_or_different_answer_does_not(answer, says):
     assert says in stream.publish_disagrees(answer, "db1-masterdb", TRAILER)
 
 
-# ---- the backup's binlog position and option files
-
-
-def test_binlog_gtid():
-    assert stream.binlog_gtid("mysql-bin.000001\t1020\t0-1-4\n") == "0-1-4"
-    assert stream.binlog_gtid("mysql-bin.000001\t1020\t0-1-4,1-2-9") == "0-1-4,1-2-9"
-    assert stream.binlog_gtid("mysql-bin.000001\t328\t") == ""
-    with pytest.raises(CommandExecutionError):
-        stream.binlog_gtid("garbage")
-
-
-def test_option_file_quotes_values():
-    text = stream.option_file(
-        {"client": {"user": "dump", "password": "a#b\"c\\d'e", "socket": None, "ssl-verify-server-cert": True}}
-    )
-    assert text == '[client]\nuser="dump"\npassword="a#b\\"c\\\\d\'e"\nssl-verify-server-cert\n'
-    with pytest.raises(SaltInvocationError):
-        stream.option_file({"client": {"password": "two\nlines"}})
-
-
-# ---- the backup stream's overlap of reading and writing ------------------------------------------------------
+# ---- the overlap of reading and writing
 
 
 def test_overlap_consumer_writes_every_chunk_in_order_and_ends():
