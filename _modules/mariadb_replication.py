@@ -278,21 +278,6 @@ def gtid_missing(position, binlog_state, slave_pos=None):
     return gtid.missing(position, gtid.applied(binlog_state, slave_pos or ""))
 
 
-def _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, port, timeout):
-    """``connection_*`` arguments for a peer db server over verified TLS as the replication account."""
-    spec = sql.replica_spec(host, user, password, port, ssl_ca, ssl_cert, ssl_key)
-    return {
-        "connection_host": spec["master_host"],
-        "connection_port": spec["master_port"],
-        "connection_user": spec["master_user"],
-        "connection_password": spec["master_password"],
-        "connection_ssl_ca": spec["ssl_ca"],
-        "connection_ssl_cert": spec["ssl_cert"],
-        "connection_ssl_key": spec["ssl_key"],
-        "connection_connect_timeout": timeout,
-    }
-
-
 def _peer_variables(connection, what):
     with _connect(**connection) as conn:
         return server.gtid_state(conn, what)
@@ -316,9 +301,9 @@ def source_binlog_state(
         salt db1 mariadb_replication.source_binlog_state db2.example repl 's3cret' /etc/mysql/tls/ca.pem \\
             ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key
     """
-    connection = _peer_connection(master_host, master_user, master_password, ssl_ca, ssl_cert, ssl_key,
-                                  master_port, timeout)  # fmt: skip
-    return _peer_variables(connection, master_host)
+    spec = sql.ReplicaSpec.validated(master_host=master_host, master_user=master_user, master_password=master_password,
+                                     master_port=master_port, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key)  # fmt: skip
+    return _peer_variables(spec.peer_connection(timeout), master_host)
 
 
 def peers_read_only(peers, user, password, ssl_ca, ssl_cert=None, ssl_key=None, port=3306, timeout=2):
@@ -340,9 +325,11 @@ def peers_read_only(peers, user, password, ssl_ca, ssl_cert=None, ssl_key=None, 
     if isinstance(peers, str) or not isinstance(peers, list | tuple):
         raise SaltInvocationError(f"peers must be a list of host names, not {type(peers).__name__}")
     found = {"read_only": {}, "unreachable": {}}
+    account = dict(master_user=user, master_password=password, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key)
     for peer in peers:
         host, peer_port = (peer.get("host"), peer.get("port", port)) if isinstance(peer, dict) else (peer, port)
-        connection = _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, peer_port, timeout)
+        spec = sql.ReplicaSpec.validated(master_host=host, master_port=peer_port, **account)
+        connection = spec.peer_connection(timeout)
         try:
             found["read_only"][host] = _peer_variables(connection, host)["read_only"]
         except CommandExecutionError as err:
@@ -442,18 +429,9 @@ def configure_replica(
 
     Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
     """
-    spec = sql.replica_spec(
-        master_host,
-        master_user,
-        master_password,
-        master_port,
-        ssl_ca,
-        ssl_cert,
-        ssl_key,
-        ssl_verify,
-        use_gtid,
-        connect_retry,
-    )
+    spec = sql.ReplicaSpec.validated(master_host=master_host, master_user=master_user, master_password=master_password,
+                                     master_port=master_port, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key,
+                                     ssl_verify=ssl_verify, use_gtid=use_gtid, connect_retry=connect_retry)  # fmt: skip
     return _configure(spec, start, slave_pos_from_binlog, connection_args)
 
 
@@ -462,8 +440,8 @@ def _configure(spec, start, slave_pos_from_binlog, connection_args):
     settings, where = _settings(connection_args)
     if "unix_socket" in settings:
         for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            if spec[name] and not os.path.isfile(spec[name]):
-                raise SaltInvocationError(f"{name} {spec[name]} does not exist")
+            if getattr(spec, name) and not os.path.isfile(getattr(spec, name)):
+                raise SaltInvocationError(f"{name} {getattr(spec, name)} does not exist")
     with server.connect(settings, where) as conn:
         return server.point_at(conn, spec, start, slave_pos_from_binlog)
 
@@ -1043,18 +1021,9 @@ def provision_replica(
         SQL ``SHUTDOWN`` to stop and ``start_command`` (a command running the server in the background, e.g.
         ``mariadbd --defaults-file=...``) to start; the started process id is returned as ``pid``.
     """
-    spec = sql.replica_spec(
-        master_host,
-        master_user,
-        master_password,
-        master_port,
-        ssl_ca,
-        ssl_cert,
-        ssl_key,
-        ssl_verify,
-        use_gtid,
-        connect_retry,
-    )
+    spec = sql.ReplicaSpec.validated(master_host=master_host, master_user=master_user, master_password=master_password,
+                                     master_port=master_port, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key,
+                                     ssl_verify=ssl_verify, use_gtid=use_gtid, connect_retry=connect_retry)  # fmt: skip
     timeout = float(timeout)
     settings, where = _settings(connection_args)
     if method == "mysqldump":

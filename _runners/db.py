@@ -35,13 +35,15 @@ try:
     # synced _utils: importable while Salt's loader loads this module
     import rolestack_gtid as gtid
     import rolestack_inventory as logic
+    import rolestack_mariadb_sql as sql
 except ImportError:
     try:
         # pip-installed rolestack (Salt loads no utils from entry points)
         from rolestack._utils import rolestack_gtid as gtid
         from rolestack._utils import rolestack_inventory as logic
+        from rolestack._utils import rolestack_mariadb_sql as sql
     except ImportError:
-        gtid = logic = None
+        gtid = logic = sql = None
 
 log = logging.getLogger(__name__)
 
@@ -663,15 +665,17 @@ def _collect(topology, hosts=None, timeout=QUICK_TIMEOUT, grace=None):
 
 
 def _replica_args(topology, source):
-    return {
-        "master_host": topology["hosts"][source]["fqdn"],
-        "master_user": REPLICATION_USER,
-        "master_password": topology["password"],
-        "master_port": MASTER_PORT,
-        "ssl_ca": f"{SSL_DIR}/ca.pem",
-        "ssl_cert": f"{SSL_DIR}/client.pem",
-        "ssl_key": f"{SSL_DIR}/client.key",
-    }
+    """configure_replica's keyword arguments pointing a db host at ``source`` (the spec the module builds too)."""
+    spec = sql.ReplicaSpec(
+        master_host=topology["hosts"][source]["fqdn"],
+        master_user=REPLICATION_USER,
+        master_password=topology["password"],
+        master_port=MASTER_PORT,
+        ssl_ca=f"{SSL_DIR}/ca.pem",
+        ssl_cert=f"{SSL_DIR}/client.pem",
+        ssl_key=f"{SSL_DIR}/client.key",
+    )
+    return spec.source_args()
 
 
 def _applied_state(topology, host):

@@ -222,14 +222,14 @@ class Steps:
 def dump_into(spec, dump_user, dump_password, local_settings, timeout):
     """mysqldump of the source over TLS piped into the local server (``local_settings``); it sets gtid_slave_pos."""
     remote = {
-        "host": spec["master_host"],
-        "port": spec["master_port"],
+        "host": spec.master_host,
+        "port": spec.master_port,
         "user": dump_user,
         "password": dump_password,
-        "ssl-ca": spec["ssl_ca"],
-        "ssl-cert": spec["ssl_cert"],
-        "ssl-key": spec["ssl_key"],
-        "ssl-verify-server-cert": True if spec["ssl_verify"] else None,
+        "ssl-ca": spec.ssl_ca,
+        "ssl-cert": spec.ssl_cert,
+        "ssl-key": spec.ssl_key,
+        "ssl-verify-server-cert": True if spec.ssl_verify else None,
     }
     dump_bin = shutil.which("mariadb-dump") or shutil.which("mysqldump")
     client_bin = shutil.which("mariadb") or shutil.which("mysql")

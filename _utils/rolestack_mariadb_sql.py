@@ -7,6 +7,7 @@ The inventory's validator (``rolestack_inventory``) takes its privilege names fr
 accepts exactly the names the execution module grants.
 """
 
+import dataclasses
 import re
 
 from salt.exceptions import SaltInvocationError
@@ -342,66 +343,96 @@ def validate_port(port, what="port"):
     return number
 
 
-def replica_spec(
-    master_host,
-    master_user,
-    master_password,
-    master_port=3306,
-    ssl_ca=None,
-    ssl_cert=None,
-    ssl_key=None,
-    ssl_verify=True,
-    use_gtid="slave_pos",
-    connect_retry=10,
-):
-    """The validated settings of configure_replica() (TLS is mandatory)."""
-    for name, value in (("master_host", master_host), ("master_user", master_user)):
-        if not isinstance(value, str) or not value.strip():
-            raise SaltInvocationError(f"{name} must be a non-empty string")
-    if not isinstance(master_password, str) or not master_password:
-        raise SaltInvocationError("master_password must be a non-empty string")
-    if not ssl_ca:
-        raise SaltInvocationError("ssl_ca is required: replication always runs over TLS with a verified source")
-    if bool(ssl_cert) != bool(ssl_key):
-        raise SaltInvocationError("give both ssl_cert and ssl_key, or neither")
-    use_gtid = str(use_gtid).lower()
-    if use_gtid not in GTID_MODES:
-        raise SaltInvocationError(f"use_gtid must be one of {', '.join(GTID_MODES)}, not {use_gtid!r}")
-    try:
-        connect_retry = int(connect_retry)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"connect_retry must be a number of seconds, not {connect_retry!r}")
-    if connect_retry < 1:
-        raise SaltInvocationError("connect_retry must be at least 1 second")
-    return {
-        "master_host": master_host.strip(),
-        "master_port": validate_port(master_port, "master_port"),
-        "master_user": master_user,
-        "master_password": master_password,
-        "ssl_ca": ssl_ca,
-        "ssl_cert": ssl_cert or None,
-        "ssl_key": ssl_key or None,
-        "ssl_verify": bool(ssl_verify),
-        "use_gtid": use_gtid,
-        "connect_retry": connect_retry,
-    }
+@dataclasses.dataclass(frozen=True)
+class ReplicaSpec:
+    """
+    The source a replica replicates from and how: configure_replica's settings (TLS always, the source verified
+    against ``ssl_ca``; GTID positioning). Built once from keyword settings (``validated`` checks and normalises
+    them) and passed whole: to CHANGE MASTER, mysqldump and the stream, and back to keyword arguments of the
+    execution functions (``source_args``) through salt calls.
+    """
+
+    master_host: str
+    master_user: str
+    master_password: str
+    master_port: int = 3306
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    ssl_verify: bool = True
+    use_gtid: str = "slave_pos"
+    connect_retry: int = 10
+
+    # what replica_settings() shows of a running replica (never the password) to compare a spec with
+    SHOWN = ("master_host", "master_port", "master_user", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify", "use_gtid")
+    # the source and the credentials to reach it, as source_binlog_state, configure_replica and provision_replica
+    # take them
+    SOURCE = ("master_host", "master_user", "master_password", "master_port", "ssl_ca", "ssl_cert", "ssl_key")
+
+    @classmethod
+    def validated(cls, **settings):
+        """The spec of configure_replica's keyword ``settings``, checked (TLS is mandatory) and normalised."""
+        spec = cls(**settings)
+        for name in ("master_host", "master_user"):
+            if not isinstance(getattr(spec, name), str) or not getattr(spec, name).strip():
+                raise SaltInvocationError(f"{name} must be a non-empty string")
+        if not isinstance(spec.master_password, str) or not spec.master_password:
+            raise SaltInvocationError("master_password must be a non-empty string")
+        if not spec.ssl_ca:
+            raise SaltInvocationError("ssl_ca is required: replication always runs over TLS with a verified source")
+        if bool(spec.ssl_cert) != bool(spec.ssl_key):
+            raise SaltInvocationError("give both ssl_cert and ssl_key, or neither")
+        use_gtid = str(spec.use_gtid).lower()
+        if use_gtid not in GTID_MODES:
+            raise SaltInvocationError(f"use_gtid must be one of {', '.join(GTID_MODES)}, not {use_gtid!r}")
+        try:
+            connect_retry = int(spec.connect_retry)
+        except (TypeError, ValueError):
+            raise SaltInvocationError(f"connect_retry must be a number of seconds, not {spec.connect_retry!r}")
+        if connect_retry < 1:
+            raise SaltInvocationError("connect_retry must be at least 1 second")
+        return dataclasses.replace(
+            spec,
+            master_host=spec.master_host.strip(),
+            master_port=validate_port(spec.master_port, "master_port"),
+            ssl_cert=spec.ssl_cert or None,
+            ssl_key=spec.ssl_key or None,
+            ssl_verify=bool(spec.ssl_verify),
+            use_gtid=use_gtid,
+            connect_retry=connect_retry,
+        )
+
+    def source_args(self):
+        """The source and the credentials to reach it, as keyword arguments of the execution functions."""
+        return {name: getattr(self, name) for name in self.SOURCE}
+
+    def shown(self):
+        """The settings replica_settings() shows of a replica replicating as this spec says."""
+        return {name: getattr(self, name) for name in self.SHOWN}
+
+    def peer_connection(self, timeout):
+        """``connection_*`` arguments reaching the source over verified TLS as the replication account."""
+        names = ("host", "port", "user", "password")
+        connection = {f"connection_{name}": getattr(self, f"master_{name}") for name in names}
+        connection.update({f"connection_{name}": getattr(self, name) for name in ("ssl_ca", "ssl_cert", "ssl_key")})
+        return dict(connection, connection_connect_timeout=timeout)
 
 
 def change_master_sql(spec, literal=literal):
     """The CHANGE MASTER TO statement for validated settings; every value quoted by ``literal``."""
     return (
         "CHANGE MASTER TO "
-        f"MASTER_HOST={literal(spec['master_host'])}, "
-        f"MASTER_PORT={int(spec['master_port'])}, "
-        f"MASTER_USER={literal(spec['master_user'])}, "
-        f"MASTER_PASSWORD={literal(spec['master_password'])}, "
-        f"MASTER_CONNECT_RETRY={int(spec['connect_retry'])}, "
+        f"MASTER_HOST={literal(spec.master_host)}, "
+        f"MASTER_PORT={int(spec.master_port)}, "
+        f"MASTER_USER={literal(spec.master_user)}, "
+        f"MASTER_PASSWORD={literal(spec.master_password)}, "
+        f"MASTER_CONNECT_RETRY={int(spec.connect_retry)}, "
         "MASTER_SSL=1, "
-        f"MASTER_SSL_CA={literal(spec['ssl_ca'])}, "
-        f"MASTER_SSL_CERT={literal(spec['ssl_cert'] or '')}, "
-        f"MASTER_SSL_KEY={literal(spec['ssl_key'] or '')}, "
-        f"MASTER_SSL_VERIFY_SERVER_CERT={1 if spec['ssl_verify'] else 0}, "
-        f"MASTER_USE_GTID={spec['use_gtid']}"
+        f"MASTER_SSL_CA={literal(spec.ssl_ca)}, "
+        f"MASTER_SSL_CERT={literal(spec.ssl_cert or '')}, "
+        f"MASTER_SSL_KEY={literal(spec.ssl_key or '')}, "
+        f"MASTER_SSL_VERIFY_SERVER_CERT={1 if spec.ssl_verify else 0}, "
+        f"MASTER_USE_GTID={spec.use_gtid}"
     )
 
 

@@ -652,11 +652,11 @@ class Restore:
             raise SaltInvocationError("method=mariabackup needs exactly one of stream_port or source_socket")
         if self.stream_port is not None:
             self.stream_port = sql.validate_port(self.stream_port, "stream_port")
-            if not spec["ssl_cert"] or not spec["ssl_key"]:
+            if not spec.ssl_cert or not spec.ssl_key:
                 raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
             self.idle_timeout = seconds(self.idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
             if self.source_minion is not None:
-                stream_source(peers(), self.source_minion, spec["master_host"])
+                stream_source(peers(), self.source_minion, spec.master_host)
         elif self.source_minion is not None:
             raise SaltInvocationError("source_minion is for the backup stream (stream_port)")
         if self.service is None and not self.start_command:
@@ -693,8 +693,8 @@ class Restore:
             publishing = Publish(publish(), self.source_minion, args, self.timeout)
             publishing.start()
         try:
-            stream = open_stream(spec["master_host"], self.stream_port, spec["ssl_ca"], spec["ssl_cert"],
-                                 spec["ssl_key"], wait, publishing)  # fmt: skip
+            stream = open_stream(spec.master_host, self.stream_port, spec.ssl_ca, spec.ssl_cert,
+                                 spec.ssl_key, wait, publishing)  # fmt: skip
         except CommandExecutionError as err:
             raise CommandExecutionError(
                 f"{err} (nothing on this host was changed: the server runs, {datadir} is untouched)"
@@ -727,7 +727,7 @@ class Restore:
         steps.took("move_aside")
         try:
             if stream is not None:
-                where_from = f"{spec['master_host']}:{self.stream_port}"
+                where_from = f"{spec.master_host}:{self.stream_port}"
                 trailer = stream_backup_into(datadir, stream, where_from, self.idle_timeout)
                 if publishing is not None:
                     publishing.confirm(trailer)

@@ -179,7 +179,7 @@ def _spec(**overrides):
         "ssl_ca": "/etc/mysql/tls/ca.pem",
     }
     args.update(overrides)
-    return sql.replica_spec(**args)
+    return sql.ReplicaSpec.validated(**args)
 
 
 def test_change_master_sql_quotes_every_value():
@@ -389,3 +389,30 @@ def test_every_database_privilege_is_a_privilege_the_module_grants():
     # global privileges are the module's only
     assert inv.validate(_example_with_privileges(["SUPER"]))
     assert sql.normalize_privileges(["SUPER"]) == {"SUPER"}
+
+
+def test_replica_spec_is_built_once_and_given_back_as_keywords():
+    spec = _spec(ssl_cert="/tls/client.pem", ssl_key="/tls/client.key", master_port="3307", use_gtid="Slave_Pos")
+    assert (spec.master_port, spec.use_gtid, spec.connect_retry) == (3307, "slave_pos", 10)
+    assert spec.source_args() == {
+        "master_host": "db1.example",
+        "master_user": "repl",
+        "master_password": "p'w\\d",
+        "master_port": 3307,
+        "ssl_ca": "/etc/mysql/tls/ca.pem",
+        "ssl_cert": "/tls/client.pem",
+        "ssl_key": "/tls/client.key",
+    }
+    assert set(spec.shown()) == set(sql.ReplicaSpec.SHOWN) and "master_password" not in spec.shown()
+    assert spec.peer_connection(2) == {
+        "connection_host": "db1.example",
+        "connection_port": 3307,
+        "connection_user": "repl",
+        "connection_password": "p'w\\d",
+        "connection_ssl_ca": "/etc/mysql/tls/ca.pem",
+        "connection_ssl_cert": "/tls/client.pem",
+        "connection_ssl_key": "/tls/client.key",
+        "connection_connect_timeout": 2,
+    }
+    with pytest.raises(TypeError):
+        sql.ReplicaSpec.validated(master_host="db1", master_user="repl", master_password="x", ssl_ca="/ca", port=1)
