@@ -3,7 +3,7 @@ MariaDB replication for rolestack: GTID replication over verified TLS, the accou
 server read-only, and provisioning a new replica from its primary.
 
 Written for MariaDB 10.11 (Debian 12); talks to the server with PyMySQL (``salt-pip install PyMySQL``), not
-with Salt's former ``mysql`` module (gone from Salt 3008) nor ``saltext-mysql``.
+with Salt's ``mysql`` module nor ``saltext-mysql``. The pure logic is in ``_utils/rolestack_mariadb_*.py``.
 
 Connection options
 ------------------
@@ -53,29 +53,20 @@ MariaDB 10.11 notes
 
 import importlib.util
 import logging
-import os
 import re
 
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_gtid as gtid
     import rolestack_mariadb_backup as backup
     import rolestack_mariadb_server as server
     import rolestack_mariadb_sql as sql
     import rolestack_mariadb_stream as streaming
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_gtid as gtid
-        from rolestack._utils import rolestack_mariadb_backup as backup
-        from rolestack._utils import rolestack_mariadb_server as server
-        from rolestack._utils import rolestack_mariadb_sql as sql
-        from rolestack._utils import rolestack_mariadb_stream as streaming
-    except ImportError:
-        gtid = backup = server = sql = streaming = None
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 HAS_PYMYSQL = importlib.util.find_spec("pymysql") is not None
 
@@ -87,13 +78,9 @@ __virtualname__ = "mariadb_replication"
 def __virtual__():
     if not HAS_PYMYSQL:
         return (False, "mariadb_replication: PyMySQL is not installed")
-    if gtid is None:
-        return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
+    if MISSING_UTIL:
+        return (False, f"mariadb_replication: the util {MISSING_UTIL} is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
-
-
-# ---------------------------------------------------------------------------------------------------------
-# pure helpers: GTID positions, SQL text, grants, status rows (covered by tests/unit)
 
 
 def _parse_gtid(position):
@@ -102,10 +89,6 @@ def _parse_gtid(position):
     empty position; anything else malformed raises SaltInvocationError.
     """
     return {domain: (server_id, seq) for domain, server_id, seq in gtid.parse(position)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the connection
 
 
 def _lookup(name):
@@ -355,12 +338,7 @@ def wait_for_gtid(gtid_pos, timeout=60, **connection_args):
         Seconds to wait. Defaults to ``60``.
     """
     _parse_gtid(gtid_pos)
-    try:
-        timeout = float(timeout)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"timeout must be a number of seconds, not {timeout!r}")
-    if timeout < 0:
-        raise SaltInvocationError("timeout cannot be negative")
+    timeout = sql.wait_seconds(timeout)
     with _connect(**connection_args) as conn:
         return server.wait_for_gtid(conn, gtid_pos, timeout)
 
@@ -438,10 +416,7 @@ def configure_replica(
 def _configure(spec, start, slave_pos_from_binlog, connection_args):
     """configure_replica() with validated settings."""
     settings, where = _settings(connection_args)
-    if "unix_socket" in settings:
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            if getattr(spec, name) and not os.path.isfile(getattr(spec, name)):
-                raise SaltInvocationError(f"{name} {getattr(spec, name)} does not exist")
+    server.check_replica_files(settings, spec)
     with server.connect(settings, where) as conn:
         return server.point_at(conn, spec, start, slave_pos_from_binlog)
 
@@ -511,12 +486,7 @@ def set_read_only(enabled=True, lock_wait_timeout=2, **connection_args):
         salt db1 mariadb_replication.set_read_only lock_wait_timeout=5
         salt db2 mariadb_replication.set_read_only enabled=False
     """
-    if not isinstance(enabled, bool):
-        raise SaltInvocationError(f"enabled must be True or False, not {enabled!r}")
-    if isinstance(lock_wait_timeout, bool) or not isinstance(lock_wait_timeout, int) or lock_wait_timeout < 1:
-        raise SaltInvocationError(
-            f"lock_wait_timeout must be a whole number of seconds >= 1, not {lock_wait_timeout!r}"
-        )
+    sql.check_read_only(enabled, lock_wait_timeout)
     with _connect(**connection_args) as conn:
         changed = server.set_read_only(conn, enabled, lock_wait_timeout)
     return {"read_only": enabled, "changed": changed}
@@ -564,12 +534,7 @@ def kill_client_connections(exclude_users=None, **connection_args):
 
         salt db1 mariadb_replication.kill_client_connections exclude_users='[monitor]'
     """
-    if exclude_users is None:
-        exclude_users = []
-    if isinstance(exclude_users, str):
-        exclude_users = [exclude_users]
-    if not isinstance(exclude_users, list | tuple | set):
-        raise SaltInvocationError("exclude_users must be a list of user names")
+    exclude_users = sql.user_names(exclude_users, "exclude_users")
     with _connect(**connection_args) as conn:
         return server.kill_clients(conn, exclude_users)
 
@@ -628,17 +593,7 @@ def user_info(user, host="%", password=None, **connection_args):
     """
     sql.account(user, host)
     with _connect(**connection_args) as conn:
-        row = server.user_row(conn, user, host)
-        if row is None:
-            return None
-        return {
-            "user": user,
-            "host": host,
-            "require": sql.require_from_row(row),
-            "plugin": row["plugin"],
-            "grants": {on: sorted(privs) for on, privs in server.grants(conn, user, host).items()},
-            "password_matches": None if password is None else server.password_matches(conn, row, password),
-        }
+        return server.user_info(conn, user, host, password)
 
 
 def replication_user_info(user, host="%", password=None, **connection_args):
@@ -698,10 +653,8 @@ def user_absent(user, host="%", test=False, **connection_args):
     """
     sql.account(user, host)
     with _connect(**connection_args) as conn:
-        if server.user_row(conn, user, host) is None:
+        if not server.drop_user(conn, user, host, test):
             return {"changed": False, "changes": {}}
-        if not test:
-            server.query(conn, f"DROP USER {sql.account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
     return {"changed": True, "changes": {"deleted": f"{user}@{host}"}}
 
 
@@ -717,10 +670,7 @@ def user_hosts(user, **connection_args):
     """
     sql.account(user, "%")
     with _connect(**connection_args) as conn:
-        rows = server.query(
-            conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}"
-        )
-    return sorted(sql.as_text(row["Host"]) for row in rows)
+        return server.user_hosts(conn, user)
 
 
 def user_absent_except(user, hosts, test=False, **connection_args):
@@ -838,17 +788,12 @@ def database_absent(name, test=False, **connection_args):
 
         salt db1 mariadb_replication.database_absent olddb
     """
-    quoted = sql.quote_identifier(name)
+    sql.quote_identifier(name)
     if name.lower() in sql.SYSTEM_DATABASES:
         raise SaltInvocationError(f"refusing to drop the system database {name}")
     with _connect(**connection_args) as conn:
-        exists = server.query(
-            conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,), f"reading {name}"
-        )
-        if not exists:
+        if not server.drop_database(conn, name, test):
             return {"changed": False, "changes": {}}
-        if not test:
-            server.query(conn, f"DROP DATABASE {quoted}", doing=f"DROP DATABASE {name}")
     return {"changed": True, "changes": {"deleted": name}}
 
 
@@ -934,8 +879,7 @@ def serve_backup_stream(
     given = {name: value for name, value in passed.items() if value is not None}
     given.update({key: value for key, value in connection_args.items() if not key.startswith("__")})
     role = streaming.role_stream(__opts__.get("mariadb_replication.backup_stream"))
-    peers = _db_peers() if caller is not None else []
-    request = streaming.stream_request(caller, given, role, _pillar_host(), peers)
+    request = streaming.stream_request(caller, given, role, _pillar_host(), _db_peers() if caller is not None else [])
     # a peer's call backs up this server as the role does (root over the socket): it passes no connection_*
     settings, _ = _settings(connection_args if caller is None else {})
     address, sent, position = streaming.serve(request, settings, __opts__.get("id"))

@@ -31,19 +31,13 @@ import yaml
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_gtid as gtid
     import rolestack_inventory as logic
     import rolestack_mariadb_sql as sql
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_gtid as gtid
-        from rolestack._utils import rolestack_inventory as logic
-        from rolestack._utils import rolestack_mariadb_sql as sql
-    except ImportError:
-        gtid = logic = sql = None
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +58,14 @@ NO_ANSWER = "the minion did not answer"
 # host is off), as MHA's shutdown_script, and how long it may take (seconds)
 FENCE_COMMAND = "rolestack_db_fence_command"
 FENCE_TIMEOUT = "rolestack_db_fence_timeout"
-REBUILD_HINT = gtid.REBUILD_HINT if gtid else None
+REBUILD_HINT = None if MISSING_UTIL else gtid.REBUILD_HINT
 
 
 def __virtual__():
     if __opts__.get("__role") != "master":
         return (False, "db: a master runner (salt-run db.<function>)")
-    if logic is None or gtid is None:
-        return (False, "db: the rolestack utils are missing (salt-run saltutil.sync_all, or pip install)")
+    if MISSING_UTIL:
+        return (False, f"db: the util {MISSING_UTIL} is missing (salt-run saltutil.sync_all, or pip install rolestack)")
     return __virtualname__
 
 

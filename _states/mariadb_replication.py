@@ -31,17 +31,12 @@ import time
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_gtid as gtid
     import rolestack_mariadb_sql as sql
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_gtid as gtid
-        from rolestack._utils import rolestack_mariadb_sql as sql
-    except ImportError:
-        gtid = sql = None
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +49,8 @@ ERR_MASTER_FATAL_READING_BINLOG = 1236
 def __virtual__():
     if "mariadb_replication.status" not in __salt__:
         return (False, "the mariadb_replication execution module is not available (PyMySQL missing?)")
-    if gtid is None:
-        return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
+    if MISSING_UTIL:
+        return (False, f"mariadb_replication: the util {MISSING_UTIL} is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
 
 

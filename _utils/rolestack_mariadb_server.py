@@ -241,6 +241,15 @@ def wait_for_gtid(conn, position, timeout):
     raise CommandExecutionError(f"MASTER_GTID_WAIT({position!r}) returned {result!r}")
 
 
+def check_replica_files(settings, spec):
+    """Over the socket (on the server's host) the replica's TLS files must exist: the server reads them."""
+    if "unix_socket" in settings:
+        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+            path = getattr(spec, name)
+            if path and not os.path.isfile(path):
+                raise SaltInvocationError(f"{name} {path} does not exist")
+
+
 def point_at(conn, spec, start, slave_pos_from_binlog):
     """STOP SLAVE, CHANGE MASTER to ``spec`` (and START SLAVE with ``start``); the new replica settings."""
     query(conn, "STOP SLAVE", doing="STOP SLAVE")
@@ -345,6 +354,36 @@ def password_matches(conn, row, password):
     return hashed == row["authentication_string"]
 
 
+def user_info(conn, user, host, password):
+    """``user_info()`` of an account, or None when it does not exist."""
+    row = user_row(conn, user, host)
+    if row is None:
+        return None
+    return {
+        "user": user,
+        "host": host,
+        "require": sql.require_from_row(row),
+        "plugin": row["plugin"],
+        "grants": {on: sorted(privs) for on, privs in grants(conn, user, host).items()},
+        "password_matches": None if password is None else password_matches(conn, row, password),
+    }
+
+
+def drop_user(conn, user, host, test):
+    """Drop ``user@host`` unless test; whether it existed."""
+    if user_row(conn, user, host) is None:
+        return False
+    if not test:
+        query(conn, f"DROP USER {sql.account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
+    return True
+
+
+def user_hosts(conn, user):
+    """The hosts of every account named ``user``, sorted."""
+    rows = query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}")
+    return sorted(sql.as_text(row["Host"]) for row in rows)
+
+
 def ensure_user(conn, user, host, password, wanted, test):
     """The changes making ``user@host`` exist with ``password`` and TLS requirement ``wanted``; made unless test."""
     changes = {}
@@ -428,6 +467,14 @@ def ensure_database(conn, name, character_set, collate, test):
     if changes and not test:
         query(conn, f"ALTER DATABASE {quoted} {clause}", doing=f"ALTER DATABASE {name}")
     return changes
+
+
+def drop_database(conn, name, test):
+    """Drop database ``name`` unless test; whether it existed."""
+    exists = query(conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,), f"reading {name}")
+    if exists and not test:
+        query(conn, f"DROP DATABASE {sql.quote_identifier(name)}", doing=f"DROP DATABASE {name}")
+    return bool(exists)
 
 
 # ---- the local server, for provisioning

@@ -20,60 +20,8 @@ except ImportError:  # the master (the inventory's validator, the db runner) quo
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 GTID_MODES = ("slave_pos", "current_pos")
 
-# privileges MariaDB 10.11 knows, as SHOW GRANTS prints them, and the other spellings it accepts
-PRIVILEGES = frozenset(
-    {
-        "ALL PRIVILEGES",
-        "ALTER",
-        "ALTER ROUTINE",
-        "BINLOG ADMIN",
-        "BINLOG MONITOR",
-        "BINLOG REPLAY",
-        "CONNECTION ADMIN",
-        "CREATE",
-        "CREATE ROUTINE",
-        "CREATE TABLESPACE",
-        "CREATE TEMPORARY TABLES",
-        "CREATE USER",
-        "CREATE VIEW",
-        "DELETE",
-        "DELETE HISTORY",
-        "DROP",
-        "EVENT",
-        "EXECUTE",
-        "FEDERATED ADMIN",
-        "FILE",
-        "INDEX",
-        "INSERT",
-        "LOCK TABLES",
-        "PROCESS",
-        "READ_ONLY ADMIN",
-        "REFERENCES",
-        "RELOAD",
-        "REPLICATION MASTER ADMIN",
-        "REPLICATION SLAVE",
-        "REPLICATION SLAVE ADMIN",
-        "SELECT",
-        "SET USER",
-        "SHOW DATABASES",
-        "SHOW VIEW",
-        "SHUTDOWN",
-        "SLAVE MONITOR",
-        "SUPER",
-        "TRIGGER",
-        "UPDATE",
-        "USAGE",
-    }
-)
-PRIVILEGE_ALIASES = {
-    "ALL": "ALL PRIVILEGES",
-    "REPLICATION CLIENT": "BINLOG MONITOR",
-    "REPLICA MONITOR": "SLAVE MONITOR",
-    "REPLICATION REPLICA": "REPLICATION SLAVE",
-    "REPLICATION REPLICA ADMIN": "REPLICATION SLAVE ADMIN",
-    "READ ONLY ADMIN": "READ_ONLY ADMIN",
-}
-# privileges that apply to one database (GRANT ... ON `db`.*): what an inventory's database user may hold
+# privileges MariaDB 10.11 knows, as SHOW GRANTS prints them: those that apply to one database (GRANT ... ON `db`.*),
+# what an inventory's database user may hold, and the global ones; PRIVILEGE_ALIASES: the other spellings it accepts
 DB_PRIVILEGES = frozenset(
     {
         "ALL PRIVILEGES",
@@ -98,6 +46,39 @@ DB_PRIVILEGES = frozenset(
         "UPDATE",
     }
 )
+GLOBAL_PRIVILEGES = frozenset(
+    {
+        "BINLOG ADMIN",
+        "BINLOG MONITOR",
+        "BINLOG REPLAY",
+        "CONNECTION ADMIN",
+        "CREATE TABLESPACE",
+        "CREATE USER",
+        "FEDERATED ADMIN",
+        "FILE",
+        "PROCESS",
+        "READ_ONLY ADMIN",
+        "RELOAD",
+        "REPLICATION MASTER ADMIN",
+        "REPLICATION SLAVE",
+        "REPLICATION SLAVE ADMIN",
+        "SET USER",
+        "SHOW DATABASES",
+        "SHUTDOWN",
+        "SLAVE MONITOR",
+        "SUPER",
+        "USAGE",
+    }
+)
+PRIVILEGES = DB_PRIVILEGES | GLOBAL_PRIVILEGES
+PRIVILEGE_ALIASES = {
+    "ALL": "ALL PRIVILEGES",
+    "REPLICATION CLIENT": "BINLOG MONITOR",
+    "REPLICA MONITOR": "SLAVE MONITOR",
+    "REPLICATION REPLICA": "REPLICATION SLAVE",
+    "REPLICATION REPLICA ADMIN": "REPLICATION SLAVE ADMIN",
+    "READ ONLY ADMIN": "READ_ONLY ADMIN",
+}
 
 # SHOW GLOBAL VARIABLES / STATUS read by status(), and how their values are typed
 BOOL_VARIABLES = (
@@ -341,6 +322,38 @@ def validate_port(port, what="port"):
     if isinstance(port, bool) or not 0 < number < 65536:
         raise SaltInvocationError(f"{what} must be within 1-65535, not {port!r}")
     return number
+
+
+def wait_seconds(timeout):
+    """A number of seconds to wait (MASTER_GTID_WAIT): a number, not negative."""
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"timeout must be a number of seconds, not {timeout!r}")
+    if timeout < 0:
+        raise SaltInvocationError("timeout cannot be negative")
+    return timeout
+
+
+def check_read_only(enabled, lock_wait_timeout):
+    """set_read_only()'s arguments: a bool, and a whole number of seconds >= 1."""
+    if not isinstance(enabled, bool):
+        raise SaltInvocationError(f"enabled must be True or False, not {enabled!r}")
+    if isinstance(lock_wait_timeout, bool) or not isinstance(lock_wait_timeout, int) or lock_wait_timeout < 1:
+        raise SaltInvocationError(
+            f"lock_wait_timeout must be a whole number of seconds >= 1, not {lock_wait_timeout!r}"
+        )
+
+
+def user_names(names, what):
+    """A list of user names from None, one name or a list."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        return [names]
+    if not isinstance(names, list | tuple | set):
+        raise SaltInvocationError(f"{what} must be a list of user names")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
