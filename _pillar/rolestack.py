@@ -60,7 +60,8 @@ def _code_version(*paths):
     return digest.hexdigest()[:12]
 
 
-CACHE_FORMAT = _code_version(__file__, None if MISSING_UTIL else logic.__file__)
+# the derivation's code: this module, the inventory util and the catalogue it takes privilege names from
+CACHE_FORMAT = None if MISSING_UTIL else _code_version(__file__, logic.__file__, logic.sql.__file__)
 
 
 def __virtual__():
