@@ -10,25 +10,18 @@ import os
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_inventory as logic
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_inventory as logic
-    except ImportError:
-        logic = None
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 __virtualname__ = "inventory"
 
 
 def __virtual__():
-    if logic is None:
-        return (
-            False,
-            "inventory: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)",
-        )
+    if MISSING_UTIL:
+        return (False, f"inventory: the util {MISSING_UTIL} is missing (saltutil.sync_utils, or pip install rolestack)")
     return __virtualname__
 
 

@@ -3,7 +3,7 @@ MariaDB replication for rolestack: GTID replication over verified TLS, the accou
 server read-only, and provisioning a new replica from its primary.
 
 Written for MariaDB 10.11 (Debian 12); talks to the server with PyMySQL (``salt-pip install PyMySQL``), not
-with Salt's former ``mysql`` module (gone from Salt 3008) nor ``saltext-mysql``.
+with Salt's ``mysql`` module nor ``saltext-mysql``. The pure logic is in ``_utils/rolestack_mariadb_*.py``.
 
 Connection options
 ------------------
@@ -38,7 +38,7 @@ MariaDB error code, ``server_message`` the server's message); bad arguments rais
 MariaDB 10.11 notes
 -------------------
 - ``super_read_only`` does not exist: ``read_only`` blocks writes from every account without the
-  ``READ_ONLY ADMIN`` privilege (since 10.11 ``SUPER`` no longer implies it; ``ALL PRIVILEGES`` does). The
+  ``READ_ONLY ADMIN`` privilege (since 10.11 ``SUPER`` no longer implies it; ``ALL sql.PRIVILEGES`` does). The
   replica's SQL thread is never blocked.
 - Semi-synchronous replication is built in (no plugin): ``rpl_semi_sync_master_enabled``,
   ``rpl_semi_sync_slave_enabled``, ``rpl_semi_sync_master_wait_point`` and the status variables
@@ -51,196 +51,36 @@ MariaDB 10.11 notes
 - mariabackup 10.11 still names its files ``xtrabackup_*`` (11.x: ``mariadb_backup_*``); both are read.
 """
 
-import contextlib
-import fcntl
-import ipaddress
-import json
+import importlib.util
 import logging
-import os
-import pwd
-import queue
 import re
-import shlex
-import shutil
-import socket
-import ssl
-import struct
-import subprocess
-import tempfile
-import threading
-import time
 
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_gtid as gtid
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_gtid as gtid
-    except ImportError:
-        gtid = None
+    import rolestack_mariadb_backup as backup
+    import rolestack_mariadb_server as server
+    import rolestack_mariadb_sql as sql
+    import rolestack_mariadb_stream as streaming
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
-try:
-    import pymysql
-    import pymysql.cursors
-    from pymysql.converters import escape_string
-
-    HAS_PYMYSQL = True
-except ImportError:
-    HAS_PYMYSQL = False
+HAS_PYMYSQL = importlib.util.find_spec("pymysql") is not None
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "mariadb_replication"
 
-DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
-SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
-GTID_MODES = ("slave_pos", "current_pos")
-BINLOG_INFO_FILES = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
-
-_CONNECTION_KEYS = (
-    "unix_socket",
-    "host",
-    "port",
-    "user",
-    "password",
-    "ssl_ca",
-    "ssl_cert",
-    "ssl_key",
-    "connect_timeout",
-)
-
-# privileges MariaDB 10.11 knows, as SHOW GRANTS prints them, and the other spellings it accepts
-PRIVILEGES = frozenset(
-    {
-        "ALL PRIVILEGES",
-        "ALTER",
-        "ALTER ROUTINE",
-        "BINLOG ADMIN",
-        "BINLOG MONITOR",
-        "BINLOG REPLAY",
-        "CONNECTION ADMIN",
-        "CREATE",
-        "CREATE ROUTINE",
-        "CREATE TABLESPACE",
-        "CREATE TEMPORARY TABLES",
-        "CREATE USER",
-        "CREATE VIEW",
-        "DELETE",
-        "DELETE HISTORY",
-        "DROP",
-        "EVENT",
-        "EXECUTE",
-        "FEDERATED ADMIN",
-        "FILE",
-        "INDEX",
-        "INSERT",
-        "LOCK TABLES",
-        "PROCESS",
-        "READ_ONLY ADMIN",
-        "REFERENCES",
-        "RELOAD",
-        "REPLICATION MASTER ADMIN",
-        "REPLICATION SLAVE",
-        "REPLICATION SLAVE ADMIN",
-        "SELECT",
-        "SET USER",
-        "SHOW DATABASES",
-        "SHOW VIEW",
-        "SHUTDOWN",
-        "SLAVE MONITOR",
-        "SUPER",
-        "TRIGGER",
-        "UPDATE",
-        "USAGE",
-    }
-)
-PRIVILEGE_ALIASES = {
-    "ALL": "ALL PRIVILEGES",
-    "REPLICATION CLIENT": "BINLOG MONITOR",
-    "REPLICA MONITOR": "SLAVE MONITOR",
-    "REPLICATION REPLICA": "REPLICATION SLAVE",
-    "REPLICATION REPLICA ADMIN": "REPLICATION SLAVE ADMIN",
-    "READ ONLY ADMIN": "READ_ONLY ADMIN",
-}
-
-# SHOW GLOBAL VARIABLES / STATUS read by status(), and how their values are typed
-_BOOL_VARIABLES = (
-    "read_only",
-    "log_bin",
-    "log_slave_updates",
-    "gtid_strict_mode",
-    "rpl_semi_sync_master_enabled",
-    "rpl_semi_sync_slave_enabled",
-)
-_INT_VARIABLES = ("server_id", "gtid_domain_id")
-_TEXT_VARIABLES = (
-    "gtid_current_pos",
-    "gtid_slave_pos",
-    "gtid_binlog_pos",
-    "gtid_binlog_state",
-    "binlog_format",
-    "rpl_semi_sync_master_wait_point",
-)
-_STATUS_VARIABLES = {
-    "Rpl_semi_sync_master_clients": int,
-    "Rpl_semi_sync_master_status": "bool",
-    "Rpl_semi_sync_slave_status": "bool",
-}
-# SHOW SLAVE STATUS columns status() always carries (None when no source is configured)
-_REPLICA_COLUMNS = (
-    "Slave_IO_Running",
-    "Slave_SQL_Running",
-    "Slave_IO_State",
-    "Slave_SQL_Running_State",
-    "Last_IO_Errno",
-    "Last_IO_Error",
-    "Last_SQL_Errno",
-    "Last_SQL_Error",
-    "Seconds_Behind_Master",
-    "Master_Host",
-    "Master_Port",
-    "Master_User",
-    "Master_Server_Id",
-    "Master_SSL_Allowed",
-    "Master_SSL_CA_File",
-    "Master_SSL_Cert",
-    "Master_SSL_Key",
-    "Master_SSL_Verify_Server_Cert",
-    "Using_Gtid",
-    "Gtid_IO_Pos",
-)
-# threads kill_client_connections() never kills
-_REPLICATION_COMMANDS = frozenset({"Binlog Dump", "Binlog Dump GTID", "Slave_IO", "Slave_SQL", "Slave_worker"})
-_SYSTEM_USERS = frozenset({"system user", "event_scheduler"})
-
 
 def __virtual__():
     if not HAS_PYMYSQL:
         return (False, "mariadb_replication: PyMySQL is not installed")
-    if gtid is None:
-        return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
+    if MISSING_UTIL:
+        return (False, f"mariadb_replication: the util {MISSING_UTIL} is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
-
-
-class MariaDBError(CommandExecutionError):
-    """A failure reported by the server (or the connection to it): ``errno`` and ``server_message``."""
-
-    def __init__(self, message, errno=None, server_message=None):
-        super().__init__(message)
-        self.errno = errno
-        self.server_message = server_message
-
-
-class _Unreachable(MariaDBError):
-    """The server could not be reached at all (down, no socket, refused the connection or the login)."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# pure helpers: GTID positions, SQL text, grants, status rows (covered by tests/unit)
 
 
 def _parse_gtid(position):
@@ -248,485 +88,21 @@ def _parse_gtid(position):
     A GTID position (``"0-1-100,1-2-7"``) as ``{domain_id: (server_id, seq_no)}``. Empty or None is the
     empty position; anything else malformed raises SaltInvocationError.
     """
-    return {domain: (server, seq) for domain, server, seq in gtid.parse(position)}
-
-
-def _literal(value):
-    """An SQL literal of a Python value, escaped as PyMySQL does (the server's NO_BACKSLASH_ESCAPES off)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return "'" + escape_string(value) + "'"
-    raise SaltInvocationError(f"cannot use {value!r} as an SQL value")
-
-
-def _quote_identifier(name):
-    """A database (or table) name quoted with backticks."""
-    if not isinstance(name, str) or not name or "\0" in name or len(name) > 64 or name != name.rstrip():
-        raise SaltInvocationError(f"invalid database name {name!r}")
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _account(user, host, literal=_literal):
-    """``'user'@'host'``, both quoted."""
-    if not isinstance(user, str) or not user or len(user) > 128:
-        raise SaltInvocationError(f"invalid user name {user!r}")
-    if not isinstance(host, str) or not host or len(host) > 255:
-        raise SaltInvocationError(f"invalid host {host!r} for user {user!r}")
-    return f"{literal(user)}@{literal(host)}"
-
-
-def _normalize_require(require):
-    """
-    The TLS requirement of an account: None, "SSL", "X509" or a dict of ``issuer``/``subject``/``cipher``.
-    Accepts those, "NONE", and the SQL form ``"SUBJECT '/CN=x' AND ISSUER '/CN=ca'"``.
-    """
-    if require is None or (isinstance(require, str) and require.strip().upper() in ("", "NONE")):
-        return None
-    if isinstance(require, dict):
-        unknown = set(require) - {"issuer", "subject", "cipher"}
-        if unknown or not require:
-            raise SaltInvocationError(f"require takes issuer, subject and cipher, not {sorted(unknown) or require}")
-        for key, value in require.items():
-            if not isinstance(value, str) or not value:
-                raise SaltInvocationError(f"require {key} must be a non-empty string")
-        return dict(require)
-    if not isinstance(require, str):
-        raise SaltInvocationError(f"invalid require {require!r}")
-    text = require.strip()
-    if text.upper() in ("SSL", "X509"):
-        return text.upper()
-    clauses = {}
-    pattern = re.compile(r"\s*(ISSUER|SUBJECT|CIPHER)\s+'((?:[^'\\]|\\.|'')*)'\s*(AND\s+|$)", re.IGNORECASE)
-    pos = 0
-    while pos < len(text):
-        match = pattern.match(text, pos)
-        if not match or (not match.group(3) and match.end() != len(text)):
-            raise SaltInvocationError(
-                f"invalid require {require!r}: use SSL, X509, NONE, or ISSUER/SUBJECT/CIPHER '...' joined by AND"
-            )
-        value = re.sub(r"\\(.)", r"\1", match.group(2)).replace("''", "'")
-        clauses[match.group(1).lower()] = value
-        pos = match.end()
-        if not match.group(3).strip():
-            break
-    if not clauses:
-        raise SaltInvocationError(f"invalid require {require!r}")
-    return clauses
-
-
-def _require_clause(require, literal=_literal):
-    """The ``REQUIRE ...`` clause of CREATE/ALTER USER for a normalized requirement."""
-    if require is None:
-        return "REQUIRE NONE"
-    if isinstance(require, str):
-        return f"REQUIRE {require}"
-    order = ("issuer", "subject", "cipher")
-    return "REQUIRE " + " AND ".join(f"{key.upper()} {literal(require[key])}" for key in order if key in require)
-
-
-def _text(value):
-    """A str of a column value PyMySQL returned as bytes (binary collations)."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _require_from_row(row):
-    """The normalized requirement of a mysql.user row (ssl_type, x509_issuer, x509_subject, ssl_cipher)."""
-    ssl_type = (row.get("ssl_type") or "").upper()
-    if ssl_type == "ANY":
-        return "SSL"
-    if ssl_type == "X509":
-        return "X509"
-    if ssl_type == "SPECIFIED":
-        found = {}
-        for key, column in (("issuer", "x509_issuer"), ("subject", "x509_subject"), ("cipher", "ssl_cipher")):
-            value = _text(row.get(column) or b"")
-            if value:
-                found[key] = value
-        return found
-    return None
-
-
-def _normalize_privileges(privileges):
-    """A set of canonical privilege names from a list or a comma-separated string."""
-    if isinstance(privileges, str):
-        privileges = privileges.split(",")
-    if not isinstance(privileges, list | tuple | set) or not privileges:
-        raise SaltInvocationError(f"privileges must be a non-empty list, not {privileges!r}")
-    result = set()
-    for privilege in privileges:
-        if not isinstance(privilege, str):
-            raise SaltInvocationError(f"invalid privilege {privilege!r}")
-        name = " ".join(privilege.upper().split())
-        name = PRIVILEGE_ALIASES.get(name, name)
-        if name not in PRIVILEGES:
-            raise SaltInvocationError(f"unknown privilege {privilege!r}")
-        result.add(name)
-    return result
-
-
-def _split_privileges(text):
-    """Split ``SELECT (a, b), INSERT`` at the commas outside parentheses."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    if current.strip():
-        parts.append(current.strip())
-    return parts
-
-
-_GRANT_RE = re.compile(
-    r"^GRANT (?P<privs>.+?) ON (?:(?:PROCEDURE|FUNCTION|PACKAGE BODY|PACKAGE) )?"
-    r"(?P<on>(?:\*|`(?:[^`]|``)*`)\.(?:\*|`(?:[^`]|``)*`)) TO "
-)
-
-
-def _parse_grants(lines):
-    """
-    SHOW GRANTS lines as ``{"*.*": {"REPLICATION SLAVE"}, "`app`.*": {"SELECT", ...}}``; PROXY and role grants
-    are left out, column privileges keep their column list (``"SELECT (`c`)"``).
-    """
-    grants = {}
-    for line in lines:
-        match = _GRANT_RE.match(line)
-        if not match or match.group("privs") == "PROXY":
-            continue
-        privs = {" ".join(priv.split()) for priv in _split_privileges(match.group("privs"))} - {"USAGE"}
-        grants.setdefault(match.group("on"), set()).update(privs)
-    return grants
-
-
-def _grant_target(database):
-    """The ``ON`` part of a grant: ``*.*`` for database ``*``, otherwise ```db`.*``."""
-    return "*.*" if database == "*" else f"{_quote_identifier(database)}.*"
-
-
-def _missing_privileges(wanted, held):
-    """The wanted privileges the held set does not cover (ALL PRIVILEGES covers every one)."""
-    if "ALL PRIVILEGES" in held:
-        return set()
-    return set(wanted) - set(held) - {"USAGE"}
-
-
-def _extra_privileges(wanted, held):
-    """The held privileges beyond the wanted ones (ALL PRIVILEGES wanted covers every one)."""
-    if "ALL PRIVILEGES" in wanted:
-        return set()
-    return set(held) - set(wanted) - {"USAGE"}
-
-
-def _validate_port(port, what="port"):
-    try:
-        number = int(port)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{what} must be a number, not {port!r}")
-    if isinstance(port, bool) or not 0 < number < 65536:
-        raise SaltInvocationError(f"{what} must be within 1-65535, not {port!r}")
-    return number
-
-
-def _replica_spec(
-    master_host,
-    master_user,
-    master_password,
-    master_port=3306,
-    ssl_ca=None,
-    ssl_cert=None,
-    ssl_key=None,
-    ssl_verify=True,
-    use_gtid="slave_pos",
-    connect_retry=10,
-):
-    """The validated settings of configure_replica() (TLS is mandatory)."""
-    for name, value in (("master_host", master_host), ("master_user", master_user)):
-        if not isinstance(value, str) or not value.strip():
-            raise SaltInvocationError(f"{name} must be a non-empty string")
-    if not isinstance(master_password, str) or not master_password:
-        raise SaltInvocationError("master_password must be a non-empty string")
-    if not ssl_ca:
-        raise SaltInvocationError("ssl_ca is required: replication always runs over TLS with a verified source")
-    if bool(ssl_cert) != bool(ssl_key):
-        raise SaltInvocationError("give both ssl_cert and ssl_key, or neither")
-    use_gtid = str(use_gtid).lower()
-    if use_gtid not in GTID_MODES:
-        raise SaltInvocationError(f"use_gtid must be one of {', '.join(GTID_MODES)}, not {use_gtid!r}")
-    try:
-        connect_retry = int(connect_retry)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"connect_retry must be a number of seconds, not {connect_retry!r}")
-    if connect_retry < 1:
-        raise SaltInvocationError("connect_retry must be at least 1 second")
-    return {
-        "master_host": master_host.strip(),
-        "master_port": _validate_port(master_port, "master_port"),
-        "master_user": master_user,
-        "master_password": master_password,
-        "ssl_ca": ssl_ca,
-        "ssl_cert": ssl_cert or None,
-        "ssl_key": ssl_key or None,
-        "ssl_verify": bool(ssl_verify),
-        "use_gtid": use_gtid,
-        "connect_retry": connect_retry,
-    }
-
-
-def _change_master_sql(spec, literal=_literal):
-    """The CHANGE MASTER TO statement for validated settings; every value quoted by ``literal``."""
-    return (
-        "CHANGE MASTER TO "
-        f"MASTER_HOST={literal(spec['master_host'])}, "
-        f"MASTER_PORT={int(spec['master_port'])}, "
-        f"MASTER_USER={literal(spec['master_user'])}, "
-        f"MASTER_PASSWORD={literal(spec['master_password'])}, "
-        f"MASTER_CONNECT_RETRY={int(spec['connect_retry'])}, "
-        "MASTER_SSL=1, "
-        f"MASTER_SSL_CA={literal(spec['ssl_ca'])}, "
-        f"MASTER_SSL_CERT={literal(spec['ssl_cert'] or '')}, "
-        f"MASTER_SSL_KEY={literal(spec['ssl_key'] or '')}, "
-        f"MASTER_SSL_VERIFY_SERVER_CERT={1 if spec['ssl_verify'] else 0}, "
-        f"MASTER_USE_GTID={spec['use_gtid']}"
-    )
-
-
-def _default_connection(rows):
-    """The row of the default (unnamed) replication connection in SHOW ALL SLAVES STATUS, or None."""
-    for row in rows:
-        if row.get("Connection_name", "") == "":
-            return row
-    return None
-
-
-def _replica_configured(row):
-    return bool(row and row.get("Master_Host"))
-
-
-def _on(value):
-    return str(value).upper() in ("ON", "1", "YES", "TRUE")
-
-
-def _merge_status(replica_rows, variables, status_variables, binlog_dump_threads):
-    """
-    One dict from SHOW ALL SLAVES STATUS rows, SHOW GLOBAL VARIABLES and SHOW GLOBAL STATUS rows (each
-    ``{"Variable_name", "Value"}``) and the number of binlog dump threads. Keys keep MariaDB's names.
-    """
-    values = {row["Variable_name"].lower(): row["Value"] for row in variables}
-    merged = {}
-    for name in _BOOL_VARIABLES:
-        merged[name] = _on(values[name]) if name in values else None
-    for name in _INT_VARIABLES:
-        merged[name] = int(values[name]) if values.get(name) not in (None, "") else None
-    for name in _TEXT_VARIABLES:
-        merged[name] = values.get(name)
-    found = {row["Variable_name"].lower(): row["Value"] for row in status_variables}
-    for name, kind in _STATUS_VARIABLES.items():
-        value = found.get(name.lower())
-        merged[name] = None if value is None else _on(value) if kind == "bool" else kind(value)
-
-    row = _default_connection(replica_rows)
-    for column in _REPLICA_COLUMNS:
-        merged[column] = None
-    if row:
-        merged.update(row)
-    merged["replica_configured"] = _replica_configured(row)
-    merged["replica_connections"] = sorted(r.get("Connection_name", "") for r in replica_rows)
-    merged["binlog_dump_threads"] = int(binlog_dump_threads)
-    if merged["replica_configured"]:
-        merged["role"] = "replica"
-    elif merged["read_only"]:
-        merged["role"] = "standalone"
-    else:
-        merged["role"] = "primary"
-    return merged
-
-
-def _replica_settings_from_row(row):
-    """configure_replica()'s arguments as SHOW SLAVE STATUS shows them (the password is never shown)."""
-    if not _replica_configured(row):
-        return None
-    return {
-        "master_host": row["Master_Host"],
-        "master_port": int(row["Master_Port"]),
-        "master_user": row["Master_User"],
-        "ssl": row.get("Master_SSL_Allowed") == "Yes",
-        "ssl_ca": row.get("Master_SSL_CA_File") or None,
-        "ssl_cert": row.get("Master_SSL_Cert") or None,
-        "ssl_key": row.get("Master_SSL_Key") or None,
-        "ssl_verify": row.get("Master_SSL_Verify_Server_Cert") == "Yes",
-        "use_gtid": (row.get("Using_Gtid") or "No").lower(),
-        "connect_retry": int(row.get("Connect_Retry") or 0),
-    }
-
-
-def _lag_from_row(row):
-    configured = _replica_configured(row)
-    io_running = bool(configured and row.get("Slave_IO_Running") == "Yes")
-    sql_running = bool(configured and row.get("Slave_SQL_Running") == "Yes")
-    return {
-        "configured": configured,
-        "io_running": io_running,
-        "sql_running": sql_running,
-        "replicating": io_running and sql_running,
-        "seconds_behind_master": row.get("Seconds_Behind_Master") if configured else None,
-        "last_io_error": (row.get("Last_IO_Error") or None) if configured else None,
-        "last_sql_error": (row.get("Last_SQL_Error") or None) if configured else None,
-    }
-
-
-def _option_value(value):
-    """A value for a my.cnf-style option file, double-quoted and escaped."""
-    text = str(value)
-    if "\n" in text or "\r" in text or "\0" in text:
-        raise SaltInvocationError("option values cannot contain newlines")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _option_file(sections):
-    """An option file: ``{"client": {"user": "root", ...}}``; None values are left out."""
-    lines = []
-    for group, options in sections.items():
-        lines.append(f"[{group}]")
-        for key, value in options.items():
-            if value is None:
-                continue
-            lines.append(key if value is True else f"{key}={_option_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _binlog_gtid(text):
-    """The GTID position from a mariabackup binlog info file (``file<TAB>pos<TAB>gtid``)."""
-    fields = text.strip().split("\t")
-    if len(fields) < 2:
-        raise CommandExecutionError(f"unexpected content of the backup's binlog info: {text.strip()!r}")
-    gtid = fields[2].strip() if len(fields) > 2 else ""
-    _parse_gtid(gtid)
-    return gtid
-
-
-def _connection_settings(args, lookup):
-    """
-    The PyMySQL connect() keywords for ``connection_*`` arguments (without the prefix) and a config
-    ``lookup(name)``; see the module documentation for the rules.
-    """
-
-    def given(name):
-        value = args.get(name)
-        return None if value in (None, "") else value
-
-    def configured(name):
-        value = lookup(name)
-        return None if value in (None, "") else value
-
-    if given("unix_socket") or given("host"):
-        sock, host = given("unix_socket"), given("host")
-    else:
-        sock, host = configured("unix_socket"), configured("host")
-        if not sock and not host:
-            sock = DEFAULT_SOCKET
-
-    def pick(name, default=None):
-        value = given(name)
-        if value is None:
-            value = configured(name)
-        return default if value is None else value
-
-    settings = {
-        "user": pick("user", "root"),
-        "connect_timeout": int(pick("connect_timeout", 10)),
-        "charset": "utf8mb4",
-        "autocommit": True,
-        "cursorclass": pymysql.cursors.DictCursor,
-    }
-    password = pick("password")
-    if password is not None:
-        # UTF-8 bytes, as the mariadb client sends them (PyMySQL would encode a str as latin1)
-        settings["password"] = str(password).encode("utf-8")
-    if sock:
-        settings["unix_socket"] = str(sock)
-        settings["ssl_disabled"] = True
-        return settings, f"socket {sock}"
-    settings["host"] = str(host)
-    settings["port"] = _validate_port(pick("port", 3306), "connection_port")
-    # PyMySQL's individual ssl_* keywords (its ``ssl`` dict is dropped when ssl_verify_* are given)
-    for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-        if pick(name):
-            settings[name] = str(pick(name))
-    if "ssl_ca" in settings:
-        settings["ssl_verify_cert"] = True
-        settings["ssl_verify_identity"] = True
-    return settings, f"{host}:{settings['port']}"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the connection
-
-
-def _connection_args(kwargs):
-    """The ``connection_*`` keywords (prefix removed); Salt's ``__pub_*`` keywords are ignored."""
-    args = {}
-    for key, value in kwargs.items():
-        if key.startswith("__"):
-            continue
-        name = key[len("connection_") :] if key.startswith("connection_") else None
-        if name not in _CONNECTION_KEYS:
-            raise SaltInvocationError(f"unexpected keyword argument {key!r}")
-        args[name] = value
-    return args
+    return {domain: (server_id, seq) for domain, server_id, seq in gtid.parse(position)}
 
 
 def _lookup(name):
     return __salt__["config.option"](f"mariadb.{name}", None)
 
 
-def _server_error(err, doing=None):
-    if len(err.args) >= 2 and isinstance(err.args[0], int):
-        code, message = err.args[0], str(err.args[1])
-    else:
-        code, message = None, str(err) or type(err).__name__
-    prefix = f"{doing}: " if doing else ""
-    return MariaDBError(f"{prefix}MariaDB error {code}: {message}", errno=code, server_message=message)
+def _settings(connection_args):
+    """The PyMySQL settings of the ``connection_*`` keywords (the minion's ``mariadb.*`` filling the gaps), and where."""
+    return server.connection_settings(server.connection_args(connection_args), _lookup)
 
 
-@contextlib.contextmanager
-def _connect(**kwargs):
+def _connect(**connection_args):
     """Connect with the ``connection_*`` keywords; MariaDB errors inside become CommandExecutionError."""
-    settings, where = _connection_settings(_connection_args(kwargs), _lookup)
-    try:
-        conn = pymysql.connect(**settings)
-    except pymysql.MySQLError as err:
-        error = _server_error(err, f"cannot connect to MariaDB ({where})")
-        raise _Unreachable(str(error), error.errno, error.server_message) from err
-    except (OSError, ValueError) as err:
-        raise _Unreachable(f"cannot connect to MariaDB ({where}): {err}") from err
-    try:
-        yield conn
-    except pymysql.MySQLError as err:
-        raise _server_error(err) from err
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-
-
-def _query(conn, sql, args=None, doing=None):
-    """Run one statement; the rows as dicts. ``doing`` names it in errors (never put secrets there)."""
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql, args)
-            return list(cursor.fetchall())
-    except pymysql.MySQLError as err:
-        raise _server_error(err, doing or sql.split(" ", 2)[0]) from err
-
-
-def _replica_rows(conn):
-    return _query(conn, "SHOW ALL SLAVES STATUS", doing="SHOW ALL SLAVES STATUS")
+    return server.connect(*_settings(connection_args))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -760,27 +136,8 @@ def status(**connection_args):
 
         salt '*' mariadb_replication.status
     """
-    names = _BOOL_VARIABLES + _INT_VARIABLES + _TEXT_VARIABLES
-    placeholders = ", ".join(["%s"] * len(names))
     with _connect(**connection_args) as conn:
-        rows = _replica_rows(conn)
-        variables = _query(
-            conn, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", names, "SHOW GLOBAL VARIABLES"
-        )
-        status_names = tuple(_STATUS_VARIABLES)
-        status_rows = _query(
-            conn,
-            f"SHOW GLOBAL STATUS WHERE Variable_name IN ({', '.join(['%s'] * len(status_names))})",
-            status_names,
-            "SHOW GLOBAL STATUS",
-        )
-        dumps = _query(
-            conn,
-            "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%%'",
-            (),
-            "counting binlog dump threads",
-        )[0]["n"]
-    return _merge_status(rows, variables, status_rows, dumps)
+        return server.read_status(conn)
 
 
 def replica_settings(**connection_args):
@@ -798,7 +155,7 @@ def replica_settings(**connection_args):
         salt '*' mariadb_replication.replica_settings
     """
     with _connect(**connection_args) as conn:
-        return _replica_settings_from_row(_default_connection(_replica_rows(conn)))
+        return sql.replica_settings_from_row(server.replica_row(conn))
 
 
 def lag(**connection_args):
@@ -814,24 +171,7 @@ def lag(**connection_args):
         salt '*' mariadb_replication.lag
     """
     with _connect(**connection_args) as conn:
-        return _lag_from_row(_default_connection(_replica_rows(conn)) or {})
-
-
-def _health_problems(lag_info, max_lag_seconds):
-    """Why a replica is unhealthy (pure): broken threads, errors, or lag beyond the limit."""
-    problems = []
-    if not lag_info.get("configured"):
-        return ["no replication source is configured"]
-    for thread, key in (("IO", "io_running"), ("SQL", "sql_running")):
-        if not lag_info.get(key):
-            problems.append(f"the {thread} thread is not running")
-    for key in ("last_io_error", "last_sql_error"):
-        if lag_info.get(key):
-            problems.append(f"{key}: {lag_info[key]}")
-    behind = lag_info.get("seconds_behind_master")
-    if behind is not None and max_lag_seconds is not None and behind > max_lag_seconds:
-        problems.append(f"{behind} s behind its source, more than the limit of {max_lag_seconds} s")
-    return problems
+        return sql.lag_from_row(server.replica_row(conn) or {})
 
 
 def health(max_lag_seconds=None, **connection_args):
@@ -849,7 +189,7 @@ def health(max_lag_seconds=None, **connection_args):
     if max_lag_seconds is None:
         max_lag_seconds = __salt__["config.get"]("rolestack:db:settings:max_lag_seconds", None)
     info = lag(**connection_args)
-    problems = _health_problems(info, max_lag_seconds)
+    problems = sql.health_problems(info, max_lag_seconds)
     return {"healthy": not problems, "problems": problems, "seconds_behind_master": info["seconds_behind_master"]}
 
 
@@ -921,36 +261,9 @@ def gtid_missing(position, binlog_state, slave_pos=None):
     return gtid.missing(position, gtid.applied(binlog_state, slave_pos or ""))
 
 
-def _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, port, timeout):
-    """``connection_*`` arguments for a peer db server over verified TLS as the replication account."""
-    spec = _replica_spec(host, user, password, port, ssl_ca, ssl_cert, ssl_key)
-    return {
-        "connection_host": spec["master_host"],
-        "connection_port": spec["master_port"],
-        "connection_user": spec["master_user"],
-        "connection_password": spec["master_password"],
-        "connection_ssl_ca": spec["ssl_ca"],
-        "connection_ssl_cert": spec["ssl_cert"],
-        "connection_ssl_key": spec["ssl_key"],
-        "connection_connect_timeout": timeout,
-    }
-
-
 def _peer_variables(connection, what):
     with _connect(**connection) as conn:
-        row = _query(
-            conn,
-            "SELECT @@GLOBAL.gtid_binlog_state AS state, @@GLOBAL.gtid_binlog_pos AS pos, "
-            "@@GLOBAL.gtid_slave_pos AS slave, @@GLOBAL.read_only AS ro",
-            (),
-            f"reading the GTID state of {what}",
-        )[0]
-    return {
-        "gtid_binlog_state": row["state"] or "",
-        "gtid_binlog_pos": row["pos"] or "",
-        "gtid_slave_pos": row["slave"] or "",
-        "read_only": bool(row["ro"]),
-    }
+        return server.gtid_state(conn, what)
 
 
 def source_binlog_state(
@@ -971,9 +284,9 @@ def source_binlog_state(
         salt db1 mariadb_replication.source_binlog_state db2.example repl 's3cret' /etc/mysql/tls/ca.pem \\
             ssl_cert=/etc/mysql/tls/client.pem ssl_key=/etc/mysql/tls/client.key
     """
-    connection = _peer_connection(master_host, master_user, master_password, ssl_ca, ssl_cert, ssl_key,
-                                  master_port, timeout)  # fmt: skip
-    return _peer_variables(connection, master_host)
+    spec = sql.ReplicaSpec.validated(master_host=master_host, master_user=master_user, master_password=master_password,
+                                     master_port=master_port, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key)  # fmt: skip
+    return _peer_variables(spec.peer_connection(timeout), master_host)
 
 
 def peers_read_only(peers, user, password, ssl_ca, ssl_cert=None, ssl_key=None, port=3306, timeout=2):
@@ -995,9 +308,11 @@ def peers_read_only(peers, user, password, ssl_ca, ssl_cert=None, ssl_key=None, 
     if isinstance(peers, str) or not isinstance(peers, list | tuple):
         raise SaltInvocationError(f"peers must be a list of host names, not {type(peers).__name__}")
     found = {"read_only": {}, "unreachable": {}}
+    account = dict(master_user=user, master_password=password, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key)
     for peer in peers:
         host, peer_port = (peer.get("host"), peer.get("port", port)) if isinstance(peer, dict) else (peer, port)
-        connection = _peer_connection(host, user, password, ssl_ca, ssl_cert, ssl_key, peer_port, timeout)
+        spec = sql.ReplicaSpec.validated(master_host=host, master_port=peer_port, **account)
+        connection = spec.peer_connection(timeout)
         try:
             found["read_only"][host] = _peer_variables(connection, host)["read_only"]
         except CommandExecutionError as err:
@@ -1023,22 +338,9 @@ def wait_for_gtid(gtid_pos, timeout=60, **connection_args):
         Seconds to wait. Defaults to ``60``.
     """
     _parse_gtid(gtid_pos)
-    try:
-        timeout = float(timeout)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"timeout must be a number of seconds, not {timeout!r}")
-    if timeout < 0:
-        raise SaltInvocationError("timeout cannot be negative")
+    timeout = sql.wait_seconds(timeout)
     with _connect(**connection_args) as conn:
-        result = _query(conn, "SELECT MASTER_GTID_WAIT(%s, %s) AS r", (gtid_pos, timeout), "MASTER_GTID_WAIT")[0]["r"]
-        if result == 0:
-            return True
-        now = _query(conn, "SELECT @@gtid_slave_pos AS p", (), "reading gtid_slave_pos")[0]["p"]
-    if result == -1:
-        raise CommandExecutionError(
-            f"timed out after {timeout:g}s waiting for GTID position {gtid_pos} (gtid_slave_pos is {now!r})"
-        )
-    raise CommandExecutionError(f"MASTER_GTID_WAIT({gtid_pos!r}) returned {result!r}")
+        return server.wait_for_gtid(conn, gtid_pos, timeout)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1105,40 +407,18 @@ def configure_replica(
 
     Files must be readable by the server (user ``mysql``); they are checked when connected over the socket.
     """
-    spec = _replica_spec(
-        master_host,
-        master_user,
-        master_password,
-        master_port,
-        ssl_ca,
-        ssl_cert,
-        ssl_key,
-        ssl_verify,
-        use_gtid,
-        connect_retry,
-    )
-    settings, _ = _connection_settings(_connection_args(connection_args), _lookup)
-    if "unix_socket" in settings:
-        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
-            if spec[name] and not os.path.isfile(spec[name]):
-                raise SaltInvocationError(f"{name} {spec[name]} does not exist")
-    with _connect(**connection_args) as conn:
-        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
-        if slave_pos_from_binlog:
-            # an old primary continues after its own last transaction; one that wrote none (promoted right after
-            # it was restored by mariabackup, then demoted) after what it applied: its binary log may be empty
-            row = _query(
-                conn,
-                "SELECT @@GLOBAL.gtid_binlog_pos AS binlog, @@GLOBAL.gtid_slave_pos AS slave",
-                (),
-                "reading the GTID positions",
-            )[0]
-            resume = gtid.resume_position(row["binlog"] or "", row["slave"] or "")
-            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (resume,), doing="SET GLOBAL gtid_slave_pos")
-        _query(conn, _change_master_sql(spec, conn.literal), doing="CHANGE MASTER TO")
-        if start:
-            _query(conn, "START SLAVE", doing="START SLAVE")
-        return _replica_settings_from_row(_default_connection(_replica_rows(conn)))
+    spec = sql.ReplicaSpec.validated(master_host=master_host, master_user=master_user, master_password=master_password,
+                                     master_port=master_port, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key,
+                                     ssl_verify=ssl_verify, use_gtid=use_gtid, connect_retry=connect_retry)  # fmt: skip
+    return _configure(spec, start, slave_pos_from_binlog, connection_args)
+
+
+def _configure(spec, start, slave_pos_from_binlog, connection_args):
+    """configure_replica() with validated settings."""
+    settings, where = _settings(connection_args)
+    server.check_replica_files(settings, spec)
+    with server.connect(settings, where) as conn:
+        return server.point_at(conn, spec, start, slave_pos_from_binlog)
 
 
 def start_replica(timeout=0, **connection_args):
@@ -1152,22 +432,8 @@ def start_replica(timeout=0, **connection_args):
 
         salt db2 mariadb_replication.start_replica timeout=30
     """
-    deadline = time.monotonic() + float(timeout or 0)
     with _connect(**connection_args) as conn:
-        if not _replica_configured(_default_connection(_replica_rows(conn))):
-            raise CommandExecutionError("no source is configured: use configure_replica first")
-        _query(conn, "START SLAVE", doing="START SLAVE")
-        while True:
-            state = _lag_from_row(_default_connection(_replica_rows(conn)) or {})
-            if state["replicating"] or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    if timeout and not state["replicating"]:
-        raise CommandExecutionError(
-            f"the replica threads are not running after {timeout}s: "
-            f"IO error: {state['last_io_error'] or 'none'}; SQL error: {state['last_sql_error'] or 'none'}"
-        )
-    return state
+        return server.start_replica(conn, timeout)
 
 
 def stop_replica(**connection_args):
@@ -1181,7 +447,7 @@ def stop_replica(**connection_args):
         salt db2 mariadb_replication.stop_replica
     """
     with _connect(**connection_args) as conn:
-        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        server.query(conn, "STOP SLAVE", doing="STOP SLAVE")
     return True
 
 
@@ -1197,8 +463,8 @@ def reset_replica(all=True, **connection_args):
         salt db2 mariadb_replication.reset_replica
     """
     with _connect(**connection_args) as conn:
-        _query(conn, "STOP SLAVE", doing="STOP SLAVE")
-        _query(conn, "RESET SLAVE ALL" if all else "RESET SLAVE", doing="RESET SLAVE")
+        server.query(conn, "STOP SLAVE", doing="STOP SLAVE")
+        server.query(conn, "RESET SLAVE ALL" if all else "RESET SLAVE", doing="RESET SLAVE")
     return True
 
 
@@ -1220,18 +486,10 @@ def set_read_only(enabled=True, lock_wait_timeout=2, **connection_args):
         salt db1 mariadb_replication.set_read_only lock_wait_timeout=5
         salt db2 mariadb_replication.set_read_only enabled=False
     """
-    if not isinstance(enabled, bool):
-        raise SaltInvocationError(f"enabled must be True or False, not {enabled!r}")
-    if isinstance(lock_wait_timeout, bool) or not isinstance(lock_wait_timeout, int) or lock_wait_timeout < 1:
-        raise SaltInvocationError(
-            f"lock_wait_timeout must be a whole number of seconds >= 1, not {lock_wait_timeout!r}"
-        )
+    sql.check_read_only(enabled, lock_wait_timeout)
     with _connect(**connection_args) as conn:
-        before = bool(_query(conn, "SELECT @@GLOBAL.read_only AS v", (), "reading read_only")[0]["v"])
-        if before != enabled:
-            _query(conn, f"SET SESSION lock_wait_timeout = {lock_wait_timeout}", doing="SET lock_wait_timeout")
-            _query(conn, f"SET GLOBAL read_only = {1 if enabled else 0}", doing="SET GLOBAL read_only")
-    return {"read_only": enabled, "changed": before != enabled}
+        changed = server.set_read_only(conn, enabled, lock_wait_timeout)
+    return {"read_only": enabled, "changed": changed}
 
 
 def promote(gtid_pos=None, timeout=60, **connection_args):
@@ -1260,7 +518,7 @@ def promote(gtid_pos=None, timeout=60, **connection_args):
     reset_replica(**connection_args)
     set_read_only(False, **connection_args)
     with _connect(**connection_args) as conn:
-        current = _query(conn, "SELECT @@gtid_current_pos AS p", (), "reading gtid_current_pos")[0]["p"]
+        current = server.value(conn, "@@gtid_current_pos", "reading gtid_current_pos")
     return {"applied": gtid_pos or None, "gtid_current_pos": current, "read_only": False}
 
 
@@ -1276,39 +534,9 @@ def kill_client_connections(exclude_users=None, **connection_args):
 
         salt db1 mariadb_replication.kill_client_connections exclude_users='[monitor]'
     """
-    if exclude_users is None:
-        exclude_users = []
-    if isinstance(exclude_users, str):
-        exclude_users = [exclude_users]
-    if not isinstance(exclude_users, list | tuple | set):
-        raise SaltInvocationError("exclude_users must be a list of user names")
-    killed = []
+    exclude_users = sql.user_names(exclude_users, "exclude_users")
     with _connect(**connection_args) as conn:
-        rows = _query(
-            conn,
-            "SELECT ID, USER, HOST, DB, COMMAND, CONNECTION_ID() AS me FROM information_schema.PROCESSLIST",
-            (),
-            "reading the process list",
-        )
-        for row in rows:
-            if (
-                row["ID"] == row["me"]
-                or row["COMMAND"] in _REPLICATION_COMMANDS
-                or row["COMMAND"] == "Daemon"
-                or row["USER"] in _SYSTEM_USERS
-                or row["USER"] in exclude_users
-            ):
-                continue
-            try:
-                _query(conn, f"KILL CONNECTION {int(row['ID'])}", doing=f"KILL CONNECTION {row['ID']}")
-            except MariaDBError as err:
-                if err.errno == 1094:  # unknown thread id: it has gone already
-                    continue
-                raise
-            killed.append(
-                {"id": row["ID"], "user": row["USER"], "host": row["HOST"], "db": row["DB"], "command": row["COMMAND"]}
-            )
-    return killed
+        return server.kill_clients(conn, exclude_users)
 
 
 def fence_writes(service="mariadb", **connection_args):
@@ -1330,15 +558,15 @@ def fence_writes(service="mariadb", **connection_args):
         try:
             set_read_only(True, **connection_args)
             killed = kill_client_connections(**connection_args)
-        except _Unreachable:
+        except server.Unreachable:
             raise
-        except MariaDBError:
+        except server.MariaDBError:
             # read_only waits for running writes (lock_wait_timeout): kill them, then it is immediate
             killed = kill_client_connections(**connection_args)
             set_read_only(True, **connection_args)
             killed += kill_client_connections(**connection_args)
         return {"fenced": "read_only", "killed": killed}
-    except _Unreachable as err:
+    except server.Unreachable as err:
         unreachable = err
     __salt__["service.stop"](service)
     if __salt__["service.status"](service):
@@ -1348,29 +576,6 @@ def fence_writes(service="mariadb", **connection_args):
 
 # ---------------------------------------------------------------------------------------------------------
 # accounts, databases, grants
-
-
-def _user_row(conn, user, host):
-    rows = _query(
-        conn,
-        "SELECT ssl_type, ssl_cipher, x509_issuer, x509_subject, plugin, authentication_string"
-        " FROM mysql.user WHERE User = %s AND Host = %s",
-        (user, host),
-        f"reading account {user}@{host}",
-    )
-    return rows[0] if rows else None
-
-
-def _grants(conn, user, host):
-    rows = _query(conn, "SHOW GRANTS FOR %s@%s", (user, host), f"SHOW GRANTS FOR {user}@{host}")
-    return _parse_grants(next(iter(row.values())) for row in rows)
-
-
-def _password_matches(conn, row, password):
-    if row["plugin"] not in ("mysql_native_password", "") or not row["authentication_string"]:
-        return False
-    hashed = _query(conn, "SELECT PASSWORD(%s) AS h", (password,), "hashing the password")[0]["h"]
-    return hashed == row["authentication_string"]
 
 
 def user_info(user, host="%", password=None, **connection_args):
@@ -1386,19 +591,9 @@ def user_info(user, host="%", password=None, **connection_args):
 
         salt db1 mariadb_replication.user_info app host=10.0.0.%
     """
-    _account(user, host)
+    sql.account(user, host)
     with _connect(**connection_args) as conn:
-        row = _user_row(conn, user, host)
-        if row is None:
-            return None
-        return {
-            "user": user,
-            "host": host,
-            "require": _require_from_row(row),
-            "plugin": row["plugin"],
-            "grants": {on: sorted(privs) for on, privs in _grants(conn, user, host).items()},
-            "password_matches": None if password is None else _password_matches(conn, row, password),
-        }
+        return server.user_info(conn, user, host, password)
 
 
 def replication_user_info(user, host="%", password=None, **connection_args):
@@ -1416,7 +611,7 @@ def replication_user_info(user, host="%", password=None, **connection_args):
     if info is None:
         return None
     held = set(info["grants"].get("*.*", []))
-    info["replication"] = "REPLICATION SLAVE" in held or "ALL PRIVILEGES" in held
+    info["replication"] = "REPLICATION SLAVE" in held or "ALL sql.PRIVILEGES" in held
     info["tls_required"] = info["require"] is not None
     return info
 
@@ -1437,43 +632,12 @@ def user_present(user, password, host="%", require=None, test=False, **connectio
         None, ``SSL``, ``X509``, a dict of ``issuer``/``subject``/``cipher`` or the SQL form
         ``"SUBJECT '/CN=app' AND ISSUER '/CN=CA'"``.
     """
-    _account(user, host)
+    sql.account(user, host)
     if not isinstance(password, str) or not password:
         raise SaltInvocationError("password must be a non-empty string")
-    wanted = _normalize_require(require)
-    changes = {}
+    wanted = sql.normalize_require(require)
     with _connect(**connection_args) as conn:
-        account_sql = _account(user, host, conn.literal)
-        row = _user_row(conn, user, host)
-        if row is None:
-            changes["created"] = f"{user}@{host}"
-            if wanted is not None:
-                changes["require"] = {"old": None, "new": wanted}
-            if not test:
-                _query(
-                    conn,
-                    f"CREATE USER {account_sql} IDENTIFIED BY {conn.literal(password)} "
-                    + _require_clause(wanted, conn.literal),
-                    doing=f"CREATE USER {user}@{host}",
-                )
-            return {"changed": True, "changes": changes}
-        if not _password_matches(conn, row, password):
-            changes["password"] = "changed"
-            if not test:
-                _query(
-                    conn,
-                    f"ALTER USER {account_sql} IDENTIFIED BY {conn.literal(password)}",
-                    doing=f"ALTER USER {user}@{host} IDENTIFIED BY",
-                )
-        current = _require_from_row(row)
-        if current != wanted:
-            changes["require"] = {"old": current, "new": wanted}
-            if not test:
-                _query(
-                    conn,
-                    f"ALTER USER {account_sql} {_require_clause(wanted, conn.literal)}",
-                    doing=f"ALTER USER {user}@{host} REQUIRE",
-                )
+        changes = server.ensure_user(conn, user, host, password, wanted, test)
     return {"changed": bool(changes), "changes": changes}
 
 
@@ -1487,12 +651,10 @@ def user_absent(user, host="%", test=False, **connection_args):
 
         salt db1 mariadb_replication.user_absent olduser host=%
     """
-    _account(user, host)
+    sql.account(user, host)
     with _connect(**connection_args) as conn:
-        if _user_row(conn, user, host) is None:
+        if not server.drop_user(conn, user, host, test):
             return {"changed": False, "changes": {}}
-        if not test:
-            _query(conn, f"DROP USER {_account(user, host, conn.literal)}", doing=f"DROP USER {user}@{host}")
     return {"changed": True, "changes": {"deleted": f"{user}@{host}"}}
 
 
@@ -1506,10 +668,9 @@ def user_hosts(user, **connection_args):
 
         salt db1 mariadb_replication.user_hosts wiki
     """
-    _account(user, "%")
+    sql.account(user, "%")
     with _connect(**connection_args) as conn:
-        rows = _query(conn, "SELECT Host FROM mysql.user WHERE User = %s", (user,), f"listing the accounts of {user}")
-    return sorted(_text(row["Host"]) for row in rows)
+        return server.user_hosts(conn, user)
 
 
 def user_absent_except(user, hosts, test=False, **connection_args):
@@ -1550,35 +711,16 @@ def grant_present(user, host, privileges, database, exact=False, test=False, **c
         salt db1 mariadb_replication.grant_present wiki 10.10.10.51 'SELECT,INSERT' wiki exact=True
 
     privileges
-        A list or a comma-separated string; ``ALL`` means ``ALL PRIVILEGES``.
+        A list or a comma-separated string; ``ALL`` means ``ALL sql.PRIVILEGES``.
 
     database
         A database name, or ``*`` for ``*.*``. In GRANT, ``_`` and ``%`` in a database name are wildcards.
     """
-    wanted = _normalize_privileges(privileges)
-    target = _grant_target(database)
-    _account(user, host)
-    changes = {}
+    wanted = sql.normalize_privileges(privileges)
+    target = sql.grant_target(database)
+    sql.account(user, host)
     with _connect(**connection_args) as conn:
-        if _user_row(conn, user, host) is None:
-            raise CommandExecutionError(f"account {user}@{host} does not exist")
-        held = _grants(conn, user, host).get(target, set())
-        extra = _extra_privileges(wanted, held) if exact else set()
-        # ALL PRIVILEGES held beyond what is wanted: revoke it all, then grant what is wanted
-        missing = set(wanted) - {"USAGE"} if "ALL PRIVILEGES" in extra else _missing_privileges(wanted, held)
-        account = _account(user, host, conn.literal)
-        for key, verb, preposition, names in (
-            ("revoked", "REVOKE", "FROM", extra),
-            ("granted", "GRANT", "TO", missing),
-        ):
-            if names:
-                changes[key] = sorted(names)
-                if not test:
-                    _query(
-                        conn,
-                        f"{verb} {', '.join(sorted(names))} ON {target} {preposition} {account}",
-                        doing=f"{verb} ON {target} {preposition} {user}@{host}",
-                    )
+        changes = server.ensure_grants(conn, user, host, wanted, target, exact, test)
     if not changes:
         return {"changed": False, "changes": {}}
     return {"changed": True, "changes": {**changes, "on": target}}
@@ -1599,11 +741,11 @@ def replication_user_present(
 
         salt db1 mariadb_replication.replication_user_present repl 's3cret' host=10.0.0.% require=X509
     """
-    if _normalize_require(require) is None:
+    if sql.normalize_require(require) is None:
         raise SaltInvocationError(
             "a replication account must require TLS: require is SSL, X509 or ISSUER/SUBJECT conditions"
         )
-    wanted = _normalize_privileges(list(privileges))
+    wanted = sql.normalize_privileges(list(privileges))
     result = user_present(user, password, host, require, test=test, **connection_args)
     if test and result["changes"].get("created"):
         result["changes"]["granted"] = sorted(wanted)
@@ -1626,31 +768,12 @@ def database_present(name, character_set="utf8mb4", collate=None, test=False, **
 
         salt db1 mariadb_replication.database_present app
     """
-    quoted = _quote_identifier(name)
+    sql.quote_identifier(name)
     for what, value in (("character_set", character_set), ("collate", collate)):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_]+", str(value)):
             raise SaltInvocationError(f"invalid {what} {value!r}")
-    clause = f"CHARACTER SET {character_set}" + (f" COLLATE {collate}" if collate else "")
     with _connect(**connection_args) as conn:
-        rows = _query(
-            conn,
-            "SELECT DEFAULT_CHARACTER_SET_NAME AS cs, DEFAULT_COLLATION_NAME AS co"
-            " FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-            (name,),
-            f"reading database {name}",
-        )
-        if not rows:
-            if not test:
-                _query(conn, f"CREATE DATABASE {quoted} {clause}", doing=f"CREATE DATABASE {name}")
-            return {"changed": True, "changes": {"created": name}}
-        current = rows[0]
-        changes = {}
-        if current["cs"].lower() != character_set.lower():
-            changes["character_set"] = {"old": current["cs"], "new": character_set}
-        if collate and current["co"].lower() != collate.lower():
-            changes["collate"] = {"old": current["co"], "new": collate}
-        if changes and not test:
-            _query(conn, f"ALTER DATABASE {quoted} {clause}", doing=f"ALTER DATABASE {name}")
+        changes = server.ensure_database(conn, name, character_set, collate, test)
     return {"changed": bool(changes), "changes": changes}
 
 
@@ -1665,467 +788,17 @@ def database_absent(name, test=False, **connection_args):
 
         salt db1 mariadb_replication.database_absent olddb
     """
-    quoted = _quote_identifier(name)
-    if name.lower() in SYSTEM_DATABASES:
+    sql.quote_identifier(name)
+    if name.lower() in sql.SYSTEM_DATABASES:
         raise SaltInvocationError(f"refusing to drop the system database {name}")
     with _connect(**connection_args) as conn:
-        exists = _query(
-            conn, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,), f"reading {name}"
-        )
-        if not exists:
+        if not server.drop_database(conn, name, test):
             return {"changed": False, "changes": {}}
-        if not test:
-            _query(conn, f"DROP DATABASE {quoted}", doing=f"DROP DATABASE {name}")
     return {"changed": True, "changes": {"deleted": name}}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # provisioning a replica: mariabackup (local pipe or one TLS stream from the source) or mysqldump
-
-_FRAME = struct.Struct(">cI")
-# data frames of up to 4 MiB, through 1 MiB pipes: fewer wake-ups on 2 busy cores
-_CHUNK = 4 << 20
-_PIPE_SIZE = 1 << 20
-# a frame goes out in slices of this size: the idle timeout then bounds each slice, not a whole 4 MiB frame
-_SLICE = 256 << 10
-
-# The db role's backup stream: the files states/db/certs.sls writes and the role's port. A call through salt's
-# peer publish always gets these (and binds to this host's pillar address, rolestack:host:address): a peer
-# chooses none of them. A minion's own configuration may move them (``mariadb_replication.backup_stream``, a
-# dict with these keys, in the minion config file: the functional tests use it); a caller cannot.
-ROLE_STREAM = {
-    "port": 4444,
-    "ssl_ca": "/etc/mysql/ssl/ca.pem",
-    "ssl_cert": "/etc/mysql/ssl/server.pem",
-    "ssl_key": "/etc/mysql/ssl/server.key",
-}
-# seconds serve_backup_stream waits for the replica to connect (default, cap); seconds either side of the stream
-# waits for progress before it gives up (default, cap): the source then kills mariabackup, which releases its
-# locks; seconds the source waits, after the handshake, for the replica's "ready" (it stops its server meanwhile)
-STREAM_TIMEOUT, MAX_STREAM_TIMEOUT = 600, 900
-IDLE_TIMEOUT, MAX_IDLE_TIMEOUT = 60, 600
-READY_WAIT = 300
-# what a caller through peer publish may pass to serve_backup_stream; anything else is refused
-PEER_STREAM_ARGS = ("allow", "timeout", "idle_timeout")
-# the frames: H (source: accepted, after the client certificate and name checks), R (replica: ready, its server is
-# stopped and mbstream runs), D (backup data), E (source: the end, a JSON trailer)
-
-
-class _Overlap(threading.Thread):
-    """
-    Runs ``step`` in its own thread, a bounded queue between it and the caller, so that reading one side of
-    the backup stream overlaps writing the other (pipes and sockets release the GIL). A producer's ``step()``
-    returns a chunk (``b""`` at the end); a consumer's ``step(chunk)`` takes one. The thread's error is raised to the caller.
-    """
-
-    def __init__(self, step, produce):
-        super().__init__(daemon=True)
-        self.step, self.produce, self.error = step, produce, None
-        self.chunks = queue.Queue(maxsize=4)
-
-    def run(self):
-        try:
-            if self.produce:
-                while chunk := self.step():
-                    self.chunks.put(chunk)
-            else:
-                while (chunk := self.chunks.get()) is not None:
-                    self.step(chunk)
-        except (OSError, ValueError) as err:
-            self.error = err
-            if not self.produce:
-                while self.chunks.get() is not None:  # unblock a caller still putting, until its end mark
-                    pass
-        finally:
-            if self.produce:
-                self.chunks.put(b"")
-
-    def put(self, chunk):
-        if self.error is not None:
-            raise self.error
-        self.chunks.put(chunk)
-
-    def next(self, timeout):
-        """A producer's next chunk (``b""`` at its end), waited for at most ``timeout`` s (else queue.Empty)."""
-        chunk = self.chunks.get(timeout=timeout)
-        if not chunk and self.error is not None:
-            raise self.error
-        return chunk
-
-    def __iter__(self):
-        while chunk := self.chunks.get():
-            yield chunk
-        if self.error is not None:
-            raise self.error
-
-    def finish_quietly(self):
-        with contextlib.suppress(OSError, ValueError):
-            self.finish()
-
-    def finish(self):
-        if not self.produce:
-            self.chunks.put(None)
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-
-def _widen_pipe(stream):
-    """Grow a pipe's buffer to _PIPE_SIZE (best effort: the kernel may cap it)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-
-
-def _client_options(settings):
-    """Option-file lines for a client connecting like the PyMySQL ``settings``."""
-    password = settings.get("password")
-    options = {"user": settings.get("user"), "password": password.decode("utf-8") if password else None}
-    if "unix_socket" in settings:
-        options["socket"] = settings["unix_socket"]
-    else:
-        options.update(host=settings["host"], port=settings["port"])
-        options.update({name.replace("_", "-"): settings.get(name) for name in ("ssl_ca", "ssl_cert", "ssl_key")})
-        if settings.get("ssl_verify_identity"):
-            options["ssl-verify-server-cert"] = True
-    return options
-
-
-def _write_private(directory, name, text):
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
-
-
-def _tail(path, size=2000):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - size))
-            return handle.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _backup_command(defaults_file, workdir):
-    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
-    if not binary:
-        raise CommandExecutionError("mariabackup is not installed (Debian package mariadb-backup)")
-    return [binary, f"--defaults-file={defaults_file}", "--backup", "--stream=mbstream", f"--target-dir={workdir}"]
-
-
-def _extract_command(datadir):
-    binary = shutil.which("mbstream")
-    if not binary:
-        raise CommandExecutionError("mbstream is not installed (Debian package mariadb-backup)")
-    return [binary, "-x", "-C", datadir]
-
-
-def _check_datadir(datadir, overwrite_fresh):
-    """
-    Refuse a data directory holding data. Returns True when it holds a fresh installation that is to be
-    moved aside (only with ``overwrite_fresh``), False when it is absent or empty.
-    """
-    if not os.path.isdir(datadir) or not os.listdir(datadir):
-        return False
-    entries = os.listdir(datadir)
-    databases = [
-        entry
-        for entry in entries
-        if os.path.isdir(os.path.join(datadir, entry)) and not entry.startswith("#") and entry not in SYSTEM_DATABASES
-    ]
-    if databases:
-        raise CommandExecutionError(f"{datadir} holds databases {sorted(databases)}: refusing to provision over data")
-    if any(entry == "master.info" or entry.startswith("master-") for entry in entries):
-        raise CommandExecutionError(f"{datadir} belongs to a replica already (master.info): refusing")
-    if not overwrite_fresh:
-        raise CommandExecutionError(
-            f"{datadir} is not empty (a fresh installation?): pass overwrite_fresh=True to move it aside"
-        )
-    return True
-
-
-def _server_up(connection_args):
-    try:
-        with _connect(**connection_args) as conn:
-            _query(conn, "SELECT 1")
-        return True
-    except CommandExecutionError:
-        return False
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise CommandExecutionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _stop_server(service, connection_args, timeout):
-    """Stop the local server: through the service, or with SQL SHUTDOWN (then wait for its pid file to go)."""
-    if service:
-        if not __salt__["service.stop"](service):
-            raise CommandExecutionError(f"could not stop service {service}")
-        _wait(lambda: not _server_up(connection_args), timeout, f"service {service} to stop")
-        return
-    if not _server_up(connection_args):
-        return
-    with _connect(**connection_args) as conn:
-        row = _query(conn, "SELECT @@pid_file AS pid_file, @@datadir AS datadir", (), "reading pid_file")[0]
-        pid_file = os.path.join(row["datadir"], row["pid_file"])
-        with contextlib.suppress(pymysql.MySQLError, CommandExecutionError):
-            _query(conn, "SHUTDOWN", doing="SHUTDOWN")
-    _wait(lambda: not os.path.exists(pid_file) and not _server_up(connection_args), timeout, "the server to stop")
-
-
-def _start_server(service, start_command, connection_args, timeout):
-    """Start the local server through the service or ``start_command``; the started process id or None."""
-    pid = None
-    if service:
-        if not __salt__["service.start"](service):
-            raise CommandExecutionError(f"could not start service {service}")
-    else:
-        command = shlex.split(start_command) if isinstance(start_command, str) else list(start_command)
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-        pid = process.pid
-
-        def up():
-            if process.poll() is not None:
-                raise CommandExecutionError(f"{command[0]} exited with {process.returncode} while starting")
-            return _server_up(connection_args)
-
-        _wait(up, timeout, "the server to start")
-        return pid
-    _wait(lambda: _server_up(connection_args), timeout, f"service {service} to start")
-    return pid
-
-
-def _chown_tree(path, owner):
-    entry = pwd.getpwnam(owner)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-
-
-def _local_backup_into(datadir, source_settings, timeout):
-    """mariabackup of a source on this host piped into ``mbstream -x`` (no network)."""
-    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
-        defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(source_settings)}))
-        target = os.path.join(work, "target")
-        os.mkdir(target)
-        _pipe(
-            work,
-            ("mariabackup", _backup_command(defaults, target)),
-            ("mbstream -x", _extract_command(datadir)),
-            timeout,
-            "the backup",
-        )
-
-
-def _pipe(work, producer, consumer, timeout, what):
-    """Run producer | consumer (each a (label, argv)); CommandExecutionError with the failing side's stderr."""
-    logs = [os.path.join(work, f"pipe-{index}.err") for index in (0, 1)]
-    with open(logs[0], "wb") as producer_log, open(logs[1], "wb") as consumer_log:
-        first = subprocess.Popen(producer[1], stdout=subprocess.PIPE, stderr=producer_log)
-        second = subprocess.Popen(consumer[1], stdin=first.stdout, stderr=consumer_log)
-        first.stdout.close()
-        try:
-            second.wait(timeout)
-            first.wait(timeout)
-        except subprocess.TimeoutExpired:
-            first.kill()
-            second.kill()
-            raise CommandExecutionError(f"{what} took longer than {timeout}s") from None
-    for (label, _argv), process, log in ((producer, first, logs[0]), (consumer, second, logs[1])):
-        if process.returncode:
-            raise CommandExecutionError(f"{label} failed ({process.returncode}): {_tail(log)}")
-
-
-def _read_exact(conn, view, size):
-    """Fill ``view[:size]`` from the connection; returns that part of the view."""
-    got = 0
-    while got < size:
-        count = conn.recv_into(view[got:size])
-        if not count:
-            raise CommandExecutionError("the backup stream ended early (did the source fail?)")
-        got += count
-    return view[:size]
-
-
-def _read_frame(conn, limit=_CHUNK):
-    """One frame: (kind, payload as a memoryview)."""
-    kind, size = _FRAME.unpack(_read_exact(conn, memoryview(bytearray(_FRAME.size)), _FRAME.size))
-    if size > limit:
-        raise CommandExecutionError(f"a backup stream frame of {size} bytes (at most {limit})")
-    return kind, _read_exact(conn, memoryview(bytearray(size)), size)
-
-
-def _send_frame(conn, kind, payload=b""):
-    """One frame, sent in slices of _SLICE bytes (each bounded by the socket's timeout)."""
-    conn.sendall(_FRAME.pack(kind, len(payload)))
-    view = memoryview(payload)
-    for start in range(0, len(view), _SLICE):
-        conn.sendall(view[start : start + _SLICE])
-
-
-def _open_stream(host, port, ssl_ca, ssl_cert, ssl_key, wait, publishing=None):
-    """
-    Connect to serve_backup_stream at ``host:port`` (retrying for ``wait`` seconds while nothing listens, and
-    only while ``publishing``, the peer publish that starts it, is under way), complete TLS (the source's
-    certificate verified against ``ssl_ca`` and ``host``) and read the source's hello (it accepted this replica's
-    certificate and address). Changes nothing on this host: a failure here leaves the server as it was.
-    """
-    context = ssl.create_default_context(cafile=ssl_ca)
-    context.load_cert_chain(ssl_cert, ssl_key)
-    where = f"{host}:{port}"
-    deadline = time.monotonic() + wait
-    while True:
-        if publishing is not None and not publishing.is_alive():
-            raise CommandExecutionError(
-                f"{publishing.minion} did not serve a backup stream: {publishing.describe()} (before this replica "
-                f"could connect to {where})"
-            )
-        try:
-            raw = socket.create_connection((host, port), timeout=10)
-            break
-        except OSError as err:
-            if time.monotonic() >= deadline:
-                raise CommandExecutionError(f"cannot reach the backup stream at {where} within {wait:g}s: {err}")
-            time.sleep(0.5)
-    try:
-        conn = context.wrap_socket(raw, server_hostname=host)
-    except (ssl.SSLError, OSError) as err:
-        raw.close()
-        raise CommandExecutionError(f"TLS with the backup stream at {where} failed: {err}")
-    try:
-        conn.settimeout(30)
-        kind, _ = _read_frame(conn, limit=4096)
-        if kind != b"H":
-            raise CommandExecutionError(f"unexpected frame {kind!r} instead of the source's hello")
-    except (CommandExecutionError, OSError, ValueError) as err:
-        conn.close()
-        raise CommandExecutionError(
-            f"the backup stream at {where} did not accept this replica (its client certificate, or the name or "
-            f"address in it, refused?): {err}"
-        )
-    return conn
-
-
-def _stream_backup_into(datadir, conn, where, idle_timeout):
-    """
-    Receive one backup over ``conn`` (from _open_stream) and extract it with ``mbstream -x``: says ready, then
-    reads until the source's trailer, failing when the source sends nothing for ``idle_timeout`` seconds.
-    Returns the trailer (``ok``, ``gtid``, ``bytes``).
-    """
-    with tempfile.TemporaryDirectory(prefix="rolestack-restore-") as work:
-        err_extract = os.path.join(work, "extract.err")
-        with conn, open(err_extract, "wb") as extract_log:
-            conn.settimeout(idle_timeout)
-            extract = subprocess.Popen(_extract_command(datadir), stdin=subprocess.PIPE, stderr=extract_log, bufsize=0)
-            _widen_pipe(extract.stdin)
-            received, trailer = 0, None
-            header = memoryview(bytearray(_FRAME.size))
-            writer = _Overlap(extract.stdin.write, produce=False)
-            writer.start()
-            try:
-                _send_frame(conn, b"R")
-                while trailer is None:
-                    kind, size = _FRAME.unpack(_read_exact(conn, header, _FRAME.size))
-                    if size > _CHUNK:
-                        raise CommandExecutionError(f"a backup stream frame of {size} bytes (at most {_CHUNK})")
-                    payload = _read_exact(conn, memoryview(bytearray(size)), size)
-                    if kind == b"D":
-                        writer.put(payload)
-                        received += size
-                    elif kind == b"E":
-                        trailer = json.loads(bytes(payload))
-                    else:
-                        raise CommandExecutionError(f"unexpected frame {kind!r} in the backup stream")
-                writer.finish()
-            except TimeoutError:
-                raise CommandExecutionError(
-                    f"the backup stream from {where} stalled: nothing for {idle_timeout:g}s (idle_timeout)"
-                ) from None
-            except (OSError, ssl.SSLError) as err:
-                raise CommandExecutionError(f"the backup stream from {where} broke: {err}")
-            finally:
-                if writer.is_alive():
-                    writer.finish_quietly()
-                with contextlib.suppress(OSError):
-                    extract.stdin.close()
-                try:
-                    extract.wait(60)
-                except subprocess.TimeoutExpired:
-                    extract.kill()
-                    extract.wait()
-        if not isinstance(trailer, dict) or not trailer.get("ok"):
-            error = trailer.get("error") if isinstance(trailer, dict) else f"a trailer of type {type(trailer).__name__}"
-            raise CommandExecutionError(f"the source's backup failed: {error}")
-        if trailer.get("bytes") != received:
-            raise CommandExecutionError(f"received {received} bytes, the source says it sent {trailer.get('bytes')}")
-        if extract.returncode:
-            raise CommandExecutionError(f"mbstream -x failed ({extract.returncode}): {_tail(err_extract)}")
-    log.info("received a %d byte backup from %s", received, where)
-    return trailer
-
-
-def _prepare(datadir, timeout):
-    binary = shutil.which("mariabackup") or shutil.which("mariadb-backup")
-    result = subprocess.run(
-        [binary, "--prepare", f"--target-dir={datadir}", "--use-memory=256M"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if result.returncode:
-        raise CommandExecutionError(f"mariabackup --prepare failed ({result.returncode}): {result.stderr[-2000:]}")
-
-
-def _backup_gtid(datadir):
-    for name in BINLOG_INFO_FILES:
-        path = os.path.join(datadir, name)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                return _binlog_gtid(handle.read())
-    raise CommandExecutionError(
-        "the backup holds no binary log position (is log_bin on on the source?): cannot start replication"
-    )
-
-
-def _seconds(value, name, default, cap):
-    """A number of seconds in (0, cap]; ``default`` when None."""
-    if value is None:
-        return float(default)
-    if isinstance(value, bool):
-        raise SaltInvocationError(f"{name} must be a number of seconds, not a bool")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{name} must be a number of seconds, not a {type(value).__name__}") from None
-    if not 0 < number <= cap:
-        raise SaltInvocationError(f"{name} must be more than 0 and at most {cap} seconds (its cap), not {number:g}")
-    return number
-
-
-def _role_stream():
-    """The db role's stream settings (ROLE_STREAM, moved only by this minion's own configuration)."""
-    configured = __opts__.get("mariadb_replication.backup_stream") or {}
-    if not isinstance(configured, dict) or set(configured) - set(ROLE_STREAM):
-        raise CommandExecutionError(
-            f"the minion option mariadb_replication.backup_stream must be a dict with keys from {sorted(ROLE_STREAM)}"
-        )
-    return dict(ROLE_STREAM, **configured)
 
 
 def _pillar_host():
@@ -2133,89 +806,15 @@ def _pillar_host():
     return host if isinstance(host, dict) else {}
 
 
-def _db_peer(minion_id):
-    """
-    The db peer (``name``, ``fqdn``, ``address`` from this host's pillar ``rolestack:db:peers``) whose minion id
-    is ``minion_id``. A host's one minion id is its inventory name: the id is matched exactly against the
-    peers' ``name``, never an FQDN or an address. None when there is no such peer.
-    """
-    return _peer_named(_db_peers(), minion_id)
+def _publish_function():
+    # looked up here, in the caller's loader context; the loaded function sets it up again in the publish's thread
+    if "publish.publish" not in __salt__:
+        raise CommandExecutionError("publish.publish is not available: this minion cannot ask its source")
+    return __salt__["publish.publish"]
 
 
 def _db_peers():
     return __salt__["pillar.get"]("rolestack:db:peers", [], unmask=True)
-
-
-def _peer_named(peers, minion_id):
-    if not isinstance(minion_id, str) or not isinstance(peers, list):
-        return None
-    for peer in peers:
-        if isinstance(peer, dict) and peer.get("name") == minion_id and peer.get("address"):
-            return peer
-    return None
-
-
-def _stream_peer(caller, given, peers, host):
-    """
-    Check a call of serve_backup_stream through peer publish: ``caller`` (salt's ``__pub_id``, the
-    authenticated minion id of the caller) must be a db peer (``peers``: ``rolestack:db:peers``) other than this
-    host (``host``: ``rolestack:host``); of the arguments it passed (``given``: name -> value, None left out)
-    only PEER_STREAM_ARGS are allowed, and ``allow`` only as that peer's address. Returns the peer.
-    """
-    refused = sorted(name for name in given if name not in PEER_STREAM_ARGS)
-    if refused:
-        raise SaltInvocationError(
-            f"serve_backup_stream through peer publish (caller {caller}): {', '.join(refused)} refused; a peer "
-            f"passes only {', '.join(PEER_STREAM_ARGS)} (the CA, certificate, key, port and bind address are the db "
-            "role's own)"
-        )
-    peer = _peer_named(peers, caller)
-    if peer is None:
-        raise SaltInvocationError(
-            f"serve_backup_stream through peer publish: the caller {caller!r} is not a db peer of this host "
-            "(rolestack:db:peers names, inventory host names): refused"
-        )
-    if caller == host.get("name"):
-        raise SaltInvocationError(f"serve_backup_stream through peer publish: {caller} cannot stream to itself")
-    if "allow" in given:
-        try:
-            same = _plain_ip(str(given["allow"])) == _plain_ip(str(peer["address"]))
-        except ValueError:
-            same = False
-        if not same:
-            raise SaltInvocationError(
-                f"serve_backup_stream through peer publish: allow (a {type(given['allow']).__name__}) is not the "
-                f"caller {caller}'s address {peer['address']} (rolestack:db:peers): refused"
-            )
-    return peer
-
-
-def _name_key(value):
-    """A certificate or pillar name as compared: an address normalised, a DNS name lower-cased."""
-    text = str(value).strip()
-    try:
-        return str(_plain_ip(text))
-    except ValueError:
-        return text.lower().rstrip(".")
-
-
-def _certificate_names(cert):
-    """The names in a verified peer certificate (``SSLSocket.getpeercert()``): CNs, DNS and IP subjectAltNames."""
-    names = set()
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                names.add(_name_key(value))
-    for kind, value in (cert or {}).get("subjectAltName", ()):
-        if kind in ("DNS", "IP Address"):
-            names.add(_name_key(value))
-    return names
-
-
-def _certificate_names_peer(cert, peer):
-    """Whether the certificate names ``peer`` (its CN or a subjectAltName is its name, fqdn or address)."""
-    wanted = {_name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}
-    return bool(_certificate_names(cert) & wanted)
 
 
 def serve_backup_stream(
@@ -2275,305 +874,16 @@ def serve_backup_stream(
     needs RELOAD, PROCESS, LOCK TABLES and BINLOG MONITOR.
     """
     caller = connection_args.get("__pub_id")
-    named = (("port", port), ("allow", allow), ("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca))
-    passed = (*named, ("bind", bind), ("timeout", timeout), ("idle_timeout", idle_timeout))
-    given = {name: value for name, value in passed if value is not None}
+    passed = {"port": port, "allow": allow, "ssl_cert": ssl_cert, "ssl_key": ssl_key, "ssl_ca": ssl_ca, "bind": bind,
+              "timeout": timeout, "idle_timeout": idle_timeout}  # fmt: skip
+    given = {name: value for name, value in passed.items() if value is not None}
     given.update({key: value for key, value in connection_args.items() if not key.startswith("__")})
-    role = _role_stream()
-    host = _pillar_host()
-    expect = None
-    if caller is not None:
-        expect = _stream_peer(caller, given, _db_peers(), host)
-        port, allow = role["port"], expect["address"]
-        ssl_cert, ssl_key, ssl_ca = role["ssl_cert"], role["ssl_key"], role["ssl_ca"]
-        bind, connection_args = host.get("address"), {}
-        if not bind:
-            raise SaltInvocationError("this host has no rolestack:host:address in its pillar: it serves no peer")
-    else:
-        if allow is None:
-            raise SaltInvocationError("allow (the replica's address) is required")
-        port = role["port"] if port is None else port
-        ssl_cert, ssl_key, ssl_ca = (value or role[name] for name, value in named[2:])
-        bind = bind or host.get("address")
-        if not bind:
-            raise SaltInvocationError("bind is required (this host has no rolestack:host:address in its pillar)")
-    timeout = _seconds(timeout, "timeout", STREAM_TIMEOUT, MAX_STREAM_TIMEOUT)
-    idle_timeout = _seconds(idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
-    port = _validate_port(port)
-    try:
-        allowed = {str(_plain_ip(info[4][0])) for info in socket.getaddrinfo(allow, None, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError) as err:
-        raise SaltInvocationError(f"cannot resolve allow {allow!r}: {err}")
-    for name, path in (("ssl_cert", ssl_cert), ("ssl_key", ssl_key), ("ssl_ca", ssl_ca)):
-        if not path or not os.path.isfile(path):
-            raise SaltInvocationError(f"{name} {path!r} does not exist")
-    settings, _ = _connection_settings(_connection_args(connection_args), _lookup)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ssl_ca)
-    context.load_cert_chain(ssl_cert, ssl_key)
-    context.verify_mode = ssl.CERT_REQUIRED
-    try:
-        listener = socket.create_server((bind, port))
-    except OSError as err:
-        raise CommandExecutionError(f"cannot listen on {bind}:{port}: {err}")
-    with listener:
-        conn, address = _accept_replica(listener, context, allow, allowed, expect, timeout)
-    with conn:
-        try:
-            _send_frame(conn, b"H", json.dumps({"source": __opts__.get("id")}).encode())
-            conn.settimeout(READY_WAIT)
-            kind, _ = _read_frame(conn, limit=4096)
-        except (OSError, CommandExecutionError) as err:
-            raise CommandExecutionError(f"the replica {address} was not ready within {READY_WAIT}s: {err}") from None
-        if kind != b"R":
-            raise CommandExecutionError(f"the replica {address} sent {kind!r} instead of ready")
-        sent, gtid = _send_backup(conn, settings, idle_timeout)
-    return {"peer": address, "caller": caller, "bytes": sent, "gtid": gtid}
-
-
-def _accept_replica(listener, context, allow, allowed, expect, timeout):
-    """
-    The first connection from an ``allowed`` address that completes TLS with a client certificate signed by
-    the CA and, with ``expect`` (a peer), naming it. Others are closed and counted; CommandExecutionError
-    after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    refused = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise CommandExecutionError(
-                f"no connection from {allow} within {timeout:g}s" + (f" (refused {refused})" if refused else "")
-            )
-        listener.settimeout(remaining)
-        try:
-            raw, peer = listener.accept()
-        except TimeoutError:
-            continue
-        address = str(_plain_ip(peer[0]))
-        if address not in allowed:
-            log.warning("serve_backup_stream: refused a connection from %s (only %s)", address, allow)
-            refused.append(address)
-            raw.close()
-            continue
-        raw.settimeout(min(30.0, max(1.0, remaining)))
-        try:
-            conn = context.wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as err:
-            log.warning("serve_backup_stream: TLS with %s failed: %s", address, err)
-            refused.append(address)
-            raw.close()
-            continue
-        if expect is not None and not _certificate_names_peer(conn.getpeercert(), expect):
-            log.warning(
-                "serve_backup_stream: %s's client certificate names %s, not %s",
-                address,
-                sorted(_certificate_names(conn.getpeercert())),
-                expect["name"],
-            )
-            refused.append(address)
-            conn.close()
-            continue
-        return conn, address
-
-
-def _plain_ip(address):
-    """An address as ipaddress, IPv4-mapped IPv6 addresses as IPv4."""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.version == 6 and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
-
-
-def _send_backup(conn, settings, idle_timeout):
-    """
-    Stream mariabackup's output as D frames, then the E trailer. No progress for ``idle_timeout`` seconds on
-    either side (the replica stopped reading, mariabackup stopped writing) kills mariabackup: its connection
-    to the server ends and with it every lock it held.
-    """
-    with tempfile.TemporaryDirectory(prefix="rolestack-backup-") as work:
-        defaults = _write_private(work, "backup.cnf", _option_file({"mariabackup": _client_options(settings)}))
-        target = os.path.join(work, "target")
-        os.mkdir(target)
-        err_path = os.path.join(work, "backup.err")
-        sent = 0
-        conn.settimeout(idle_timeout)
-        with open(err_path, "wb") as err_log:
-            backup = subprocess.Popen(_backup_command(defaults, target), stdout=subprocess.PIPE, stderr=err_log)
-            _widen_pipe(backup.stdout)
-            reader = _Overlap(lambda: backup.stdout.read(_CHUNK), produce=True)
-            reader.start()
-            try:
-                while True:
-                    try:
-                        chunk = reader.next(idle_timeout)
-                    except queue.Empty:
-                        raise CommandExecutionError(
-                            f"mariabackup wrote nothing for {idle_timeout:g}s (idle_timeout): killed"
-                        ) from None
-                    if not chunk:
-                        break
-                    _send_frame(conn, b"D", chunk)
-                    sent += len(chunk)
-                reader.finish()
-                backup.wait(idle_timeout)
-            except (OSError, ssl.SSLError, subprocess.TimeoutExpired, CommandExecutionError) as err:
-                backup.kill()
-                backup.wait()
-                with contextlib.suppress(OSError, ValueError):
-                    for _ in reader:  # to its end mark: the reading thread must not stay blocked on a full queue
-                        pass
-                if isinstance(err, CommandExecutionError):
-                    raise
-                if isinstance(err, TimeoutError):
-                    raise CommandExecutionError(
-                        f"the replica stopped reading: no progress for {idle_timeout:g}s (idle_timeout), "
-                        "mariabackup killed"
-                    ) from None
-                if isinstance(err, subprocess.TimeoutExpired):
-                    raise CommandExecutionError(f"mariabackup did not exit within {idle_timeout:g}s: killed") from None
-                raise CommandExecutionError(f"the replica went away during the backup: {err}")
-        messages = _tail(err_path, 200000)
-        match = re.search(r"GTID of the last change '([^']*)'", messages)
-        gtid = match.group(1) if match else None
-        trailer = {"ok": backup.returncode == 0, "gtid": gtid, "bytes": sent}
-        if backup.returncode:
-            trailer["error"] = f"mariabackup exited with {backup.returncode}: {messages[-1500:]}"
-        with contextlib.suppress(OSError, ssl.SSLError):
-            _send_frame(conn, b"E", json.dumps(trailer).encode())
-            conn.settimeout(30)
-            conn.unwrap()
-    if backup.returncode:
-        raise CommandExecutionError(trailer["error"])
-    return sent, gtid
-
-
-def _fresh_server_check(connection_args):
-    """Refuse a running server that holds databases or replicates already."""
-    with _connect(**connection_args) as conn:
-        databases = [next(iter(row.values())) for row in _query(conn, "SHOW DATABASES", doing="SHOW DATABASES")]
-        row = _default_connection(_replica_rows(conn))
-        busy = []
-        for name in databases:
-            if name.lower() in SYSTEM_DATABASES:
-                continue
-            tables = _query(
-                conn,
-                "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
-                (name,),
-                f"counting tables of {name}",
-            )[0]["n"]
-            if name != "test" or tables:
-                busy.append(name)
-    if busy:
-        raise CommandExecutionError(f"the server holds databases {sorted(busy)}: refusing to provision over data")
-    if _replica_configured(row):
-        raise CommandExecutionError(f"the server replicates from {row['Master_Host']} already: refusing")
-
-
-def _dump_into(spec, dump_user, dump_password, connection_args, timeout):
-    """mysqldump of the source over TLS piped into the local server; the dump sets gtid_slave_pos."""
-    local, _ = _connection_settings(_connection_args(connection_args), _lookup)
-    remote = {
-        "host": spec["master_host"],
-        "port": spec["master_port"],
-        "user": dump_user,
-        "password": dump_password,
-        "ssl-ca": spec["ssl_ca"],
-        "ssl-cert": spec["ssl_cert"],
-        "ssl-key": spec["ssl_key"],
-        "ssl-verify-server-cert": True if spec["ssl_verify"] else None,
-    }
-    dump_bin = shutil.which("mariadb-dump") or shutil.which("mysqldump")
-    client_bin = shutil.which("mariadb") or shutil.which("mysql")
-    if not dump_bin or not client_bin:
-        raise CommandExecutionError("mariadb-dump and mariadb are needed (Debian package mariadb-client)")
-    with tempfile.TemporaryDirectory(prefix="rolestack-dump-") as work:
-        source_cnf = _write_private(work, "source.cnf", _option_file({"client": remote}))
-        local_cnf = _write_private(work, "local.cnf", _option_file({"client": _client_options(local)}))
-        dump = [
-            dump_bin,
-            f"--defaults-file={source_cnf}",
-            "--single-transaction",
-            "--master-data=1",
-            "--gtid",
-            "--all-databases",
-            "--routines",
-            "--events",
-            "--triggers",
-            "--flush-privileges",
-            "--hex-blob",
-        ]
-        load = [client_bin, f"--defaults-file={local_cnf}", "--init-command=SET SESSION sql_log_bin=0"]
-        _pipe(work, ("mariadb-dump", dump), ("loading the dump", load), timeout, "the dump")
-
-
-class _Publish(threading.Thread):
-    """
-    The peer publish of serve_backup_stream on the source (salt's ``publish.publish``, allowed by the master's
-    ``peer`` configuration), in the background: the source answers when the stream is over.
-    """
-
-    def __init__(self, minion, args, timeout):
-        super().__init__(daemon=True)
-        # looked up here, in the caller's loader context; the loaded function sets it up again in the thread
-        if "publish.publish" not in __salt__:
-            raise CommandExecutionError("publish.publish is not available: this minion cannot ask its source")
-        self.publish = __salt__["publish.publish"]
-        self.minion, self.args, self.timeout = minion, args, timeout
-        self.answer, self.error = None, None
-
-    def run(self):
-        try:
-            self.answer = self.publish(
-                self.minion,
-                "mariadb_replication.serve_backup_stream",
-                arg=self.args,
-                tgt_type="list",
-                timeout=self.timeout,
-            )
-        except Exception as err:  # pylint: disable=broad-except  # any failure: the source did not serve
-            self.error = err
-
-    def describe(self):
-        if self.error is not None:
-            return f"the publish failed: {self.error}"
-        return _publish_disagrees(self.answer, self.minion, None) or f"it answered {self.answer!r}"
-
-
-def _publish_disagrees(answer, minion, trailer):
-    """
-    Why the source's publish answer does not confirm the stream this replica received (its ``trailer``; None:
-    any answer that is a result), or None when it does. An empty answer never confirms anything.
-    """
-    if not isinstance(answer, dict) or not answer.get(minion):
-        what = "no answer" if not answer else f"an answer without {minion} ({type(answer).__name__})"
-        return (
-            f"{what} to the peer publish of mariadb_replication.serve_backup_stream (does the master's peer "
-            f"configuration let this host call it on {minion}? is {minion} up?)"
-        )
-    got = answer[minion]
-    if not isinstance(got, dict):
-        return f"{minion} answered: {str(got)[:1000]}"
-    for key in ("bytes", "gtid") if trailer is not None else ():
-        if got.get(key) != trailer.get(key):
-            return f"{minion} answered {key} {got.get(key)!r}, the stream's trailer said {trailer.get(key)!r}"
-    return None
-
-
-def _stream_source(source_minion, master_host):
-    """The db peer ``source_minion`` is (exactly its inventory name), checked to be the ``master_host`` too."""
-    peer = _db_peer(source_minion)
-    if peer is None:
-        raise SaltInvocationError(
-            f"source_minion {source_minion!r} is not a db peer of this host (rolestack:db:peers names: a host's "
-            "minion id is its inventory name)"
-        )
-    if _name_key(master_host) not in {_name_key(peer[key]) for key in ("name", "fqdn", "address") if peer.get(key)}:
-        raise SaltInvocationError(
-            f"master_host {master_host} is not the name, FQDN or address of source_minion {source_minion}: the "
-            "stream would come from another host than the one asked to serve it"
-        )
-    return peer
+    role = streaming.role_stream(__opts__.get("mariadb_replication.backup_stream"))
+    request = streaming.stream_request(caller, given, role, _pillar_host(), _db_peers() if caller is not None else [])
+    # a peer's call backs up this server as the role does (root over the socket): it passes no connection_*
+    settings, _ = _settings(connection_args if caller is None else {})
+    address, sent, position = streaming.serve(request, settings, __opts__.get("id"))
+    return {"peer": address, "caller": caller, "bytes": sent, "gtid": position}
 
 
 def provision_replica(
@@ -2655,144 +965,30 @@ def provision_replica(
         SQL ``SHUTDOWN`` to stop and ``start_command`` (a command running the server in the background, e.g.
         ``mariadbd --defaults-file=...``) to start; the started process id is returned as ``pid``.
     """
-    spec = _replica_spec(
-        master_host,
-        master_user,
-        master_password,
-        master_port,
-        ssl_ca,
-        ssl_cert,
-        ssl_key,
-        ssl_verify,
-        use_gtid,
-        connect_retry,
-    )
+    spec = sql.ReplicaSpec.validated(master_host=master_host, master_user=master_user, master_password=master_password,
+                                     master_port=master_port, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key,
+                                     ssl_verify=ssl_verify, use_gtid=use_gtid, connect_retry=connect_retry)  # fmt: skip
     timeout = float(timeout)
+    settings, where = _settings(connection_args)
     if method == "mysqldump":
         if not dump_user or not dump_password:
             raise SaltInvocationError("method=mysqldump needs dump_user and dump_password (an account on the source)")
-        _fresh_server_check(connection_args)
-        _dump_into(spec, dump_user, dump_password, connection_args, timeout)
+        with server.connect(settings, where) as conn:
+            server.refuse_data(conn)
+        backup.dump_into(spec, dump_user, dump_password, settings, timeout)
         result = {"method": method, "datadir": None, "moved_aside": None, "pid": None}
     elif method == "mariabackup":
-        if (stream_port is None) == (source_socket is None):
-            raise SaltInvocationError("method=mariabackup needs exactly one of stream_port or source_socket")
-        if stream_port is not None:
-            stream_port = _validate_port(stream_port, "stream_port")
-            if not ssl_cert or not ssl_key:
-                raise SaltInvocationError("the backup stream needs this replica's ssl_cert and ssl_key")
-            idle_timeout = _seconds(idle_timeout, "idle_timeout", IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
-            if source_minion is not None:
-                _stream_source(source_minion, spec["master_host"])
-        elif source_minion is not None:
-            raise SaltInvocationError("source_minion is for the backup stream (stream_port)")
-        if service is None and not start_command:
-            raise SaltInvocationError("with service=None, give start_command")
-        running = _server_up(connection_args)
-        if datadir is None:
-            # never guessed: a wrong directory here would be moved aside and overwritten
-            if not running:
-                raise SaltInvocationError("the server is not running: give its datadir explicitly")
-            with _connect(**connection_args) as conn:
-                datadir = _query(conn, "SELECT @@datadir AS d", (), "reading datadir")[0]["d"]
-        if not os.path.isabs(datadir):
-            raise SaltInvocationError(f"datadir must be an absolute path, not {datadir!r}")
-        datadir = os.path.normpath(datadir)
-        if running:
-            _fresh_server_check(connection_args)
-        fresh = _check_datadir(datadir, overwrite_fresh)
-        seconds, mark = {}, [time.monotonic()]
-
-        def took(what):
-            now = time.monotonic()
-            seconds[what] = round(now - mark[0], 3)
-            mark[0] = now
-
-        stream = publishing = None
-        where = f"{spec['master_host']}:{stream_port}"
-        if stream_port is not None:
-            # the source must answer, verify and accept this replica before anything here changes
-            wait = min(timeout, MAX_STREAM_TIMEOUT)
-            if source_minion is not None:
-                args = [f"timeout={wait:g}", f"idle_timeout={idle_timeout:g}"]
-                if replica_address:
-                    args.append(f"allow={replica_address}")
-                publishing = _Publish(source_minion, args, timeout)
-                publishing.start()
-            try:
-                stream = _open_stream(spec["master_host"], stream_port, ssl_ca, ssl_cert, ssl_key, wait, publishing)
-            except CommandExecutionError as err:
-                raise CommandExecutionError(
-                    f"{err} (nothing on this host was changed: the server runs, {datadir} is untouched)"
-                ) from err
-            took("handshake")
-        moved_aside = None
-        mode = 0o750
-        try:
-            _stop_server(service, connection_args, timeout=120)
-            took("stop")
-            if fresh:
-                mode = os.stat(datadir).st_mode & 0o7777
-                moved_aside = f"{datadir}.pre-provision-{time.strftime('%Y%m%d%H%M%S')}"
-                try:
-                    # a copy when a rename cannot be done (a directory of an overlayfs lower layer: EXDEV)
-                    shutil.move(datadir, moved_aside)
-                except OSError as err:
-                    raise CommandExecutionError(
-                        f"cannot move the fresh {datadir} aside to {moved_aside}: {err}"
-                    ) from err
-            os.makedirs(datadir, mode=mode, exist_ok=True)
-        except BaseException:
-            if stream is not None:
-                stream.close()  # the source, waiting for "ready", gives up
-            raise
-        took("move_aside")
-        try:
-            if stream is not None:
-                trailer = _stream_backup_into(datadir, stream, where, idle_timeout)
-                if publishing is not None:
-                    publishing.join(60)
-                    why = publishing.error and publishing.describe()
-                    why = why or _publish_disagrees(publishing.answer, source_minion, trailer)
-                    if why:
-                        raise CommandExecutionError(f"{source_minion} did not confirm the stream: {why}")
-            else:
-                source = {"unix_socket": source_socket}
-                source_settings, _ = _connection_settings(source, lambda name: None)
-                _local_backup_into(datadir, source_settings, timeout)
-            took("copy")
-            gtid = _backup_gtid(datadir)
-            _prepare(datadir, timeout)
-            took("prepare")
-            _chown_tree(datadir, owner)
-            took("chown")
-        except CommandExecutionError as err:
-            aside = f"; the previous data directory is {moved_aside}" if moved_aside else ""
-            raise CommandExecutionError(f"{err} ({datadir} is incomplete and the server is stopped{aside})") from err
-        pid = _start_server(service, start_command, connection_args, timeout=120)
-        took("start")
-        with _connect(**connection_args) as conn:
-            _query(conn, "STOP SLAVE", doing="STOP SLAVE")
-            _query(conn, "RESET SLAVE ALL", doing="RESET SLAVE ALL")
-            _query(conn, "SET GLOBAL gtid_slave_pos = %s", (gtid,), "SET GLOBAL gtid_slave_pos")
-        result = {"method": method, "datadir": datadir, "moved_aside": moved_aside, "pid": pid, "seconds": seconds}
+        restore = streaming.Restore(datadir=datadir, overwrite_fresh=overwrite_fresh, service=service,
+                                        start_command=start_command, owner=owner, stream_port=stream_port,
+                                        source_socket=source_socket, source_minion=source_minion,
+                                        replica_address=replica_address, idle_timeout=idle_timeout, timeout=timeout)  # fmt: skip
+        calls = {"service.stop": service and __salt__["service.stop"], "publish": _publish_function,
+                 "service.start": service and __salt__["service.start"], "peers": _db_peers}  # fmt: skip
+        result = restore.run(spec, settings, where, calls)
     else:
         raise SaltInvocationError(f"method must be mariabackup or mysqldump, not {method!r}")
-
-    configure_replica(
-        spec["master_host"],
-        spec["master_user"],
-        spec["master_password"],
-        spec["master_port"],
-        spec["ssl_ca"],
-        spec["ssl_cert"],
-        spec["ssl_key"],
-        spec["ssl_verify"],
-        spec["use_gtid"],
-        spec["connect_retry"],
-        **connection_args,
-    )
-    with _connect(**connection_args) as conn:
-        result["gtid_slave_pos"] = _query(conn, "SELECT @@gtid_slave_pos AS p", (), "reading gtid_slave_pos")[0]["p"]
+    _configure(spec, True, False, connection_args)
+    with server.connect(settings, where) as conn:
+        result["gtid_slave_pos"] = server.value(conn, "@@gtid_slave_pos", "reading gtid_slave_pos")
     result["replica"] = start_replica(timeout=30, **connection_args)
     return result

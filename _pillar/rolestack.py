@@ -39,15 +39,11 @@ import salt.cache
 from salt.exceptions import SaltConfigurationError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_inventory as logic
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_inventory as logic
-    except ImportError:
-        logic = None
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +60,15 @@ def _code_version(*paths):
     return digest.hexdigest()[:12]
 
 
-CACHE_FORMAT = _code_version(__file__, getattr(logic, "__file__", None))
+# the derivation's code: this module, the inventory util and the catalogue it takes privilege names from
+CACHE_FORMAT = None if MISSING_UTIL else _code_version(__file__, logic.__file__, logic.sql.__file__)
 
 
 def __virtual__():
-    if logic is None:
+    if MISSING_UTIL:
         return (
             False,
-            "rolestack ext_pillar: the rolestack_inventory util is missing (saltutil.sync_utils, or pip install rolestack)",
+            f"rolestack ext_pillar: the util {MISSING_UTIL} is missing (saltutil.sync_utils, or pip install rolestack)",
         )
     return __virtualname__
 

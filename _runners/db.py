@@ -32,17 +32,13 @@ import salt.client
 import salt.key
 from salt.exceptions import CommandExecutionError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_db_plan as dbplan
     import rolestack_gtid as gtid
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_db_plan as dbplan
-        from rolestack._utils import rolestack_gtid as gtid
-    except ImportError:
-        dbplan = gtid = None
+    import rolestack_mariadb_sql as sql
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +55,14 @@ GATHER_JOB_TIMEOUT = 5
 # whether its MariaDB is dead is decided by the replicas (their IO threads), not by this
 FAILOVER_GRACE = 2
 NO_ANSWER = "the minion did not answer"
-REBUILD_HINT = gtid.REBUILD_HINT if gtid else None
+REBUILD_HINT = None if MISSING_UTIL else gtid.REBUILD_HINT
 
 
 def __virtual__():
     if __opts__.get("__role") != "master":
         return (False, "db: a master runner (salt-run db.<function>)")
-    if dbplan is None or gtid is None:
-        return (False, "db: the rolestack utils are missing (salt-run saltutil.sync_all, or pip install)")
+    if MISSING_UTIL:
+        return (False, f"db: the util {MISSING_UTIL} is missing (salt-run saltutil.sync_all, or pip install rolestack)")
     return __virtualname__
 
 
@@ -243,15 +239,17 @@ def _collect(topology, hosts=None, timeout=QUICK_TIMEOUT, grace=None):
 
 
 def _replica_args(topology, source):
-    return {
-        "master_host": topology["hosts"][source]["fqdn"],
-        "master_user": REPLICATION_USER,
-        "master_password": topology["password"],
-        "master_port": MASTER_PORT,
-        "ssl_ca": f"{SSL_DIR}/ca.pem",
-        "ssl_cert": f"{SSL_DIR}/client.pem",
-        "ssl_key": f"{SSL_DIR}/client.key",
-    }
+    """configure_replica's keyword arguments pointing a db host at ``source`` (the spec the module builds too)."""
+    spec = sql.ReplicaSpec(
+        master_host=topology["hosts"][source]["fqdn"],
+        master_user=REPLICATION_USER,
+        master_password=topology["password"],
+        master_port=MASTER_PORT,
+        ssl_ca=f"{SSL_DIR}/ca.pem",
+        ssl_cert=f"{SSL_DIR}/client.pem",
+        ssl_key=f"{SSL_DIR}/client.key",
+    )
+    return spec.source_args()
 
 
 def _applied_state(topology, host):

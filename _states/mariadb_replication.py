@@ -31,15 +31,12 @@ import time
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-try:
-    # synced _utils: importable while Salt's loader loads this module
+MISSING_UTIL = None
+try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_gtid as gtid
-except ImportError:
-    try:
-        # pip-installed rolestack (Salt loads no utils from entry points)
-        from rolestack._utils import rolestack_gtid as gtid
-    except ImportError:
-        gtid = None
+    import rolestack_mariadb_sql as sql
+except ImportError as err:  # __virtual__ names it
+    MISSING_UTIL = err.name
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +44,13 @@ __virtualname__ = "mariadb_replication"
 
 # Last_IO_Errno when the source cannot serve the GTID position asked for (forked, or purged binary logs)
 ERR_MASTER_FATAL_READING_BINLOG = 1236
-# what replica_configured compares with the running replica (MariaDB never shows the password)
-COMPARED = ("master_host", "master_port", "master_user", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify", "use_gtid")
 
 
 def __virtual__():
     if "mariadb_replication.status" not in __salt__:
         return (False, "the mariadb_replication execution module is not available (PyMySQL missing?)")
-    if gtid is None:
-        return (False, "mariadb_replication: the rolestack_gtid util is missing (saltutil.sync_utils, or pip install)")
+    if MISSING_UTIL:
+        return (False, f"mariadb_replication: the util {MISSING_UTIL} is missing (saltutil.sync_utils, or pip install)")
     return __virtualname__
 
 
@@ -271,7 +266,7 @@ def _differences(current, wanted):
         return {"master_host": {"old": None, "new": wanted["master_host"]}}
     return {
         key: {"old": current.get(key), "new": wanted[key]}
-        for key in COMPARED
+        for key in sql.ReplicaSpec.SHOWN
         if key in wanted and current.get(key) != wanted[key]
     }
 
@@ -314,16 +309,9 @@ def replica_configured(
     """
     ret = _ret(name)
     connection = _connection(kwargs)
-    wanted = {
-        "master_host": name,
-        "master_port": int(master_port),
-        "master_user": master_user,
-        "ssl_ca": ssl_ca,
-        "ssl_cert": ssl_cert,
-        "ssl_key": ssl_key,
-        "ssl_verify": True,
-        "use_gtid": "slave_pos",
-    }
+    spec = sql.ReplicaSpec(master_host=name, master_user=master_user, master_password=master_password,
+                           master_port=int(master_port), ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key)  # fmt: skip
+    wanted = spec.shown()
     try:
         status = __salt__["mariadb_replication.status"](**connection)
         current = __salt__["mariadb_replication.replica_settings"](**connection)
@@ -336,7 +324,7 @@ def replica_configured(
         from_binlog = None
         if not needs_copy:
             # never point a server at a source that lacks transactions it holds (a forked old primary)
-            forked = _forked(name, wanted, master_password, status)
+            forked = _forked(spec, status)
             if forked:
                 ret.update(result=False, comment=forked)
                 return ret
@@ -359,11 +347,10 @@ def replica_configured(
             return ret
         if needs_copy:
             source = {"minion": source_minion, "port": stream_port, "allow": replica_address}
-            ret["changes"]["provisioned"] = _provision(name, wanted, master_password, source, provision_method,
-                                                       timeout, connection)  # fmt: skip
+            ret["changes"]["provisioned"] = _provision(spec, source, provision_method, timeout, connection)
         elif differences:
             __salt__["mariadb_replication.configure_replica"](
-                **_source_args(name, wanted, master_password), slave_pos_from_binlog=bool(from_binlog), **connection
+                **spec.source_args(), slave_pos_from_binlog=bool(from_binlog), **connection
             )
             ret["changes"].update(differences)
         else:
@@ -376,24 +363,11 @@ def replica_configured(
         return ret
 
 
-def _source_args(name, wanted, master_password):
-    """The source and the credentials to reach it, as the execution module's functions take them."""
-    return {
-        "master_host": name,
-        "master_user": wanted["master_user"],
-        "master_password": master_password,
-        "master_port": wanted["master_port"],
-        "ssl_ca": wanted["ssl_ca"],
-        "ssl_cert": wanted["ssl_cert"],
-        "ssl_key": wanted["ssl_key"],
-    }
-
-
 def _this_host():
     return __opts__.get("id") or "this host"
 
 
-def _forked(name, wanted, master_password, status):
+def _forked(spec, status):
     """
     Why this server must not replicate from ``name`` (a comment), or None: its binary log holds GTIDs the source
     never applied. Only reads: the source's ``gtid_binlog_state`` and ``gtid_slave_pos`` (a source provisioned by
@@ -402,9 +376,9 @@ def _forked(name, wanted, master_password, status):
     position = status.get("gtid_binlog_pos") or ""
     if not position:
         return None
-    host = _this_host()
+    host, name = _this_host(), spec.master_host
     try:
-        source = __salt__["mariadb_replication.source_binlog_state"](**_source_args(name, wanted, master_password))
+        source = __salt__["mariadb_replication.source_binlog_state"](**spec.source_args())
     except CommandExecutionError as err:
         return (
             f"cannot check whether {host} holds transactions {name} never had (its gtid_binlog_pos is {position}), "
@@ -439,9 +413,9 @@ def _slave_pos_from_binlog(status):
     return None
 
 
-def _provision(name, wanted, master_password, source, method, timeout, connection):
+def _provision(spec, source, method, timeout, connection):
     args = dict(
-        **_source_args(name, wanted, master_password),
+        **spec.source_args(),
         method=method,
         overwrite_fresh=True,
         timeout=timeout,
@@ -455,7 +429,7 @@ def _provision(name, wanted, master_password, source, method, timeout, connectio
         # server, and fails unless the source's answer confirms the stream it received
         args.update(stream_port=source["port"], source_minion=source["minion"], replica_address=source["allow"])
     result = __salt__["mariadb_replication.provision_replica"](**args)
-    return {"from": name, "method": method, "gtid_slave_pos": result.get("gtid_slave_pos")}
+    return {"from": spec.master_host, "method": method, "gtid_slave_pos": result.get("gtid_slave_pos")}
 
 
 def _check_replicating(ret, name, wanted, connection, wait=30):

@@ -12,18 +12,11 @@ tests/unit/test_rolestack_db_plan.py.
 
 import copy
 
+import rolestack_gtid as gtid
+import rolestack_inventory as logic
 import yaml
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
-
-try:
-    # synced _utils: importable while Salt's loader loads this module
-    import rolestack_gtid as gtid
-    import rolestack_inventory as logic
-except ImportError:
-    # pip-installed rolestack (Salt loads no utils from entry points)
-    from rolestack._utils import rolestack_gtid as gtid
-    from rolestack._utils import rolestack_inventory as logic
 
 # the master configuration's fencing hook (a list argv, placeholders {host} {minion} {fqdn} {address}; exit 0: the
 # host is off), as MHA's shutdown_script, and how long it may take (seconds)

@@ -15,6 +15,7 @@ unit tests, the CLI and the bench.
 import ipaddress
 import re
 
+import rolestack_mariadb_sql as sql
 import yaml
 
 # role -> properties. "cluster": the role takes a cluster name (one cluster per use case);
@@ -124,32 +125,8 @@ DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 DB_USER_RE = re.compile(r"^[A-Za-z0-9_]{1,80}$")
 CHARSET_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 DEFAULT_CHARACTER_SET = "utf8mb4"
-SYSTEM_DATABASES = ("information_schema", "mysql", "performance_schema", "sys")
 # accounts the platform or MariaDB itself owns (compared without case)
 BUILTIN_DB_USERS = ("repl", "root", "mysql", "mariadb.sys", "public")
-# privileges that apply to one database (GRANT ... ON `db`.*), as SHOW GRANTS prints them
-DB_PRIVILEGES = (
-    "ALL PRIVILEGES",
-    "ALTER",
-    "ALTER ROUTINE",
-    "CREATE",
-    "CREATE ROUTINE",
-    "CREATE TEMPORARY TABLES",
-    "CREATE VIEW",
-    "DELETE",
-    "DELETE HISTORY",
-    "DROP",
-    "EVENT",
-    "EXECUTE",
-    "INDEX",
-    "INSERT",
-    "LOCK TABLES",
-    "REFERENCES",
-    "SELECT",
-    "SHOW VIEW",
-    "TRIGGER",
-    "UPDATE",
-)
 # the secret holding the application accounts' passwords: a mapping of user name to password
 DB_USERS_SECRET = "db_users"
 DB_PORT = 3306
@@ -529,10 +506,6 @@ def _check_list(path, value, allowed, what, err, normalize=str):
     return good
 
 
-def _privilege_name(text):
-    return " ".join(text.upper().split())
-
-
 def _validate_databases(databases, passwords, role_members, err):
     """The ``databases`` key and ``secrets.db_users``: names, settings, accounts, one password per user."""
     if databases is None:
@@ -548,7 +521,7 @@ def _validate_databases(databases, passwords, role_members, err):
         if not isinstance(database, str) or not DB_NAME_RE.match(database):
             err(f"{path}: database name {_fmt(database)} is not valid, expected 1-64 characters out of A-Z a-z 0-9 _")
             continue
-        if database.lower() in SYSTEM_DATABASES:
+        if database.lower() in sql.SYSTEM_DATABASES:
             err(f"{path}: {database!r} is a system database, expected an application database name")
             continue
         spec = _check_mapping(path, spec, DATABASE_KEYS, err)
@@ -604,7 +577,9 @@ def _validate_db_user(path, user, settings, first_use, err):
     if settings is None:
         return
     roles = _check_list(f"{path}.roles", settings.get("roles"), ROLES, "roles", err)
-    _check_list(f"{path}.privileges", settings.get("privileges"), DB_PRIVILEGES, "privileges", err, _privilege_name)
+    _check_list(
+        f"{path}.privileges", settings.get("privileges"), sql.DB_PRIVILEGES, "privileges", err, sql.privilege_name
+    )
     ssl = settings.get("ssl", True)
     if not isinstance(ssl, bool):
         err(f"{path}.ssl: got {_fmt(ssl)}, expected true (REQUIRE SSL) or false")
@@ -887,7 +862,7 @@ def _db_accounts(databases, by_role):
                     "grants": {},
                 },
             )
-            entry["grants"][database] = sorted(_privilege_name(privilege) for privilege in account["privileges"])
+            entry["grants"][database] = sorted(sql.privilege_name(privilege) for privilege in account["privileges"])
     return settings, users
 
 

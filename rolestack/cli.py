@@ -9,23 +9,20 @@ valid, 1 otherwise; errors go to stderr.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
 
 def _inventory_logic():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for path in (
-        os.path.join(here, "_utils", "rolestack_inventory.py"),
-        os.path.join(os.path.dirname(here), "_utils", "rolestack_inventory.py"),
-    ):
-        if os.path.exists(path):
-            spec = importlib.util.spec_from_file_location("rolestack_inventory", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise SystemExit("rolestack-inventory: cannot find _utils/rolestack_inventory.py")
+    # installed: the utils are top-level modules; a source checkout (python -m rolestack.cli): its _utils directory
+    checkout_utils = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_utils")
+    if os.path.isdir(checkout_utils) and checkout_utils not in sys.path:
+        sys.path.insert(0, checkout_utils)
+    try:
+        import rolestack_inventory
+    except ImportError as err:
+        raise SystemExit(f"rolestack-inventory: cannot import the rolestack utils ({err})")
+    return rolestack_inventory
 
 
 def main(argv=None):

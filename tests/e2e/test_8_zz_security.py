@@ -36,10 +36,16 @@ import security_checks as checks
 
 WEAK_MASTER_CONF = "zz-security-weakened.conf"
 WEAK_MARKER = "# security battery: a deliberately weakened serve_backup_stream"
-# appended to masterdb's copy of the module: the later definition replaces the real one
+# appended to masterdb's copy of the module: the later definition replaces the real one (with its own imports: the
+# module's listener lives in a util, the module imports no socket)
 WEAK_STREAM = f"""
 
 {WEAK_MARKER}: any caller, any address, port, bind and CA
+import contextlib
+import socket
+import time
+
+
 def serve_backup_stream(port, allow=None, ssl_cert=None, ssl_key=None, ssl_ca=None, bind="0.0.0.0", timeout=600,
                         **kwargs):
     listener = socket.create_server((bind, int(port)))
