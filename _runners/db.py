@@ -34,14 +34,16 @@ from salt.exceptions import SaltInvocationError
 try:
     # synced _utils: importable while Salt's loader loads this module
     import rolestack_gtid as gtid
+    import rolestack_highstate as highstate_logic
     import rolestack_inventory as logic
 except ImportError:
     try:
         # pip-installed rolestack (Salt loads no utils from entry points)
         from rolestack._utils import rolestack_gtid as gtid
+        from rolestack._utils import rolestack_highstate as highstate_logic
         from rolestack._utils import rolestack_inventory as logic
     except ImportError:
-        gtid = logic = None
+        gtid = highstate_logic = logic = None
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ REBUILD_HINT = gtid.REBUILD_HINT if gtid else None
 def __virtual__():
     if __opts__.get("__role") != "master":
         return (False, "db: a master runner (salt-run db.<function>)")
-    if logic is None or gtid is None:
+    if logic is None or gtid is None or highstate_logic is None:
         return (False, "db: the rolestack utils are missing (salt-run saltutil.sync_all, or pip install)")
     return __virtualname__
 
@@ -496,23 +498,12 @@ def _move_masterdb(text, old, new):
 def _highstate_summary(returns, targets):
     """Per minion: ``{"ok", "states", "changed", "failed": [...]}`` or ``{"ok": False, "error"}``."""
     summary = {}
-    for minion in targets:
-        ret = returns.get(minion)
-        if not isinstance(ret, dict) or "ret" not in ret or ret.get("out") == "no_return":
-            summary[minion] = {"ok": False, "error": "did not answer"}
+    for minion, got in highstate_logic.summarize_all(returns, targets, full_return=True).items():
+        if "error" in got:
+            summary[minion] = {"ok": False, "error": got["error"][:2000]}
             continue
-        states = ret["ret"]
-        if not isinstance(states, dict):
-            text = "; ".join(states) if isinstance(states, list) else str(states)
-            summary[minion] = {"ok": False, "error": text[:2000]}
-            continue
-        failed = [
-            f"{state.get('__id__', key)}: {str(state.get('comment'))[:300]}"
-            for key, state in states.items()
-            if isinstance(state, dict) and state.get("result") is False
-        ]
-        changed = sum(1 for state in states.values() if isinstance(state, dict) and state.get("changes"))
-        summary[minion] = {"ok": not failed, "states": len(states), "changed": changed, "failed": failed}
+        failed = [f"{sid}: {comment[:300]}" for sid, comment in got["failed"]]
+        summary[minion] = {"ok": not failed, "states": got["states"], "changed": len(got["changed"]), "failed": failed}
     return summary
 
 
