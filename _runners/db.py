@@ -36,6 +36,7 @@ MISSING_UTIL = None
 try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_db_plan as dbplan
     import rolestack_gtid as gtid
+    import rolestack_highstate as highstate_logic
     import rolestack_mariadb_sql as sql
 except ImportError as err:  # __virtual__ names it
     MISSING_UTIL = err.name
@@ -72,23 +73,12 @@ def __virtual__():
 def _highstate_summary(returns, targets):
     """Per minion: ``{"ok", "states", "changed", "failed": [...]}`` or ``{"ok": False, "error"}``."""
     summary = {}
-    for minion in targets:
-        ret = returns.get(minion)
-        if not isinstance(ret, dict) or "ret" not in ret or ret.get("out") == "no_return":
-            summary[minion] = {"ok": False, "error": "did not answer"}
+    for minion, got in highstate_logic.summarize_all(returns, targets, full_return=True).items():
+        if "error" in got:
+            summary[minion] = {"ok": False, "error": got["error"][:2000]}
             continue
-        states = ret["ret"]
-        if not isinstance(states, dict):
-            text = "; ".join(states) if isinstance(states, list) else str(states)
-            summary[minion] = {"ok": False, "error": text[:2000]}
-            continue
-        failed = [
-            f"{state.get('__id__', key)}: {str(state.get('comment'))[:300]}"
-            for key, state in states.items()
-            if isinstance(state, dict) and state.get("result") is False
-        ]
-        changed = sum(1 for state in states.values() if isinstance(state, dict) and state.get("changes"))
-        summary[minion] = {"ok": not failed, "states": len(states), "changed": changed, "failed": failed}
+        failed = [f"{sid}: {comment[:300]}" for sid, comment in got["failed"]]
+        summary[minion] = {"ok": not failed, "states": got["states"], "changed": len(got["changed"]), "failed": failed}
     return summary
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "_utils"))
+import rolestack_highstate  # noqa: E402
 import rolestack_inventory  # noqa: E402
 
 CACHE = REPO / "lab" / "cache"
@@ -476,12 +477,8 @@ def salt_run(lab, *args, check=True, timeout=None):
 
 
 def wait_for(predicate, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise LabError(f"timed out after {timeout} s waiting for {what}")
+    """rolestack_highstate.wait_for, failing with a LabError (what the lab's callers catch)."""
+    rolestack_highstate.wait_for(predicate, timeout, what, interval, error=LabError)
 
 
 # ---------------------------------------------------------------------------------------------------- enrollment
@@ -610,14 +607,14 @@ def boot_host(lab, host):
 
 def wait_booted(lab, host, timeout=120):
     wait_for(lambda: container_pid1(lab, host) is not None, 30, f"{host}'s init")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc = in_host(lab, host, "systemctl", "is-system-running", check=False)
-        state = proc.stdout.strip()
-        if state in ("running", "degraded"):
-            return state
-        time.sleep(0.5)
-    raise LabError(f"{host} did not finish booting in {timeout} s (systemctl is-system-running: {state})")
+    seen = []
+
+    def booted():
+        seen.append(in_host(lab, host, "systemctl", "is-system-running", check=False).stdout.strip())
+        return seen[-1] in ("running", "degraded")
+
+    wait_for(booted, timeout, lambda: f"{host} to finish booting (systemctl is-system-running: {seen[-1]})")
+    return seen[-1]
 
 
 def stop_host(lab, host, timeout=20):
@@ -627,10 +624,7 @@ def stop_host(lab, host, timeout=20):
     if nspawn and _alive(nspawn) and is_lab_nspawn(lab, host, nspawn):
         pid1 = container_pid1(lab, host)
         os.kill(nspawn, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(nspawn) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(nspawn):
+        if not rolestack_highstate.poll(lambda: not _alive(nspawn), timeout, interval=0.2):
             if pid1 and in_lab_netns(pid1, _netns_inodes(lab, [host])):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid1, signal.SIGKILL)
@@ -734,44 +728,38 @@ def minion_answers(lab, hosts):
 
 
 def wait_minions(lab, hosts, timeout=180):
-    deadline = time.monotonic() + timeout
     missing = set(hosts)
-    while missing and time.monotonic() < deadline:
-        missing -= minion_answers(lab, sorted(missing))
-        if missing:
-            time.sleep(1)
-    if missing:
-        raise LabError(f"minions did not answer within {timeout} s: {sorted(missing)}")
+
+    def answered():
+        missing.difference_update(minion_answers(lab, sorted(missing)))
+        return not missing
+
+    wait_for(answered, timeout, lambda: f"every minion to answer (silent: {sorted(missing)})", interval=1)
 
 
 # ---------------------------------------------------------------------------------------------------- highstate
 
 
 def summarize(returns, hosts):
-    """Per host: states, ok, changed, failed, state time; and whether the run is clean."""
+    """Per host (rolestack_highstate.summarize): states, ok, changed, failed, state time; and whether the run is clean."""
     rows, clean = [], True
-    for host in hosts:
-        ret = returns.get(host)
-        if not isinstance(ret, dict):
-            rows.append({"host": host, "error": str(ret)[:500] if ret is not None else "no return"})
+    for host, summary in rolestack_highstate.summarize_all(returns, hosts).items():
+        if "error" in summary:
+            rows.append({"host": host, "error": summary["error"][:500]})
             clean = False
             continue
-        total = len(ret)
-        failed = [state.get("__id__", sid) for sid, state in ret.items() if not state.get("result")]
-        changed = [sid for sid, state in ret.items() if state.get("result") and state.get("changes")]
-        duration = sum(float(state.get("duration") or 0) for state in ret.values()) / 1000
         rows.append(
             {
                 "host": host,
-                "states": total,
-                "ok": total - len(failed) - len(changed),
-                "changed": len(changed),
-                "failed": len(failed),
-                "failed_ids": failed,
-                "seconds": round(duration, 2),
+                "states": summary["states"],
+                "ok": summary["ok"],
+                "changed": len(summary["changed"]),
+                "failed": len(summary["failed"]),
+                "failed_ids": [sid for sid, _ in summary["failed"]],
+                "seconds": summary["seconds"],
             }
         )
-        clean = clean and not failed
+        clean = clean and not summary["failed"]
     return rows, clean
 
 

@@ -1,8 +1,5 @@
 {#- base role: applied to every host of the platform. #}
-{%- set rs = salt['pillar.get']('rolestack', {}) %}
-{%- if not rs.get('platform') %}
-{{ raise("no rolestack pillar for " ~ grains['id'] ~ ": is the rolestack ext_pillar configured on the master?") }}
-{%- endif %}
+{%- from 'rolestack.jinja' import rs with context %}
 {%- set platform = rs.platform %}
 {%- set host = rs.host or {} %}
 

@@ -1,14 +1,9 @@
 {#- db role, certificates: the CA certificate, a server and a client certificate signed by the salt host (the CA,
     x509_v2 remote signing), renewed automatically. Included by the db role; the MariaDB configuration that
     uses these files is the db role's (docs/roles/db.md, "Certificates"). #}
-{%- set rs = salt['pillar.get']('rolestack', {}) %}
-{%- if not rs.get('platform') %}
-{{ raise("no rolestack pillar for " ~ grains['id'] ~ ": is the rolestack ext_pillar configured on the master?") }}
-{%- endif %}
-{%- if not rs.get('db') %}
-{{ raise("no rolestack:db pillar for " ~ grains['id'] ~ ": db.certs applies only to hosts with role db in the "
-         ~ "inventory (the CA signs db certificates for them only)") }}
-{%- endif %}
+{%- from 'rolestack.jinja' import rs, require_role with context %}
+{{- require_role('db', "no rolestack:db pillar for " ~ grains['id'] ~ ": db.certs applies only to hosts with role db "
+                 ~ "in the inventory (the CA signs db certificates for them only)") }}
 {%- set certs = rs.db.get('certs') %}
 {%- if not certs %}
 {{ raise("no certificate policies for " ~ grains['id'] ~ " in its rolestack:db pillar: the inventory has no address "

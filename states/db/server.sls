@@ -1,9 +1,7 @@
 {#- db role: the MariaDB server from Debian's packages, configured from the inventory. #}
-{%- set rs = salt['pillar.get']('rolestack', {}) %}
-{%- set db = rs.get('db') %}
-{%- if not db %}
-{{ raise("no rolestack:db pillar for " ~ grains['id'] ~ ": the db role applies only to hosts with role db") }}
-{%- endif %}
+{%- from 'rolestack.jinja' import rs, require_role with context %}
+{{- require_role('db', "no rolestack:db pillar for " ~ grains['id'] ~ ": the db role applies only to hosts with role db") }}
+{%- set db = rs.db %}
 {%- if not rs.host.address or not db.server_id %}
 {{ raise("db host " ~ grains['id'] ~ " has no address yet (inventory or mine): cannot bind or derive server_id") }}
 {%- endif %}

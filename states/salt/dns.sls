@@ -1,12 +1,7 @@
 {#- salt role, DNS: the salt master serves the platform's internal zone with gdnsd (docs/roles/salt.md). #}
-{%- set rs = salt['pillar.get']('rolestack', {}) %}
-{%- if not rs.get('platform') %}
-{{ raise("no rolestack pillar for " ~ grains['id'] ~ ": is the rolestack ext_pillar configured on the master?") }}
-{%- endif %}
-{%- if not rs.get('dns_zone') %}
-{{ raise("no rolestack:dns_zone pillar for " ~ grains['id'] ~ ": the salt role (the DNS server of the zone) "
-         ~ "only applies to a host with role salt in the inventory") }}
-{%- endif %}
+{%- from 'rolestack.jinja' import rs, require_role with context %}
+{{- require_role('salt', "no rolestack:dns_zone pillar for " ~ grains['id'] ~ ": the salt role (the DNS server "
+                 ~ "of the zone) only applies to a host with role salt in the inventory") }}
 {%- set host = rs.host or {} %}
 {%- set zone = rs.dns_zone.zone %}
 {%- set conf_dir = '/etc/gdnsd' %}

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import rolestack_highstate
 
 from tests.support.paths import REPO
 
@@ -37,22 +38,26 @@ def lab_cli(*args, timeout=1800):
     )
 
 
+def _summaries(result):
+    """rolestack_highstate.summarize of each host of a lab highstate (rolestack_lab.highstate's result)."""
+    hosts = [row["host"] for row in result["rows"]]
+    return rolestack_highstate.summarize_all(result["returns"], hosts + sorted(set(result["returns"]) - set(hosts)))
+
+
 def failures(result):
     """What made a highstate unclean: per host, a missing return or each failed state's id and comment."""
     found = {}
-    for row in result["rows"]:
-        if "error" in row:
-            found[row["host"]] = row["error"]
-    for host, states in result["returns"].items():
-        if isinstance(states, dict):
-            failed = {
-                state.get("__id__", sid): str(state.get("comment"))[:400]
-                for sid, state in states.items()
-                if isinstance(state, dict) and not state.get("result")
-            }
-            if failed:
-                found[host] = failed
+    for host, summary in _summaries(result).items():
+        if "error" in summary:
+            found[host] = summary["error"][:500]
+        elif summary["failed"]:
+            found[host] = {sid: comment[:400] for sid, comment in summary["failed"]}
     return found
+
+
+def changed_states(result):
+    """What a highstate changed: per host that returned its states, ``{state id: changes}`` (empty: no change)."""
+    return {host: dict(summary["changed"]) for host, summary in _summaries(result).items() if "error" not in summary}
 
 
 class LabHandle:

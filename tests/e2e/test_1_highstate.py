@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.e2e.conftest import LAB_NAME
+from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import rolestack_lab
 
 SMALL = rolestack_lab.PROFILES["small"]
@@ -38,5 +39,5 @@ def test_first_highstate_has_no_failed_state(first, host):
 def test_second_highstate_reports_zero_changes(second, host):
     row = next(row for row in second["rows"] if row["host"] == host)
     assert "error" not in row, row
-    changed = {sid: state["changes"] for sid, state in second["returns"][host].items() if state.get("changes")}
+    changed = changed_states(second)[host]
     assert row["failed"] == 0 and not changed, changed

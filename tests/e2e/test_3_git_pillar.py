@@ -5,6 +5,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import failures
 
 WATCHED = ["/etc/hosts", "/etc/resolv.conf", "/etc/motd", "/etc/issue.net"]
@@ -31,14 +32,6 @@ def fingerprints(lab):
     return sums
 
 
-def changed_ids(result):
-    return {
-        host: sorted(state.get("__id__", sid) for sid, state in ret.items() if state.get("changes"))
-        for host, ret in result["returns"].items()
-        if isinstance(ret, dict)
-    }
-
-
 def assert_highstate_refused(lab, *words):
     """A highstate of every host is refused, each return naming every one of ``words`` (key path, bad value)."""
     returns = lab.salt("*", "state.highstate")
@@ -60,7 +53,7 @@ def test_invalid_commit_is_refused_with_the_key_path_and_changes_nothing(lab):
     finally:
         git(lab, "revert", "--no-edit", "HEAD")
     result = lab.highstate()
-    assert result["clean"] and not any(changed_ids(result).values()), (changed_ids(result), failures(result))
+    assert result["clean"] and not any(changed_states(result).values()), (changed_states(result), failures(result))
 
 
 def test_a_committed_edit_is_followed_and_a_revert_too(lab):
@@ -71,7 +64,7 @@ def test_a_committed_edit_is_followed_and_a_revert_too(lab):
     try:
         result = lab.highstate()
         assert result["clean"], failures(result)
-        changes = changed_ids(result)
+        changes = changed_states(result)
         # only the zone follows (the salt host); no other host derives anything from an alias
         assert "salt-dns-zone" in changes["salt"]
         assert all(not ids for host, ids in changes.items() if host != "salt"), changes

@@ -6,6 +6,7 @@ under its own policies (exact minion id, fixed names); a host removed from the d
 import subprocess
 
 import pytest
+import rolestack_highstate
 
 from tests.e2e.test_3_git_pillar import commit
 from tests.e2e.test_3_git_pillar import git
@@ -20,13 +21,13 @@ def _states(ret, host):
     """The state returns of one host, every state succeeded."""
     states = ret.get(host)
     assert isinstance(states, dict), f"{host}: {states}"
-    failed = {state["__id__"]: state["comment"] for state in states.values() if state["result"] is not True}
+    failed = dict(rolestack_highstate.summarize(states)["failed"])
     assert not failed, failed
     return states
 
 
 def _changed(states):
-    return {state["__id__"] for state in states.values() if state["changes"]}
+    return set(dict(rolestack_highstate.summarize(states)["changed"]))
 
 
 def _apply(lab, host, sls, *extra):

@@ -5,7 +5,9 @@ import time
 
 import pytest
 import yaml
+from rolestack_highstate import wait_for
 
+from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import failures
 from tests.e2e.conftest import lab_cli
 
@@ -26,13 +28,14 @@ def secret(lab, name):
 
 
 def wait_rows(lab, host, expected, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
+    seen = []
+
+    def arrived():
         proc = sql(lab, host, "SELECT COUNT(*) FROM e2e.rows", check=False)
-        if proc.returncode == 0 and proc.stdout.strip() == str(expected):
-            return
-        assert time.monotonic() < deadline, f"{host} has {proc.stdout.strip() or proc.stderr.strip()} rows"
-        time.sleep(0.5)
+        seen.append(proc.stdout.strip() or proc.stderr.strip())
+        return proc.returncode == 0 and proc.stdout.strip() == str(expected)
+
+    wait_for(arrived, timeout, lambda: f"{expected} rows on {host} (it has {seen[-1]})")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_the_replica_refuses_application_writes(lab, rows):
 def test_second_highstate_of_db_hosts_changes_nothing(lab):
     for host in (MASTER, REPLICA):
         result = lab.highstate(host)
-        changed = [s["__id__"] for s in result["returns"][host].values() if s.get("changes")]
+        changed = changed_states(result)[host]
         assert result["clean"] and not changed, (host, changed, failures(result))
 
 

@@ -18,6 +18,7 @@ import time
 import pytest
 import rolestack_db_plan as dbplan
 import yaml
+from rolestack_highstate import wait_for
 
 from tests.e2e.conftest import lab_cli
 from tests.e2e.conftest import rolestack_lab
@@ -60,10 +61,9 @@ def count(lab, host):
 
 
 def wait_rows(lab, host, expected, timeout=90):
-    deadline = time.monotonic() + timeout
-    while count(lab, host) != expected:
-        assert time.monotonic() < deadline, f"{host} has {count(lab, host)} rows, expected {expected}"
-        time.sleep(0.5)
+    wait_for(
+        lambda: count(lab, host) == expected, timeout, lambda: f"{expected} rows on {host} (it has {count(lab, host)})"
+    )
 
 
 def status(lab, host):

@@ -13,10 +13,10 @@ primary), in the lab:
 The primary's MariaDB is killed as in test_7_db_switchover.py (unit masked for this boot, then SIGKILL).
 """
 
-import time
-
 import pytest
+from rolestack_highstate import wait_for
 
+from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import lab_cli
 from tests.e2e.test_7_db_switchover import MASTER
 from tests.e2e.test_7_db_switchover import REPLICA
@@ -35,10 +35,11 @@ def rows(lab, host):
 
 
 def wait_same_rows(lab, replica, primary, timeout=90):
-    deadline = time.monotonic() + timeout
-    while rows(lab, replica) != rows(lab, primary):
-        assert time.monotonic() < deadline, (rows(lab, replica), rows(lab, primary))
-        time.sleep(0.5)
+    wait_for(
+        lambda: rows(lab, replica) == rows(lab, primary),
+        timeout,
+        lambda: f"the rows of {primary} on {replica} ({rows(lab, replica)} and {rows(lab, primary)})",
+    )
 
 
 def fail_over(lab):
@@ -123,10 +124,7 @@ def test_the_forked_old_primary_rebuilt_then_the_platform_converges(lab, table):
     first = lab.highstate()
     assert first["clean"] and all(row["failed"] == 0 for row in first["rows"]), first["rows"]
     second = lab.highstate()
-    changed = {
-        host: {sid: state["changes"] for sid, state in states.items() if state.get("changes")}
-        for host, states in second["returns"].items()
-    }
+    changed = changed_states(second)
     assert all(row["failed"] == 0 for row in second["rows"]) and not any(changed.values()), changed
     # hand the lab back with db1-masterdb as the primary
     code, ret = salt_run(lab, "db.switchover", MASTER)

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from rolestack_highstate import poll
 
 from tests.support.paths import LOADER_DIRS
 
@@ -86,14 +87,17 @@ def invalid(master, function, *args):
 
 
 def finger(minion):
-    """What the operator reads on the VM."""
-    deadline = time.monotonic() + 30
-    while True:
+    """What the operator reads on the VM (asked until its minion has a key, for up to 30 s)."""
+    seen = []
+
+    def has_key():
         ret = minion.salt_call_cli().run("--local", "key.finger")
         assert ret.returncode == 0, ret
-        if ret.data or time.monotonic() > deadline:
-            return ret.data
-        time.sleep(0.5)
+        seen.append(ret.data)
+        return bool(ret.data)
+
+    poll(has_key, 30)
+    return seen[-1]
 
 
 def pings(master, minion_id, timeout=5):
@@ -102,12 +106,15 @@ def pings(master, minion_id, timeout=5):
 
 
 def wait_status(master, minion_id, state, fingerprint, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        status = ok(master, "status", minion_id)
-        if status[state] == [fingerprint] or time.monotonic() > deadline:
-            return status
-        time.sleep(0.5)
+    """The id's minion_key.status once ``state`` lists exactly ``fingerprint``, or as it is after ``timeout``."""
+    seen = []
+
+    def listed():
+        seen.append(ok(master, "status", minion_id))
+        return seen[-1][state] == [fingerprint]
+
+    poll(listed, timeout)
+    return seen[-1]
 
 
 def boot_new_vm(minion, monkeypatch):

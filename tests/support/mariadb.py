@@ -10,13 +10,13 @@ import ipaddress
 import os
 import signal
 import threading
-import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from rolestack_highstate import poll
 
 from tests.support.services import PrivateMariaDB
 from tests.support.services import wait_for
@@ -146,17 +146,14 @@ class Instance:
         if self.adopted_pid:  # a server the module started (provision_replica start_command)
             with Suppress(ProcessLookupError):
                 os.kill(self.adopted_pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    pid, _ = os.waitpid(self.adopted_pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid:
-                    break
-                time.sleep(0.1)
-            else:
+            if not poll(self._adopted_exited, 30, interval=0.1):
                 os.kill(self.adopted_pid, signal.SIGKILL)
+
+    def _adopted_exited(self):
+        try:
+            return os.waitpid(self.adopted_pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:  # not our child (or reaped already): nothing to wait for here
+            return True
 
 
 class Suppress:
