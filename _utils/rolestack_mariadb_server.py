@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import rolestack_gtid as gtid
+import rolestack_highstate as highstate
 import rolestack_mariadb_sql as sql
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
@@ -503,12 +504,8 @@ def refuse_data(conn):
 
 
 def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise CommandExecutionError(f"timed out after {timeout}s waiting for {what}")
+    """The one wait (``rolestack_highstate.wait_for``), every 0.2 s, failing as an execution function does."""
+    highstate.wait_for(predicate, timeout, what, interval=0.2, error=CommandExecutionError)
 
 
 def stop_server(settings, where, service, service_stop, timeout):
