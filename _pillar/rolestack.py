@@ -42,6 +42,7 @@ from salt.exceptions import SaltInvocationError
 MISSING_UTIL = None
 try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
     import rolestack_inventory as logic
+    import rolestack_inventory_schema as schema
 except ImportError as err:  # __virtual__ names it
     MISSING_UTIL = err.name
 
@@ -60,8 +61,8 @@ def _code_version(*paths):
     return digest.hexdigest()[:12]
 
 
-# the derivation's code: this module, the inventory util and the catalogue it takes privilege names from
-CACHE_FORMAT = None if MISSING_UTIL else _code_version(__file__, logic.__file__, logic.sql.__file__)
+# the derivation's code: this module, the inventory util, its schema and the catalogue it takes privilege names from
+CACHE_FORMAT = None if MISSING_UTIL else _code_version(__file__, logic.__file__, schema.__file__, logic.sql.__file__)
 
 
 def __virtual__():
