@@ -466,16 +466,6 @@ def test_a_replica_pointing_elsewhere_is_re_pointed(server, test_mode):
         assert server.settings["master_host"] == SOURCE
 
 
-def test_a_stopped_replica_is_started(server, test_mode):
-    pos = f"0-{S2}-14"
-    server.replicating(gtid_binlog_pos=pos, gtid_slave_pos=pos, Slave_IO_Running="No", Slave_SQL_Running="No")
-    server.source["gtid_binlog_state"] = pos
-    ret = configure()
-    assert ret["changes"] == {"started": True}
-    assert_would_change_or_changed(ret, server, test_mode, ["start_replica"])
-    assert ret["comment"] == (f"would start replication from {SOURCE}" if test_mode else f"replicating from {SOURCE}")
-
-
 def test_a_forked_old_primary_is_refused_and_left_alone(server):
     server.status.update(gtid_binlog_pos=f"0-{S1}-12", gtid_slave_pos=f"0-{S2}-5", gtid_current_pos=f"0-{S1}-12")
     server.source["gtid_binlog_state"] = f"0-{S1}-11,0-{S2}-13"
@@ -542,6 +532,7 @@ def test_a_plain_replica_is_not_touched_by_the_binlog_rule(server, test_mode):
     ret = configure()
     assert ret["changes"] == {"started": True}
     assert_would_change_or_changed(ret, server, test_mode, ["start_replica"])
+    assert ret["comment"] == (f"would start replication from {SOURCE}" if test_mode else f"replicating from {SOURCE}")
 
 
 def test_error_1236_after_configuring_points_at_the_rebuild(server, test_mode):
