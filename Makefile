@@ -10,20 +10,14 @@ PYTEST_ARGS ?= -q -rfEs --timeout=900
 setup:
 	@tests/bootstrap.sh
 
-# test_mariadb_replication runs in a session of its own: after test_db_certs in the same session three of its
-# TLS checks fail (an isolation bug between the two modules, not yet understood; see docs/development.md)
-ISOLATED := tests/functional/test_mariadb_replication.py
-
 test: setup lint
-	$(PYTEST) $(PYTEST_ARGS) tests/unit tests/functional tests/integration tests/e2e --ignore=$(ISOLATED)
-	$(PYTEST) $(PYTEST_ARGS) $(ISOLATED)
+	$(PYTEST) $(PYTEST_ARGS) tests/unit tests/functional tests/integration tests/e2e
 
 test-unit: setup
 	$(PYTEST) $(PYTEST_ARGS) tests/unit
 
 test-functional: setup
-	$(PYTEST) $(PYTEST_ARGS) tests/functional --ignore=$(ISOLATED)
-	$(PYTEST) $(PYTEST_ARGS) $(ISOLATED)
+	$(PYTEST) $(PYTEST_ARGS) tests/functional
 
 test-integration: setup
 	$(PYTEST) $(PYTEST_ARGS) tests/integration

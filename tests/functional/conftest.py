@@ -79,11 +79,18 @@ def instances(test_root, pki):
 
 @pytest.fixture(scope="module")
 def module_loaders(salt_factories, request):
-    """A masterless minion's loaders for the module (id: the module's MINION, else mariadb-replication)."""
+    """
+    A masterless minion's loaders for the module (id: the module's MINION, else mariadb-replication), with salt's
+    own mysql module loaded, as on a minion after any state run with onlyif/unless (salt loads every execution
+    module then). Loading it calls pymysql.install_as_MySQLdb() and imports MySQLdb.err, .converters, .cursors:
+    second copies of pymysql's submodules that replace the attributes pymysql.err & co. The db tests run in that
+    state whatever ran before them in the session (they name pymysql.OperationalError, never pymysql.err.*).
+    """
     config = {"file_client": "local", "ext_pillar": [], **LOADER_DIRS}
     factory = salt_factories.salt_minion_daemon(
         getattr(request.module, "MINION", "mariadb-replication"), overrides=config
     )
     loaders = Loaders(factory.config.copy())
+    assert "mysql.query" in loaders.modules, "salt's mysql module did not load"
     yield loaders
     loaders.reset_state()

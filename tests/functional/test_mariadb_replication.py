@@ -141,7 +141,7 @@ def test_replication_account_must_require_tls(mdb, primary):
 
 def test_clear_text_login_of_replication_account_is_refused(replicating, pki):
     primary, _ = replicating
-    with pytest.raises(pymysql.err.OperationalError) as err:
+    with pytest.raises(pymysql.OperationalError) as err:
         pymysql.connect(
             host="127.0.0.1", port=primary.port, user="repl", password=REPL_PASSWORD_BYTES, ssl_disabled=True
         )
@@ -162,7 +162,7 @@ def test_clear_text_login_of_replication_account_is_refused(replicating, pki):
         assert cursor.fetchone()[1].startswith("TLS")
     conn.close()
     # TLS without a client certificate does not satisfy REQUIRE X509
-    with pytest.raises(pymysql.err.OperationalError) as err:
+    with pytest.raises(pymysql.OperationalError) as err:
         pymysql.connect(
             host="127.0.0.1", port=primary.port, user="repl", password=REPL_PASSWORD_BYTES, ssl_ca=pki["good_ca"]
         )
@@ -263,7 +263,7 @@ def test_read_only_refuses_application_writes(mdb, replicating):
     assert mdb.set_read_only(True, **replica.args) == {"read_only": True, "changed": True}
     with app(replica) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM items")  # the account replicated; reads work
-        with pytest.raises(pymysql.err.OperationalError) as err:
+        with pytest.raises(pymysql.OperationalError) as err:
             cursor.execute("INSERT INTO items VALUES (11, 'refused')")
     assert err.value.args[0] == 1290  # running with --read-only
     # MariaDB 10.11: SUPER does not pass read_only either (READ_ONLY ADMIN would)
@@ -272,7 +272,7 @@ def test_read_only_refuses_application_writes(mdb, replicating):
     mdb.grant_present("super_app", "%", ["INSERT"], "app", **primary.args)
     _sync(mdb, primary, replica)
     conn = pymysql.connect(host="127.0.0.1", port=replica.port, user="super_app", password=APP_PASSWORD, database="app")
-    with conn, conn.cursor() as cursor, pytest.raises(pymysql.err.OperationalError) as err:
+    with conn, conn.cursor() as cursor, pytest.raises(pymysql.OperationalError) as err:
         cursor.execute("INSERT INTO items VALUES (12, 'refused too')")
     assert err.value.args[0] == 1290
     # the replica still applies what the primary writes
@@ -302,7 +302,7 @@ def test_kill_client_connections_spares_replication(mdb, replicating):
     killed = mdb.kill_client_connections(exclude_users=["nobody"], **primary.args)
     assert client_id in [entry["id"] for entry in killed]
     assert all(entry["command"] not in ("Binlog Dump", "Binlog Dump GTID") for entry in killed)
-    with pytest.raises(pymysql.err.OperationalError), client.cursor() as cursor:
+    with pytest.raises(pymysql.OperationalError), client.cursor() as cursor:
         cursor.execute("SELECT 1")
     client.close()
     assert mdb.status(**primary.args)["binlog_dump_threads"] == 1

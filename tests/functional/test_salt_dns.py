@@ -340,9 +340,10 @@ json.dump(out, sys.stdout)
 def sandbox(tmp_path, pillar_tree):
     """
     run() applies the salt role for real, twice, then again after an inventory change, in private mount,
-    network and PID namespaces: /etc and /usr/local/sbin are overlays whose writes land under tmp_path, /run and
-    /tmp are private tmpfs, 10.10.10.2 exists only on the namespace's loopback. gdnsd is stopped by its PID
-    (pidfile of the stand-in init script) when the script exits, and cannot outlive the PID namespace.
+    network and PID namespaces: /etc and /usr/local/sbin are overlays whose writes land under tmp_path, /run is a
+    private tmpfs, TMPDIR a directory under tmp_path, 10.10.10.2 exists only on the namespace's loopback. gdnsd is
+    stopped by its PID (pidfile of the stand-in init script) when the script exits, and cannot outlive the PID
+    namespace. No tmpfs on /tmp: it would hide a checkout (and its .tmp, tmp_path included) living under /tmp.
     """
     conf, out = tmp_path / "conf", tmp_path / "out"
     for path in (conf, out):
@@ -368,6 +369,7 @@ def sandbox(tmp_path, pillar_tree):
     (upper["etc"] / "rc2.d" / "S01gdnsd").symlink_to("../init.d/gdnsd")
     (tmp_path / "query.py").write_text(QUERY)
     (tmp_path / "no-systemctl").write_text("")
+    (tmp_path / "tmp").mkdir()
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "runlevel").write_text("#!/bin/sh\necho unknown\nexit 1\n")
     (tmp_path / "bin" / "runlevel").chmod(0o755)
@@ -378,7 +380,7 @@ def sandbox(tmp_path, pillar_tree):
         ip link set lo up
         ip addr add 10.10.10.2/32 dev lo
         mount -t tmpfs tmpfs /run
-        mount -t tmpfs tmpfs /tmp
+        export TMPDIR={tmp_path / "tmp"}
         mount -t overlay overlay -o lowerdir=/etc,upperdir={upper["etc"]},workdir={tmp_path / "etc-work"} /etc
         mount -t overlay overlay \
             -o lowerdir=/usr/local/sbin,upperdir={upper["sbin"]},workdir={tmp_path / "sbin-work"} /usr/local/sbin
@@ -387,6 +389,10 @@ def sandbox(tmp_path, pillar_tree):
         # link to systemctl) is replaced by one on PATH that answers like it does without an init system
         if [ -e /usr/bin/systemctl ]; then mount --bind {tmp_path / "no-systemctl"} /usr/bin/systemctl; fi
         export PATH={tmp_path / "bin"}:$PATH
+        # the mounts above must leave the checkout and tmp_path in sight
+        for kept in {REPO / "states"} {tmp_path / "tmp"}; do
+            test -d "$kept" || {{ echo "the sandbox hides $kept" >&2; exit 1; }}
+        done
         trap '/etc/init.d/gdnsd stop' EXIT
         {salt_call} > {out}/apply1.json
         {salt_call} > {out}/apply2.json

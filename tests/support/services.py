@@ -162,16 +162,23 @@ class PrivateMariaDB(PrivateService):
             mysql = pwd.getpwnam("mysql")
             for path in (self.root, self.datadir):
                 os.chown(path, mysql.pw_uid, mysql.pw_gid)
-            subprocess.run(
+            installed = subprocess.run(
                 [
                     "mariadb-install-db",
                     f"--defaults-file={self.defaults_file}",
                     "--auth-root-authentication-method=socket",
                     "--skip-test-db",
                 ],
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if installed.returncode:
+                # its own words and the server's log: the exit status alone says nothing
+                log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no log)"
+                raise RuntimeError(
+                    f"mariadb-install-db exited with {installed.returncode}: {installed.stdout[-2000:]}"
+                    f"{installed.stderr[-2000:]}\n{self.log}:\n{log}"
+                )
 
     def command(self):
         return [self.binary, f"--defaults-file={self.defaults_file}"]
