@@ -19,9 +19,12 @@ from salt.exceptions import SaltInvocationError
 
 try:
     import pymysql
-    import pymysql.cursors
+
+    # bound now: once salt's mysql module loads (pymysql.install_as_MySQLdb()), the attribute pymysql.cursors is a
+    # second copy whose errors ``except pymysql.MySQLError`` does not catch
+    from pymysql.cursors import DictCursor
 except ImportError:  # the execution module's __virtual__ refuses to load without it
-    pymysql = None
+    pymysql = DictCursor = None
 
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
 CONNECTION_KEYS = (
@@ -99,7 +102,7 @@ def connection_settings(args, lookup):
         "connect_timeout": int(pick("connect_timeout", 10)),
         "charset": "utf8mb4",
         "autocommit": True,
-        "cursorclass": pymysql.cursors.DictCursor,
+        "cursorclass": DictCursor,
     }
     password = pick("password")
     if password is not None:
