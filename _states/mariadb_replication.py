@@ -93,6 +93,15 @@ def replication_user_present(name, password, host="%", ssl_require="X509", **kwa
     The account replicas log in with exists, with this password, a TLS requirement ``ssl_require`` (``SSL``,
     ``X509`` or ISSUER/SUBJECT conditions; an account without one is refused; the argument is not called
     ``require``, a salt requisite) and ``REPLICATION SLAVE``.
+
+    .. code-block:: yaml
+
+        repl-account-db2:
+          mariadb_replication.replication_user_present:
+            - name: repl
+            - host: 10.0.0.12
+            - password: {{ pillar['rolestack']['secrets']['replication_password'] | json }}
+            - ssl_require: X509
     """
     args = dict(user=name, password=password, host=host, require=ssl_require, **kwargs)
     return _account_state(
@@ -101,7 +110,18 @@ def replication_user_present(name, password, host="%", ssl_require="X509", **kwa
 
 
 def user_present(name, password, host="%", ssl_require=None, **kwargs):
-    """An account exists with this password (and TLS requirement ``ssl_require``, when given)."""
+    """
+    An account exists with this password (and TLS requirement ``ssl_require``, when given).
+
+    .. code-block:: yaml
+
+        shop-app-account:
+          mariadb_replication.user_present:
+            - name: shop
+            - host: 10.0.0.21
+            - password: {{ shop_password | json }}
+            - ssl_require: SSL
+    """
     args = dict(user=name, password=password, host=host, require=ssl_require, **kwargs)
     return _account_state(name, "mariadb_replication.user_present", f"account {name}@{host}", args)
 
@@ -110,6 +130,13 @@ def user_absent_except(name, hosts, **kwargs):
     """
     User ``name`` has no account at any host but ``hosts`` (a list; may be empty): accounts of a managed user
     at hosts that left the platform or lost the role are dropped.
+
+    .. code-block:: yaml
+
+        repl-accounts-elsewhere:
+          mariadb_replication.user_absent_except:
+            - name: repl
+            - hosts: [10.0.0.11, 10.0.0.12]
     """
     args = dict(user=name, hosts=hosts, **kwargs)
     return _account_state(name, "mariadb_replication.user_absent_except", f"accounts of {name} elsewhere", args)
@@ -119,6 +146,16 @@ def grant_present(name, host, privileges, database, exact=False, **kwargs):
     """
     The account ``name@host`` holds ``privileges`` on ``database`` (``*`` for global); with ``exact`` True,
     nothing more on that database (other privileges there are revoked).
+
+    .. code-block:: yaml
+
+        shop-app-grants:
+          mariadb_replication.grant_present:
+            - name: shop
+            - host: 10.0.0.21
+            - database: shop
+            - privileges: [SELECT, INSERT, UPDATE, DELETE]
+            - exact: True
     """
     args = dict(user=name, host=host, privileges=privileges, database=database, exact=exact, **kwargs)
     what = f"grants of {name}@{host} on {database}"
@@ -137,7 +174,17 @@ def grant_present(name, host, privileges, database, exact=False, **kwargs):
 
 
 def database_present(name, character_set="utf8mb4", collate=None, **kwargs):
-    """A database exists with this default character set (and collation)."""
+    """
+    A database exists with this default character set (and collation).
+
+    .. code-block:: yaml
+
+        shop-database:
+          mariadb_replication.database_present:
+            - name: shop
+            - character_set: utf8mb4
+            - collate: utf8mb4_unicode_ci
+    """
     args = dict(name=name, character_set=character_set, collate=collate, **kwargs)
     return _account_state(name, "mariadb_replication.database_present", f"database {name}", args)
 
@@ -173,6 +220,19 @@ def read_only(
 
     masterdb
         The host the inventory names masterdb, for the messages.
+
+    .. code-block:: yaml
+
+        db-replication-read-only:
+          mariadb_replication.read_only:
+            - name: replica
+            - enabled: True
+            - peers: {{ pillar['rolestack']['db']['peers'] | json }}
+            - peer_password: {{ pillar['rolestack']['secrets']['replication_password'] | json }}
+            - ssl_ca: /etc/mysql/ssl/ca.pem
+            - ssl_cert: /etc/mysql/ssl/client.pem
+            - ssl_key: /etc/mysql/ssl/client.key
+            - masterdb: db1-masterdb
     """
     ret = _ret(name)
     connection = _connection(kwargs)
@@ -306,6 +366,19 @@ def replica_configured(
     refuses leaves the server running and its data untouched, and says why. The backup is restored and
     replication starts from its GTID position; the source's answer must confirm the stream (an empty answer is a
     failure). ``timeout`` covers the whole provisioning, the stream included.
+
+    .. code-block:: yaml
+
+        db-replication-replica:
+          mariadb_replication.replica_configured:
+            - name: db1-masterdb.internal.example
+            - master_user: repl
+            - master_password: {{ pillar['rolestack']['secrets']['replication_password'] | json }}
+            - ssl_ca: /etc/mysql/ssl/ca.pem
+            - ssl_cert: /etc/mysql/ssl/client.pem
+            - ssl_key: /etc/mysql/ssl/client.key
+            - source_minion: db1-masterdb
+            - replica_address: 10.0.0.12
     """
     ret = _ret(name)
     connection = _connection(kwargs)
@@ -462,6 +535,13 @@ def replication_healthy(name, max_lag_seconds=None, **kwargs):
     """
     Report (never change) this replica's health: the state fails when replication is broken or more than
     ``max_lag_seconds`` behind (default: ``rolestack:db:settings:max_lag_seconds``). ``name`` is a label.
+
+    .. code-block:: yaml
+
+        db-replication-health:
+          mariadb_replication.replication_healthy:
+            - name: replica
+            - max_lag_seconds: 30
     """
     ret = _ret(name)
     try:
