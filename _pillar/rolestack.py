@@ -21,8 +21,10 @@ There is no ``pillar_key`` source any more (the inventory read from the ordinary
 pillar then held the whole inventory, secrets included. Setting it is refused with a SaltConfigurationError.
 
 The derivation runs once per inventory version (file stat or git commit) and is cached
-under ``<cachedir>/rolestack/``, one small file per minion: a render reads one file, whatever the
-number of hosts. An invalid inventory raises, so Salt puts the error in ``_errors`` and refuses the
+under ``<cachedir>/rolestack/``, one small file per minion: a host's render reads a small ``meta.json`` (the
+staleness check) and its own file, whatever the number of hosts; only an id that looks like a host name and has
+no file reads the list of hosts. The git source reads the branch from the ref files (loose or packed), without a
+``git`` process. An invalid inventory raises, so Salt puts the error in ``_errors`` and refuses the
 highstate: a half topology is never served.
 """
 
@@ -84,14 +86,40 @@ def _pillar_roots_path(path):
     raise SaltConfigurationError(f"rolestack ext_pillar: inventory {path!r} not found in pillar_roots:base")
 
 
+def _object_id(text):
+    """text when it is a full object id (sha1 or sha256), else None (a symbolic ref, a damaged file)."""
+    text = text.strip()
+    return text if len(text) in (40, 64) and all(char in "0123456789abcdef" for char in text) else None
+
+
+def _packed_ref(git_dir, refname):
+    """The object id of refname in git_dir/packed-refs (what git gc and a mirror clone leave), or None."""
+    try:
+        with open(os.path.join(git_dir, "packed-refs"), encoding="utf-8") as handle:
+            for line in handle:
+                # "<id> <refname>" lines; "# pack-refs with: ..." header, "^<id>" peeled tags
+                object_id, _, name = line.rstrip("\n").partition(" ")
+                if name == refname:
+                    return _object_id(object_id)
+    except OSError:
+        pass
+    return None
+
+
 def _git_ref_commit(repo, ref):
-    """The commit id of a branch, read from the ref files (no subprocess on the fast path)."""
-    for candidate in (os.path.join(repo, "refs", "heads", ref), os.path.join(repo, ".git", "refs", "heads", ref)):
-        try:
-            with open(candidate, encoding="ascii") as handle:
-                return handle.read().strip()
-        except OSError:
-            continue
+    """
+    The commit id of a branch, read from the ref files as git does (the loose ref, else packed-refs): a render
+    starts no process. Anything else (a tag or commit id as ref, a symbolic ref, a worktree) asks git.
+    """
+    git_dir = os.path.join(repo, ".git") if os.path.isdir(os.path.join(repo, ".git")) else repo
+    refname = f"refs/heads/{ref}"
+    try:
+        with open(os.path.join(git_dir, refname), encoding="ascii") as handle:
+            commit = _object_id(handle.read())
+    except (OSError, ValueError):
+        commit = _packed_ref(git_dir, refname)
+    if commit:
+        return commit
     try:
         return subprocess.run(
             ["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
@@ -211,7 +239,7 @@ def _write_json(path, data):
 
 def _build(source, cache_root, entry_dir):
     """Load, validate and derive; write the result (or the errors) into entry_dir atomically."""
-    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "mine": "", "hosts": []}
+    meta = {"source": source.name, "format": CACHE_FORMAT, "pending": [], "mine": "", "invalid": False}
     tmp = tempfile.mkdtemp(prefix=".build-", dir=cache_root)
     missing, cache = [], None
     try:
@@ -228,6 +256,7 @@ def _build(source, cache_root, entry_dir):
             if err.source is None:
                 err = logic.InventoryError(err.errors, source.name)
             _write_json(os.path.join(tmp, "errors.json"), {"message": str(err)})
+            meta["invalid"] = True
             derived = None
             # a mine address refused (a clash): built again when those hosts' mine data changes
             meta.update(pending=missing, mine=_mine_fingerprint(cache, missing) if missing else "")
@@ -236,7 +265,9 @@ def _build(source, cache_root, entry_dir):
             for name, pillar in derived["hosts"].items():
                 _write_json(os.path.join(tmp, "hosts", f"{name}.json"), pillar)
             _write_json(os.path.join(tmp, "common.json"), derived["common"])
-            meta.update(pending=derived["common"]["pending"], hosts=sorted(derived["hosts"]))
+            # read only when an id has no file of its own (meta.json stays small: every render reads it)
+            _write_json(os.path.join(tmp, "hosts.json"), sorted(derived["hosts"]))
+            meta["pending"] = derived["common"]["pending"]
             meta["mine"] = _mine_fingerprint(cache, meta["pending"]) if meta["pending"] else ""
         _write_json(os.path.join(tmp, "meta.json"), meta)
         if _current(entry_dir):
@@ -272,25 +303,29 @@ def _current(entry_dir):
     return not (meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"]) != meta["mine"])
 
 
+def _read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def _read_entry(entry_dir, minion_id):
     """The cached pillar of a minion; None when the entry is missing or stale."""
     try:
-        with open(os.path.join(entry_dir, "meta.json"), encoding="utf-8") as handle:
-            meta = json.load(handle)
+        meta = _read_json(os.path.join(entry_dir, "meta.json"))
         if meta["pending"] and _mine_fingerprint(_mine_cache(), meta["pending"]) != meta["mine"]:
             return None
-        errors_file = os.path.join(entry_dir, "errors.json")
-        if os.path.exists(errors_file):
-            with open(errors_file, encoding="utf-8") as handle:
-                raise SaltInvocationError(json.load(handle)["message"])
+        if meta["invalid"]:
+            raise SaltInvocationError(_read_json(os.path.join(entry_dir, "errors.json"))["message"])
         # a host's one minion id is its inventory name (a DNS label, never a path); any other id is not a host's
-        if minion_id in meta["hosts"]:
-            # a missing file of a listed host: the entry is being replaced (None: read again, never the
-            # common pillar of a host outside the inventory)
-            with open(os.path.join(entry_dir, "hosts", f"{minion_id}.json"), encoding="utf-8") as handle:
-                return json.load(handle)
-        with open(os.path.join(entry_dir, "common.json"), encoding="utf-8") as handle:
-            return json.load(handle)
+        if logic.LABEL_RE.fullmatch(minion_id):
+            # the host's own file: one small read, whatever the number of hosts
+            with contextlib.suppress(FileNotFoundError):
+                return _read_json(os.path.join(entry_dir, "hosts", f"{minion_id}.json"))
+            # no file: a listed host's means the entry is being replaced (None: read again, never the common
+            # pillar of a host outside the inventory)
+            if minion_id in _read_json(os.path.join(entry_dir, "hosts.json")):
+                return None
+        return _read_json(os.path.join(entry_dir, "common.json"))
     except FileNotFoundError:
         return None
 
@@ -303,13 +338,13 @@ def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key
     """
     source = _Source(inventory=inventory, git=git, pillar_key=pillar_key)
     cache_root = os.path.join(__opts__["cachedir"], "rolestack", "inventory")
-    os.makedirs(cache_root, exist_ok=True)
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{source.fingerprint}".encode()).hexdigest()[:24]
     entry_dir = os.path.join(cache_root, digest)
     data = _read_entry(entry_dir, minion_id)
     for _attempt in range(3):  # concurrent master workers may be replacing a stale entry
         if data is not None:
             break
+        os.makedirs(cache_root, exist_ok=True)
         _build(source, cache_root, entry_dir)
         data = _read_entry(entry_dir, minion_id)
     if data is None:

@@ -44,17 +44,21 @@ from rolestack_inventory_schema import yaml_error_text  # noqa: F401
 # role has no policy left.
 CA_DIR = "/etc/pki/rolestack"
 CA_CERT = f"{CA_DIR}/ca.crt"
-_POLICY = [
-    {"signing_private_key": f"{CA_DIR}/ca.key"},
-    {"signing_cert": CA_CERT},
-    {"basicConstraints": "critical, CA:false"},
-    {"keyUsage": "critical, digitalSignature, keyEncipherment"},
-    {"subjectKeyIdentifier": "hash"},
-    {"authorityKeyIdentifier": "keyid:always"},
-    {"days_valid": 90},
-    {"copypath": f"{CA_DIR}/issued"},
-]
+CA_KEY = f"{CA_DIR}/ca.key"
+CA_ISSUED_DIR = f"{CA_DIR}/issued"
+# what every db certificate gets, whatever the request asks (the policies fix it)
+_ISSUED = {
+    "basicConstraints": "critical, CA:false",
+    "keyUsage": "critical, digitalSignature, keyEncipherment",
+    "subjectKeyIdentifier": "hash",
+    "authorityKeyIdentifier": "keyid:always",
+    "days_valid": 90,
+}
 CERT_KINDS = {"server": "serverAuth", "client": "clientAuth"}
+# where a db host keeps its CA certificate, keys and certificates (MariaDB's configuration reads them there)
+DB_SSL_DIR = "/etc/mysql/ssl"
+# renew a db certificate when fewer days are left (states/db/certs.sls; rolestack_certs:days_remaining overrides)
+DB_CERT_DAYS_REMAINING = 30
 
 
 def signing_policy_name(host, kind):
@@ -62,15 +66,41 @@ def signing_policy_name(host, kind):
     return f"rolestack_db_{kind}_{host}"
 
 
-def _db_certs(entry, zone):
-    """What the CA signs for one db host: CN, subjectAltName (masterdb also answers as masterdb) and its policies."""
+def _db_certs(entry, zone, ca):
+    """
+    A db host's certificates (its rolestack:db:certs pillar, all states/db/certs.sls renders): the CA (``ca``, the
+    salt host's core entry) and, per kind, its policy, its files and ``policy_contents``: the CA's policy as the
+    CA sends it to a requester (without the CA's key and paths; its certificate is the copy on the db host), which
+    a run compares the certificate on disk with instead of asking the CA. CN and subjectAltName (masterdb also
+    answers as masterdb) are the policies' too.
+    """
     names = [entry["fqdn"], entry["name"]]
     if "masterdb" in entry["roles"]:
         names += [f"masterdb.{zone}", "masterdb"]  # replicas' MASTER_HOST may be the core name
+    subject_alt_names = [f"DNS:{name}" for name in names] + [f"IP:{entry['address']}"]
+    ca_file = f"{DB_SSL_DIR}/ca.pem"
+    kinds = {
+        kind: {
+            "policy": signing_policy_name(entry["name"], kind),
+            "key": f"{DB_SSL_DIR}/{kind}.key",
+            "cert": f"{DB_SSL_DIR}/{kind}.pem",
+            "policy_contents": {
+                **_ISSUED,
+                **{"CN": entry["fqdn"], "subjectAltName": subject_alt_names, "extendedKeyUsage": usage},
+                "signing_cert": ca_file,
+            },
+        }
+        for kind, usage in CERT_KINDS.items()
+    }
     return {
         "cn": entry["fqdn"],
-        "subject_alt_names": [f"DNS:{name}" for name in names] + [f"IP:{entry['address']}"],
-        "policies": {kind: signing_policy_name(entry["name"], kind) for kind in CERT_KINDS},
+        "subject_alt_names": subject_alt_names,
+        "policies": {kind: spec["policy"] for kind, spec in kinds.items()},
+        # the CA: its minion id (the salt host's inventory name) and the mine entry of its certificate
+        "ca": {"minion": ca["name"] if ca else None, "mine_path": CA_CERT, "file": ca_file},
+        "dir": DB_SSL_DIR,
+        "days_remaining": DB_CERT_DAYS_REMAINING,
+        "kinds": kinds,
     }
 
 
@@ -78,13 +108,15 @@ def _signing_policies(db_certs):
     """The CA's x509_signing_policies: for each db host, a server and a client policy usable by that id only."""
     policies = {}
     for host, certs in db_certs.items():
-        for kind, usage in CERT_KINDS.items():
-            policies[certs["policies"][kind]] = [
+        for spec in certs["kinds"].values():
+            contents = spec["policy_contents"]  # the same data, with the CA's own key, certificate and copies
+            policies[spec["policy"]] = [
                 {"minions": host},
-                *_POLICY,
-                {"CN": certs["cn"]},
-                {"subjectAltName": certs["subject_alt_names"]},
-                {"extendedKeyUsage": usage},
+                {"signing_private_key": CA_KEY},
+                {"signing_cert": CA_CERT},
+                *({key: contents[key]} for key in _ISSUED),
+                {"copypath": CA_ISSUED_DIR},
+                *({key: contents[key]} for key in ("CN", "subjectAltName", "extendedKeyUsage")),
             ]
     return policies
 
@@ -256,7 +288,7 @@ def derive(inventory, mine_addresses=None):
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
-    db_certs = {entry["name"]: _db_certs(entry, zone) for entry in by_role["db"]}  # pending hosts: none yet
+    db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
 
     out = {}
     for name, entry in hosts.items():

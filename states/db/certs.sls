@@ -9,24 +9,22 @@
 {{ raise("no certificate policies for " ~ grains['id'] ~ " in its rolestack:db pillar: the inventory has no address "
          ~ "for it yet (a pending host gets its policies once the mine reports its address)") }}
 {%- endif %}
-{%- set ca = (rs.get('hosts_entries') or {}).get('salt') or {} %}
-{%- set ssl_dir = '/etc/mysql/ssl' %}
-{%- set ca_crt_on_ca = '/etc/pki/rolestack/ca.crt' %}
-{#- renew when fewer days are left (the policies issue for 90 days). A one-off forced renewal:
-    state.apply db.certs with the pillar rolestack_certs:days_remaining set to 400 (see docs/roles/db.md) #}
-{%- set days_remaining = salt['pillar.get']('rolestack_certs:days_remaining', 30) | int %}
+{#- everything below comes from rolestack:db:certs (the inventory util derives it, docs/roles/db.md
+    "Certificates"). Renew when fewer than days_remaining days are left (the policies issue for 90 days). A
+    one-off forced renewal: state.apply db.certs with the pillar rolestack_certs:days_remaining set to 400 #}
+{%- set days_remaining = salt['pillar.get']('rolestack_certs:days_remaining', certs.days_remaining) | int %}
 
 {#- the CA: the salt host's minion, whose id is its inventory name (one minion id per host), in the mine where
     salt.ca publishes its certificate #}
 {%- set ca_pem = none %}
-{%- if ca.get('name') %}
-{%- set entries = salt['mine.get'](ca.name, 'x509.get_pem_entries', tgt_type='list').get(ca.name) %}
-{%- set ca_pem = entries.get(ca_crt_on_ca) if entries is mapping else none %}
+{%- if certs.ca.minion %}
+{%- set entries = salt['mine.get'](certs.ca.minion, 'x509.get_pem_entries', tgt_type='list').get(certs.ca.minion) %}
+{%- set ca_pem = entries.get(certs.ca.mine_path) if entries is mapping else none %}
 {%- endif %}
 {%- if not ca_pem %}
-{{ raise("the CA certificate is not in the salt mine (x509.get_pem_entries of " ~ ca_crt_on_ca ~ " from the salt "
-         ~ "host " ~ (ca.get('name') or '<none in the inventory>') ~ "): apply the salt role on the salt host first, "
-         ~ "salt -C 'I@rolestack:host:roles:salt' state.apply salt, then apply this host again") }}
+{{ raise("the CA certificate is not in the salt mine (x509.get_pem_entries of " ~ certs.ca.mine_path ~ " from the "
+         ~ "salt host " ~ (certs.ca.minion or '<none in the inventory>') ~ "): apply the salt role on the salt host "
+         ~ "first, salt -C 'I@rolestack:host:roles:salt' state.apply salt, then apply this host again") }}
 {%- endif %}
 
 {#- the files are read by mysqld (user mysql) after it drops root: group mysql, keys not world-readable. The group
@@ -38,7 +36,7 @@ db-certs-group:
 
 db-certs-dir:
   file.directory:
-    - name: {{ ssl_dir }}
+    - name: {{ certs.dir }}
     - user: root
     - group: mysql
     - mode: '0750'
@@ -46,45 +44,58 @@ db-certs-dir:
     - require:
       - group: db-certs-group
 
+{#- each x509 state below has an unless check (rolestack_x509, the same comparisons as the state, on this host):
+    a run with nothing to do neither asks the CA nor loads a key twice; when the check finds anything to do,
+    the x509 state runs as it always did and decides #}
+{%- set ca_file = {'name': certs.ca.file, 'text': ca_pem, 'user': 'root', 'group': 'mysql', 'mode': '0644'} %}
 db-certs-ca:
   x509.pem_managed:
-    - name: {{ ssl_dir }}/ca.pem
-    - text: {{ ca_pem | json }}
-    - user: root
-    - group: mysql
-    - mode: '0644'
+{%- for arg, value in ca_file | dictsort %}
+    - {{ arg }}: {{ value | json }}
+{%- endfor %}
+    - unless:
+      - fun: rolestack_x509.pem_current
+{%- for arg, value in ca_file | dictsort %}
+        {{ arg }}: {{ value | json }}
+{%- endfor %}
     - require:
       - file: db-certs-dir
 
-{%- for kind, policy in certs.policies | dictsort %}
+{%- for kind, spec in certs.kinds | dictsort %}
 
 {#- generated here, never leaves the host; kept across renewals #}
+{%- set key = {'name': spec.key, 'algo': 'rsa', 'keysize': 2048, 'user': 'root', 'group': 'mysql', 'mode': '0640'} %}
 db-certs-{{ kind }}-key:
   x509.private_key_managed:
-    - name: {{ ssl_dir }}/{{ kind }}.key
-    - algo: rsa
-    - keysize: 2048
-    - user: root
-    - group: mysql
-    - mode: '0640'
+{%- for arg, value in key | dictsort %}
+    - {{ arg }}: {{ value | json }}
+{%- endfor %}
+    - unless:
+      - fun: rolestack_x509.private_key_current
+{%- for arg, value in key | dictsort %}
+        {{ arg }}: {{ value | json }}
+{%- endfor %}
     - require:
       - file: db-certs-dir
 
 {#- signed by the CA under this host's own policy, which fixes the names, validity and key usages (the request's
-    CN and subjectAltName are the same ones, from the pillar); re-requested when fewer than days_remaining days are
-    left, or when the names, key or CA changed #}
+    CN and subjectAltName are the same ones); re-requested when fewer than days_remaining days are left, or when
+    the names, key or CA changed. The unless check compares with policy_contents, the CA's policy as it would send it #}
+{%- set cert = {'name': spec.cert, 'ca_server': certs.ca.minion, 'private_key': spec.key, 'CN': certs.cn,
+                'subjectAltName': certs.subject_alt_names, 'days_remaining': days_remaining, 'user': 'root',
+                'group': 'mysql', 'mode': '0644'} %}
 db-certs-{{ kind }}-cert:
   x509.certificate_managed:
-    - name: {{ ssl_dir }}/{{ kind }}.pem
-    - ca_server: {{ ca.name }}
-    - signing_policy: {{ policy }}
-    - private_key: {{ ssl_dir }}/{{ kind }}.key
-    - CN: {{ certs.cn }}
-    - subjectAltName: {{ certs.subject_alt_names | json }}
-    - days_remaining: {{ days_remaining }}
-    - user: root
-    - group: mysql
-    - mode: '0644'
+{%- for arg, value in cert | dictsort %}
+    - {{ arg }}: {{ value | json }}
+{%- endfor %}
+    - signing_policy: {{ spec.policy }}
+    - unless:
+      - fun: rolestack_x509.certificate_current
+{%- for arg, value in cert | dictsort %}
+        {{ arg }}: {{ value | json }}
+{%- endfor %}
+        signing_policy_contents: {{ spec.policy_contents | json }}
     - require:
       - x509: db-certs-{{ kind }}-key
       - x509: db-certs-ca

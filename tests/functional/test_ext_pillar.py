@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+import pathlib
 import subprocess
 import time
 
@@ -136,6 +137,58 @@ def test_git_source_follows_commits(ext_pillar, pillar_tree, tmp_path):
     git("push", "-q", "origin", "main")
     with pytest.raises(SaltInvocationError, match=r"level: got 'Bad Level'"):
         ext_pillar("db2", **source)
+
+
+def test_git_source_reads_a_packed_branch_without_a_git_process(ext_pillar, pillar_tree, tmp_path, monkeypatch):
+    # git gc and mirror clones pack the refs: a render must not start a git process to find the branch
+    repo = tmp_path / "pillar"
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), *identity, *args], check=True, capture_output=True)
+
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "inventory.yaml").write_text((pillar_tree / "inventory.yaml").read_text())
+    git("add", "inventory.yaml")
+    git("commit", "-qm", "initial")
+    git("tag", "-a", "v1", "-m", "an annotated tag: a peeled line in packed-refs")
+    git("pack-refs", "--all")
+    assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+    source = {"git": {"repo": str(repo), "ref": "main", "path": "inventory.yaml"}}
+    assert ext_pillar("db2", **source)["rolestack"]["host"]["address"] == "10.10.10.12"  # derives: reads the file
+
+    def no_process(*args, **kwargs):
+        raise AssertionError(f"a cached render started {args}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(subprocess, "run", no_process)
+        assert ext_pillar("db2", **source)["rolestack"]["host"]["address"] == "10.10.10.12"
+        assert ext_pillar("stranger", **source)["rolestack"]["host"] is None
+    # a commit on top of the packed branch (a loose ref again), then packed again: followed both times
+    _edit(repo / "inventory.yaml", lambda d: d["hosts"]["db2"].update(address="10.10.10.13"))
+    git("commit", "-qam", "move db2")
+    assert ext_pillar("db2", **source)["rolestack"]["host"]["address"] == "10.10.10.13"
+    _edit(repo / "inventory.yaml", lambda d: d["hosts"]["db2"].update(address="10.10.10.14"))
+    git("commit", "-qam", "move db2 again")
+    git("pack-refs", "--all")
+    assert ext_pillar("db2", **source)["rolestack"]["host"]["address"] == "10.10.10.14"
+
+
+def test_a_render_reads_no_list_of_every_host(ext_pillar):
+    # a host's render reads meta.json and its own file only: its cost does not grow with the fleet
+    ext_pillar("app1")
+    cache_root = ext_pillar.opts["cachedir"] + "/rolestack/inventory"
+    (entry,) = os.listdir(cache_root)
+    entry_dir = os.path.join(cache_root, entry)
+    assert "app1" not in (pathlib.Path(entry_dir) / "meta.json").read_text()
+    hosts_list = os.path.join(entry_dir, "hosts.json")
+    os.rename(hosts_list, hosts_list + ".aside")
+    assert ext_pillar("app1")["rolestack"]["host"]["name"] == "app1"
+    assert ext_pillar("db2.production.wpdn")["rolestack"]["host"] is None  # not a host name: no list needed
+    # an id shaped like a host name without a file of its own needs the list (None: read again)
+    assert ext_pillar.read_entry(entry_dir, "stranger") is None
+    os.rename(hosts_list + ".aside", hosts_list)
+    assert ext_pillar.read_entry(entry_dir, "stranger")["host"] is None
 
 
 def test_the_pillar_key_source_is_refused(ext_pillar, pillar_tree):

@@ -111,3 +111,18 @@ def test_a_db_host_without_an_address_yet_has_no_policy(example):
     # once the mine reports it, the policies follow
     derived = inv.derive(example, mine_addresses={"db3": ["10.10.10.99"]})
     assert derived["hosts"]["db3"]["db"]["certs"]["subject_alt_names"][-1] == "IP:10.10.10.99"
+
+
+@pytest.mark.parametrize("host", ["db1-masterdb", "db2", "db3"])
+def test_the_db_host_knows_its_policies_as_the_ca_sends_them(example, host):
+    # a db host's run compares its certificates with policy_contents instead of asking the CA for its policy:
+    # the CA's policy, without what the CA removes or keeps to itself, its certificate the db host's copy
+    certs = inv.derive(example)["hosts"][host]["db"]["certs"]
+    for kind, spec in certs["kinds"].items():
+        sent = policies(example)[spec["policy"]]
+        for ca_only in ("minions", "signing_private_key", "copypath"):
+            sent.pop(ca_only)
+        assert sent.pop("signing_cert") == inv.CA_CERT
+        assert spec["policy_contents"] == {**sent, "signing_cert": certs["ca"]["file"]}
+        assert (spec["key"], spec["cert"]) == (f"/etc/mysql/ssl/{kind}.key", f"/etc/mysql/ssl/{kind}.pem")
+    assert certs["ca"] == {"minion": "salt", "mine_path": inv.CA_CERT, "file": "/etc/mysql/ssl/ca.pem"}
