@@ -354,12 +354,7 @@ def validate(inventory):
             f"hosts: db hosts {', '.join(role_members['db'])} have no masterdb, expected exactly one db host with 'masterdb'"
         )
 
-    aliases = inventory.get("aliases", {})
-    if aliases is None:
-        aliases = {}
-    if not isinstance(aliases, dict):
-        err(f"aliases: got {_kind(aliases)}, expected a mapping of DNS name to a list of host names")
-        aliases = {}
+    aliases = _optional_mapping("aliases", inventory.get("aliases"), "DNS name to a list of host names", err)
     for alias, targets in aliases.items():
         path = f"aliases.{alias}"
         if not isinstance(alias, str) or not LABEL_RE.match(alias):
@@ -386,12 +381,7 @@ def validate(inventory):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             err(f"db.{key}: got {_fmt(value)}, expected an integer from {low} to {high} ({what})")
 
-    secrets = inventory.get("secrets", {})
-    if secrets is None:
-        secrets = {}
-    if not isinstance(secrets, dict):
-        err(f"secrets: got {_kind(secrets)}, expected a mapping of secret name to value")
-        secrets = {}
+    secrets = _optional_mapping("secrets", inventory.get("secrets"), "secret name to value", err)
     for secret, value in secrets.items():
         path = f"secrets.{_key(secret)}"
         if secret == DB_USERS_SECRET:
@@ -412,6 +402,16 @@ def validate(inventory):
             )
     _validate_databases(inventory.get("databases"), secrets.get(DB_USERS_SECRET), role_members, err)
     return errors
+
+
+def _optional_mapping(path, value, what, err):
+    """A mapping of ``what`` that may be left out (None is empty); anything else is an error, then empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        err(f"{path}: got {_kind(value)}, expected a mapping of {what}")
+        return {}
+    return value
 
 
 def _check_mapping(path, spec, keys, err):
@@ -452,11 +452,7 @@ def _check_list(path, value, allowed, what, err, normalize=str):
 
 def _validate_databases(databases, passwords, role_members, err):
     """The ``databases`` key and ``secrets.db_users``: names, settings, accounts, one password per user."""
-    if databases is None:
-        databases = {}
-    if not isinstance(databases, dict):
-        err(f"databases: got {_kind(databases)}, expected a mapping of database name to settings")
-        databases = {}
+    databases = _optional_mapping("databases", databases, "database name to settings", err)
     if databases and not role_members["db"]:
         err(f"databases: {', '.join(map(str, databases))} defined but no host has the role 'db', expected db hosts")
     first_use = {}  # user -> (path, roles, ssl) where it was first seen
@@ -483,20 +479,11 @@ def _validate_databases(databases, passwords, role_members, err):
                     f"{path}.collate: {collate!r} is not a collation of the character set {character_set!r}, "
                     f"expected a name starting with '{character_set}_'"
                 )
-        users = spec.get("users")
-        if users is None:
-            users = {}
-        if not isinstance(users, dict):
-            err(f"{path}.users: got {_kind(users)}, expected a mapping of user name to roles, privileges, ssl")
-            users = {}
+        users = _optional_mapping(f"{path}.users", spec.get("users"), "user name to roles, privileges, ssl", err)
         for user, settings in users.items():
             _validate_db_user(f"{path}.users.{user}", user, settings, first_use, err)
 
-    if passwords is None:
-        passwords = {}
-    if not isinstance(passwords, dict):
-        err(f"secrets.{DB_USERS_SECRET}: got {_kind(passwords)}, expected a mapping of user name to password")
-        passwords = {}
+    passwords = _optional_mapping(f"secrets.{DB_USERS_SECRET}", passwords, "user name to password", err)
     for user, value in passwords.items():
         if user not in first_use:
             err(
