@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import failures
 from tests.e2e.test_3_git_pillar import assert_highstate_refused
-from tests.e2e.test_3_git_pillar import changed_ids
 from tests.e2e.test_3_git_pillar import commit
 from tests.e2e.test_3_git_pillar import git
 
@@ -135,4 +135,4 @@ def test_bad_commit_is_refused_naming_the_key_path_and_changes_nothing(lab, topo
 def test_second_highstate_changes_nothing(lab, converged):
     result = lab.highstate()
     assert result["clean"], failures(result)
-    assert not any(changed_ids(result).values()), changed_ids(result)
+    assert not any(changed_states(result).values()), changed_states(result)
