@@ -317,7 +317,7 @@ def _read_entry(entry_dir, minion_id):
         if meta["invalid"]:
             raise SaltInvocationError(_read_json(os.path.join(entry_dir, "errors.json"))["message"])
         # a host's one minion id is its inventory name (a DNS label, never a path); any other id is not a host's
-        if logic.LABEL_RE.fullmatch(minion_id):
+        if schema.LABEL_RE.fullmatch(minion_id):
             # the host's own file: one small read, whatever the number of hosts
             with contextlib.suppress(FileNotFoundError):
                 return _read_json(os.path.join(entry_dir, "hosts", f"{minion_id}.json"))
