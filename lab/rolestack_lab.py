@@ -63,15 +63,15 @@ BASE_INCLUDE = [
 ROLE_PACKAGES = [
     "mariadb-server", "mariadb-client", "mariadb-backup", "redis-server", "memcached", "nutcracker", "gdnsd",
     "rsync", "xinetd", "openssh-server", "exim4-daemon-light", "opendkim", "opendkim-tools", "nfs-ganesha",
-    "nfs-ganesha-vfs", "libnfs-utils", "bind9-dnsutils", "git",
+    "nfs-ganesha-vfs", "libnfs-utils", "bind9-dnsutils", "git", "nftables", "libmemcached-tools",
 ]  # fmt: skip
 # Only in the local repository (they conflict with the base's MTA): states install them where a role needs them.
 REPO_ONLY_PACKAGES = ["postfix"]
 # Installed but not started at boot: the role states enable what a host needs.
 DISABLED_UNITS = [
     "mariadb.service", "redis-server.service", "memcached.service", "nutcracker.service", "gdnsd.service",
-    "xinetd.service", "opendkim.service", "nfs-ganesha.service", "rsync.service", "apt-daily.timer",
-    "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
+    "xinetd.service", "opendkim.service", "nfs-ganesha.service", "rsync.service", "nftables.service",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer",
 ]  # fmt: skip
 # NFS helpers that make a container's shutdown hang forever (no rpc in this kernel).
 MASKED_UNITS = ["rpcbind.service", "rpcbind.socket", "run-rpc_pipefs.mount", "nfs-ganesha-lock.service"]

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   git make dpkg-dev iproute2 procps psmisc
   mariadb-server mariadb-client mariadb-backup
-  redis-server memcached nutcracker gdnsd rsync xinetd
+  redis-server memcached nutcracker libmemcached-tools nftables gdnsd rsync xinetd
   systemd-container debootstrap
 )
 missing=()
