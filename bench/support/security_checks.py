@@ -28,7 +28,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rolestack_lab  # noqa: E402
+import security_kv  # noqa: E402
 
 STREAM = "mariadb_replication.serve_backup_stream"
 SIGN = "x509.sign_remote_certificate"
@@ -748,6 +750,7 @@ CHECKS = {
     "enrollment_tokens_are_private": check_enrollment_tokens_are_private,
     "one_writable_db_host": check_one_writable_db_host,
     "replication_accounts_only_for_db_hosts": check_replication_accounts_only_for_db_hosts,
+    **security_kv.CHECKS,  # the key-value stores (issue 11)
 }
 
 
