@@ -9,10 +9,16 @@ port: ``read_stats`` (the JSON it prints), ``parse_stats`` (per pool and per ser
 """
 
 import contextlib
+import difflib
+import grp
 import ipaddress
 import json
+import os
+import pwd
 import re
 import socket
+import stat
+import tempfile
 
 import yaml
 
@@ -340,3 +346,95 @@ def probe(address, port, timeout=0.5):
             return True
     except OSError:
         return False
+
+
+# the state's file handling: the diff without passwords, the file's facts, a private candidate beside the live file
+
+REDIS_AUTH_RE = re.compile(r"^(\s*redis_auth:\s*).*$", re.MULTILINE)
+
+
+def redact(text):
+    """The config text with every redis_auth value replaced (for diffs, logs and returns)."""
+    return REDIS_AUTH_RE.sub(r"\1<redacted>", text or "")
+
+
+def changed_auth(old, new):
+    """The pools whose redis_auth differs between two config texts (every redis pool of ``new`` when ``old``
+    does not parse)."""
+    try:
+        before = yaml.safe_load(old or "") or {}
+        if not isinstance(before, dict):
+            before = {}
+    except yaml.YAMLError:
+        before = {}
+    try:
+        after = yaml.safe_load(new) or {}
+    except yaml.YAMLError:
+        return []
+    if not isinstance(after, dict):
+        return []
+    return sorted(
+        name
+        for name, settings in after.items()
+        if isinstance(settings, dict)
+        and "redis_auth" in settings
+        and not (isinstance(before.get(name), dict) and before[name].get("redis_auth") == settings["redis_auth"])
+    )
+
+
+def diff(old, new, path):
+    """A unified diff of two config texts, passwords redacted."""
+    lines = difflib.unified_diff(
+        redact(old).splitlines(keepends=True),
+        redact(new).splitlines(keepends=True),
+        fromfile=path if old is not None else "/dev/null",
+        tofile=path,
+    )
+    return "".join(lines)
+
+
+def file_facts(path):
+    """(text or None, mode, user, group) of a file; (None, None, None, None) when it does not exist."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None, None, None, None
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    return text, stat.S_IMODE(info.st_mode), _user(info.st_uid), _group(info.st_gid)
+
+
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def write_candidate(path, text, user, group, mode):
+    """
+    Write ``text`` to a new temporary file beside ``path`` (same directory: the replace is atomic), owned and
+    moded before any byte is written (it holds passwords); returns its path. Raises KeyError for an unknown
+    user/group, OSError.
+    """
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    fd, candidate = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(candidate)
+        raise
+    return candidate

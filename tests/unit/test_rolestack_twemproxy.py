@@ -6,6 +6,7 @@ The real nutcracker runs in tests/functional/test_twemproxy.py.
 
 import copy
 import json
+import pathlib
 
 import pytest
 import rolestack_twemproxy as tw
@@ -234,3 +235,26 @@ def test_an_unreachable_server_is_down():
     assert result["pools"]["sessions_redis"]["servers"]["sessions1"]["state"] == "down"
     assert result["pools"]["sessions_redis"]["servers_down"] == ["sessions1"] and result["healthy"] is False
     assert tw.health(tw.parse_stats(STATS), only_sessions)["healthy"] is True
+
+
+def test_diffs_never_show_a_password():
+    old = tw.render(PROXY, dict(SECRETS, sessions_redis_password="old-one"))
+    new = tw.render(PROXY, SECRETS)
+    assert "redis_auth: <redacted>" in tw.redact(new) and SECRET not in tw.redact(new)
+    assert tw.diff(old, new, "/etc/nutcracker/nutcracker.yml") == ""  # only a password differs
+    assert tw.changed_auth(old, new) == ["sessions_redis"]
+    assert tw.changed_auth(None, new) == ["redis_beta", "sessions_redis"]
+    assert tw.changed_auth("::: not yaml [", new) == ["redis_beta", "sessions_redis"]
+    added = tw.diff(None, new, "/x.yml")
+    assert added.startswith("--- /dev/null\n+++ /x.yml") and SECRET not in added and CACHE_SECRET not in added
+
+
+def test_write_candidate_is_private_before_it_holds_the_text(tmp_path):
+    live = tmp_path / "nutcracker.yml"
+    candidate = tw.write_candidate(str(live), "text\n", "root", "root", 0o640)
+    assert candidate.startswith(str(tmp_path) + "/.nutcracker.yml.") and pathlib.Path(candidate).read_text() == "text\n"
+    assert tw.file_facts(candidate)[1:] == (0o640, "root", "root")
+    assert tw.file_facts(str(live)) == (None, None, None, None)
+    with pytest.raises(KeyError):
+        tw.write_candidate(str(live), "x", "root", "no-such-group-here", 0o640)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [pathlib.Path(candidate).name]
