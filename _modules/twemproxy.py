@@ -36,7 +36,8 @@ def __virtual__():
 
 
 def _proxy_pillar():
-    proxy = __salt__["pillar.get"]("rolestack:proxy", None)
+    # salt 3008 masks pillar values unless asked: the pools are not secret, but masked they are unreadable
+    proxy = __salt__["pillar.get"]("rolestack:proxy", None, unmask=True)
     if proxy is None:
         raise CommandExecutionError(
             f"no rolestack:proxy pillar for {__opts__.get('id')}: twemproxy runs on web hosts only "
