@@ -21,6 +21,7 @@ import yaml
 from saltfactories.utils.functional import Loaders
 
 from tests.support.paths import LOADER_DIRS
+from tests.support.paths import STATES
 from tests.support.services import free_port
 from tests.support.services import wait_for
 from tests.support.twemproxy import PrivateNutcracker
@@ -61,13 +62,19 @@ def proxy_pillar(backends):
     return {"stats_port": free_port(), "pools": sorted(pools, key=lambda pool: pool["port"])}
 
 
-def _minion_loaders(salt_factories, root, minion_id, rolestack):
+def _minion_loaders(salt_factories, root, minion_id, rolestack, **overrides):
     """Loaders of a masterless minion whose pillar is ``{"rolestack": rolestack}`` (a pillar tree of its own)."""
     tree = root / f"pillar-{minion_id}"
     tree.mkdir()
     (tree / "top.sls").write_text("base:\n  '*':\n    - rolestack\n")
     (tree / "rolestack.sls").write_text(yaml.safe_dump({"rolestack": rolestack}))
-    config = {"file_client": "local", "ext_pillar": [], "pillar_roots": {"base": [str(tree)]}, **LOADER_DIRS}
+    config = {
+        "file_client": "local",
+        "ext_pillar": [],
+        "pillar_roots": {"base": [str(tree)]},
+        **LOADER_DIRS,
+        **overrides,
+    }
     factory = salt_factories.salt_minion_daemon(minion_id, overrides=config)
     return Loaders(factory.config.copy())
 
@@ -259,3 +266,37 @@ def test_a_dead_sessions_server_fails_requests_and_is_never_ejected(loaders, nut
         loaders, lambda s: s["pools"]["sessions_memcached"]["servers"]["sessions1"]["server_err"] >= 1, "errors"
     )
     assert stats["pools"]["sessions_memcached"]["server_ejects"] == 0
+
+
+def _sls_loaders(salt_factories, root, minion_id, proxy):
+    rolestack = {"platform": {"name": "webplatform"}, "host": {"roles": ["app"]}, "secrets": {"x": "y"}}
+    if proxy is not None:
+        rolestack["proxy"] = proxy
+    return _minion_loaders(salt_factories, root, minion_id, rolestack, file_roots={"base": [str(STATES)]})
+
+
+def _by_state(high):
+    return {(name, next(key for key in body if not key.startswith("__"))): body for name, body in high.items()}
+
+
+def test_sls_validates_the_config_and_restarts_on_change(salt_factories, test_root, proxy_pillar):
+    loaders = _sls_loaders(salt_factories, test_root, "twemproxy-sls", proxy_pillar)
+    high = _by_state(loaders.modules.state.show_sls("proxy"))
+    assert {"proxy-package", "proxy-defaults", "proxy-config", "proxy-service"} == {name for name, _ in high}
+    assert ("proxy-config", "twemproxy") in high and ("proxy-defaults", "twemproxy") in high
+    service = high[("proxy-service", "service")]["service"]
+    assert (
+        "running" in service and {"watch": [{"twemproxy": "proxy-config"}, {"twemproxy": "proxy-defaults"}]} in service
+    )
+    loaders.reset_state()
+
+
+def test_sls_stops_the_proxy_without_pools_and_refuses_a_host_without_proxy(salt_factories, test_root):
+    loaders = _sls_loaders(salt_factories, test_root, "twemproxy-sls-empty", {"stats_port": 22222, "pools": []})
+    high = _by_state(loaders.modules.state.show_sls("proxy"))
+    assert "dead" in high[("proxy-service", "service")]["service"] and ("proxy-config", "twemproxy") not in high
+    loaders.reset_state()
+    loaders = _sls_loaders(salt_factories, test_root, "twemproxy-sls-none", None)
+    refused = loaders.modules.state.show_sls("proxy")
+    assert "no rolestack:proxy pillar for twemproxy-sls-none" in str(refused), refused
+    loaders.reset_state()
