@@ -168,7 +168,7 @@ def health(port=None, probe=True):
         salt app1 twemproxy.health probe=False
     """
     proxy = _proxy_pillar()
-    problems = tw.validate(proxy, None if not proxy.get("pools") else _secrets())
+    problems = tw.validate(proxy, _secrets())
     if problems:
         raise CommandExecutionError(str(tw.ProxyConfigError(problems)))
     report = stats(_port(port, proxy))
