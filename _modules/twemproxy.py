@@ -107,14 +107,15 @@ def validate(path=None):
         salt app1 twemproxy.validate
         salt app1 twemproxy.validate path=/etc/nutcracker/nutcracker.yml
     """
-    binary = shutil.which("nutcracker") or (os.access("/usr/sbin/nutcracker", os.X_OK) and "/usr/sbin/nutcracker")
-    if not binary:
-        raise CommandExecutionError("nutcracker is not installed (package nutcracker)")
     if path is not None:
         if not isinstance(path, str) or not os.path.isabs(path):
             raise SaltInvocationError(f"path: got {path!r}, expected an absolute file path")
         if not os.path.isfile(path):
             raise SaltInvocationError(f"path: {path} is not a file")
+    binary = shutil.which("nutcracker") or (os.access("/usr/sbin/nutcracker", os.X_OK) and "/usr/sbin/nutcracker")
+    if not binary:
+        raise CommandExecutionError("nutcracker is not installed (package nutcracker)")
+    if path is not None:
         return _check(binary, path, path)
     text = render()
     directory = tempfile.mkdtemp(prefix="rolestack-twemproxy-")
