@@ -9,3 +9,6 @@ base:
   'I@rolestack:host:roles:db':
     - match: compound
     - db
+  'I@rolestack:host:roles:app or I@rolestack:host:roles:frontend or I@rolestack:host:roles:jobrunner':
+    - match: compound
+    - proxy

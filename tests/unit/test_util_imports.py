@@ -17,6 +17,8 @@ LOADED = [
     ("_states/mariadb_replication.py", "rolestack_mariadb_sql", {"__salt__": {"mariadb_replication.status": None}}),
     ("_runners/db.py", "rolestack_gtid", {"__opts__": {"__role": "master"}}),
     ("_pillar/rolestack.py", "rolestack_inventory", {}),
+    ("_modules/twemproxy.py", "rolestack_twemproxy", {}),
+    ("_states/twemproxy.py", "rolestack_twemproxy", {"__salt__": {"twemproxy.render": None}}),
 ]
 
 
