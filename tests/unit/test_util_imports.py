@@ -17,6 +17,8 @@ LOADED = [
     ("_states/mariadb_replication.py", "rolestack_mariadb_sql", {"__salt__": {"mariadb_replication.status": None}}),
     ("_runners/db.py", "rolestack_gtid", {"__opts__": {"__role": "master"}}),
     ("_pillar/rolestack.py", "rolestack_inventory", {}),
+    ("_modules/rolestack_kv.py", "rolestack_kv", {}),
+    ("_runners/cache.py", "rolestack_kv", {"__opts__": {"__role": "master"}}),
 ]
 
 
