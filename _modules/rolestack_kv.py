@@ -170,6 +170,20 @@ def flush(role=None, timeout=TIMEOUT):
     return {"flushed": flushed, "roles": cache_roles, "cluster": ",".join(clusters), "members": members}
 
 
+def _server_inputs(role, kind):
+    """What a configuration file of this host's ``<role>_<kind>`` server is made of: pillar, server, settings, listen."""
+    rolestack = _rolestack()
+    spec = _servers(rolestack, f"{role}_{kind}")[f"{role}_{kind}"]
+    settings = rolestack
+    for key in kv.ROLE_SERVERS[role][kind]:
+        settings = settings[key]
+    try:
+        listen = kv.listen_addresses((rolestack.get("host") or {}).get("address"))
+    except ValueError as err:
+        raise CommandExecutionError(str(err)) from None
+    return rolestack, spec, settings, listen
+
+
 def redis_conf(role):
     """
     The redis.conf of this host's ``role`` (sessions or redis) from its pillar: bound to its private address and
@@ -182,13 +196,7 @@ def redis_conf(role):
 
         salt sessions1 rolestack_kv.redis_conf sessions
     """
-    rolestack = _rolestack()
-    spec = _servers(rolestack, f"{role}_redis")[f"{role}_redis"]
-    settings = rolestack["sessions"]["redis"] if role == "sessions" else rolestack["redis"]
-    try:
-        bind = kv.listen_addresses((rolestack.get("host") or {}).get("address"))
-    except ValueError as err:
-        raise CommandExecutionError(str(err)) from None
+    rolestack, spec, settings, bind = _server_inputs(role, "redis")
     return kv.redis_conf(
         role,
         bind,
@@ -210,13 +218,7 @@ def memcached_conf(role):
 
         salt memcache-alpha1 rolestack_kv.memcached_conf memcache
     """
-    rolestack = _rolestack()
-    spec = _servers(rolestack, f"{role}_memcached")[f"{role}_memcached"]
-    settings = rolestack["sessions"]["memcached"] if role == "sessions" else rolestack["memcache"]
-    try:
-        listen = kv.listen_addresses((rolestack.get("host") or {}).get("address"))
-    except ValueError as err:
-        raise CommandExecutionError(str(err)) from None
+    _rolestack_pillar, spec, settings, listen = _server_inputs(role, "memcached")
     return kv.memcached_conf(role, listen, settings["memory_mb"], port=spec["port"])
 
 

@@ -9,3 +9,12 @@ base:
   'I@rolestack:host:roles:db':
     - match: compound
     - db
+  'I@rolestack:host:roles:sessions':
+    - match: compound
+    - sessions
+  'I@rolestack:host:roles:memcache':
+    - match: compound
+    - memcache
+  'I@rolestack:host:roles:redis':
+    - match: compound
+    - redis
