@@ -251,3 +251,16 @@ def test_role_sls_renders_for_its_host(make_loaders, host):
 def test_role_sls_refuses_a_host_without_the_role(make_loaders, host, sls):
     ret = make_loaders(host).modules.state.show_sls(sls)
     assert isinstance(ret, list) and "applies only" in str(ret), ret
+
+
+@pytest.mark.parametrize("host", list(ROLE_SLS))
+def test_role_sls_dry_run_renders_its_files_through_the_module(make_loaders, host):
+    # test=True only: nothing on this machine changes (the files are compared, the services asked)
+    sls, files = ROLE_SLS[host]
+    ret = make_loaders(host).modules.state.sls(sls, test=True)
+    assert not ret.failed, ret.raw
+    by_id = {state.id: state for state in ret}
+    for state_id in files:
+        assert by_id[state_id].result is not False, by_id[state_id]
+        assert "Unable to manage file" not in by_id[state_id].comment
+    assert "Traceback" not in str(ret.raw)
