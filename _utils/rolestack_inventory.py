@@ -16,6 +16,7 @@ unit tests, the CLI and the bench.
 import ipaddress
 
 import rolestack_mariadb_sql as sql
+from rolestack_inventory_schema import CACHE_SETTINGS
 from rolestack_inventory_schema import CLUSTER_ROLES
 from rolestack_inventory_schema import CORE_ROLE_NAMES
 from rolestack_inventory_schema import DB_PORT
@@ -23,8 +24,12 @@ from rolestack_inventory_schema import DB_SETTINGS
 from rolestack_inventory_schema import DB_USERS_SECRET
 from rolestack_inventory_schema import DEFAULT_CHARACTER_SET
 from rolestack_inventory_schema import DEFAULT_CLUSTER
+from rolestack_inventory_schema import MEMCACHED_PORT
+from rolestack_inventory_schema import PROXY_STATS_PORT
+from rolestack_inventory_schema import REDIS_PORT
 from rolestack_inventory_schema import ROLES
 from rolestack_inventory_schema import SECRETS
+from rolestack_inventory_schema import SESSIONS_SETTINGS
 from rolestack_inventory_schema import WEB_ROLES
 from rolestack_inventory_schema import InventoryError
 from rolestack_inventory_schema import host_roles
@@ -279,8 +284,8 @@ def derive(inventory, mine_addresses=None):
         role: {name: [member(e) for e in members] for name, members in clusters[role].items()} for role in CLUSTER_ROLES
     }
     sessions_members = [member(entry) for entry in by_role["sessions"]]
-    proxy = {"sessions": sessions_members, "memcache": cluster_members["memcache"], "redis": cluster_members["redis"]}
     key_value_allow = web_addresses  # clients of sessions/memcache/redis: the web hosts (via their proxy)
+    key_value = _key_value(inventory, sessions_members, cluster_members, key_value_allow)
     db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
     db_settings = {key: (inventory.get("db") or {}).get(key, spec[0]) for key, spec in DB_SETTINGS.items()}
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
@@ -320,16 +325,20 @@ def derive(inventory, mine_addresses=None):
                 "certs": db_certs.get(name),
             }
         if "sessions" in roles:
-            pillar["sessions"] = {"members": sessions_members, "allow": key_value_allow}
+            pillar["sessions"] = key_value["sessions"]
         for role in ("memcache", "redis", "elastic"):
             if role in roles:
                 pillar[role] = {
                     "cluster": entry["cluster"],
                     "members": cluster_members[role].get(entry["cluster"], []),
                     "allow": key_value_allow,
+                    **key_value["caches"].get(role, {}).get(entry["cluster"], {}),
                 }
+        services = [service for role in KEY_VALUE_ROLES if role in roles for service in key_value["services"][role]]
+        if services:
+            pillar["firewall"] = {"services": list({service["name"]: service for service in services}.values())}
         if any(role in WEB_ROLES for role in roles):
-            pillar["proxy"] = proxy
+            pillar["proxy"] = key_value["proxy"]
         granted = {
             secret: secrets[secret]
             for secret, props in SECRETS.items()
@@ -355,6 +364,88 @@ def derive(inventory, mine_addresses=None):
         out[name] = pillar
     common_unknown = dict(common, host=None, etc_hosts=_etc_hosts(core_lines, {"address": None}))
     return {"hosts": out, "common": common_unknown}
+
+
+# the roles whose hosts run key-value servers, and the services (firewall) each runs
+KEY_VALUE_ROLES = ("sessions", "memcache", "redis")
+SERVICE_PORTS = {"redis": REDIS_PORT, "memcached": MEMCACHED_PORT}
+ROLE_SERVICES = {"sessions": ("redis", "memcached"), "memcache": ("memcached",), "redis": ("redis",)}
+# pool kind of each cache role, and the secret holding a redis pool's password (its name, never its value)
+CACHE_KIND = {"memcache": "memcached", "redis": "redis"}
+POOL_AUTH = {("sessions", "redis"): "sessions_redis_password", ("redis", "redis"): "cache_redis_password"}
+
+
+def _key_value(inventory, sessions_members, cluster_members, allow):
+    """
+    The pillar of the key-value roles (docs/roles/sessions.md), built once and shared: ``sessions`` (the sessions
+    hosts' settings), ``caches`` (per cache role and cluster, the settings a member gets beside cluster, members,
+    allow), ``services`` (per role, the firewall's services: name, port, allow) and ``proxy`` (the web hosts'
+    twemproxy pools, sorted by port; a pool without a server is left out).
+    """
+    settings = inventory.get("sessions") or {}
+    sessions_settings = {key: settings.get(key, spec[0]) for key, spec in SESSIONS_SETTINGS.items()}
+    sessions = {
+        "members": sessions_members,
+        "allow": allow,
+        "redis": {
+            "port": REDIS_PORT,
+            "maxmemory_mb": sessions_settings["redis_maxmemory_mb"],
+            "maxmemory_policy": sessions_settings["redis_maxmemory_policy"],
+        },
+        "memcached": {"port": MEMCACHED_PORT, "memory_mb": sessions_settings["memcached_memory_mb"]},
+    }
+    caches = {}
+    for role, keys in CACHE_SETTINGS.items():
+        for cluster, spec in ((inventory.get("caches") or {}).get(role) or {}).items():
+            spec = spec or {}
+            values = {key: spec.get(key, default) for key, (default, _what) in keys.items()}
+            caches.setdefault(role, {})[cluster] = {"port": SERVICE_PORTS[CACHE_KIND[role]], **values}
+    services = {
+        role: [{"name": name, "port": SERVICE_PORTS[name], "allow": allow} for name in names]
+        for role, names in ROLE_SERVICES.items()
+    }
+
+    def servers(members, port):
+        return [
+            {"name": m["name"], "address": m["address"], "port": port} for m in sorted(members, key=lambda m: m["name"])
+        ]
+
+    pools = [
+        {
+            "name": f"sessions_{kind}",
+            "role": "sessions",
+            "kind": kind,
+            "port": SERVICE_PORTS[kind],
+            "servers": servers(sessions_members, SERVICE_PORTS[kind]),
+            "auth": POOL_AUTH.get(("sessions", kind)),
+        }
+        for kind in ("redis", "memcached")
+    ]
+    for role, clusters in caches.items():
+        kind = CACHE_KIND[role]
+        for cluster, spec in clusters.items():
+            pools.append(
+                {
+                    "name": f"{role}_{cluster}",
+                    "role": role,
+                    "kind": kind,
+                    "port": spec["proxy_port"],
+                    "servers": servers(cluster_members[role].get(cluster, []), SERVICE_PORTS[kind]),
+                    "auth": POOL_AUTH.get((role, kind)),
+                }
+            )
+    pools = sorted((pool for pool in pools if pool["servers"]), key=lambda pool: pool["port"])
+    # a cache member's pillar: the port its server listens on and its cluster's settings (not the proxy port)
+    member_settings = {
+        role: {cluster: {k: v for k, v in spec.items() if k != "proxy_port"} for cluster, spec in clusters.items()}
+        for role, clusters in caches.items()
+    }
+    return {
+        "sessions": sessions,
+        "caches": member_settings,
+        "services": services,
+        "proxy": {"stats_port": PROXY_STATS_PORT, "pools": pools},
+    }
 
 
 def _db_accounts(databases, by_role):

@@ -52,7 +52,19 @@ MIN_SECRET_LENGTH = 16
 # names /etc/hosts and DNS give to the host carrying each core role
 CORE_ROLE_NAMES = ("salt", "mail", "backup", "masterdb")
 
-TOP_KEYS = ("name", "level", "domain", "network", "hosts", "aliases", "db", "databases", "secrets")
+TOP_KEYS = (
+    "name",
+    "level",
+    "domain",
+    "network",
+    "hosts",
+    "aliases",
+    "db",
+    "databases",
+    "sessions",
+    "caches",
+    "secrets",
+)
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {
     "semi_sync_timeout_ms": (10000, 100, 3600000, "how long masterdb waits for a replica's acknowledgement"),
@@ -60,6 +72,48 @@ DB_SETTINGS = {
     "switchover_max_lag_seconds": (5, 0, 3600, "a switchover refuses a target further behind"),
 }
 HOST_KEYS = ("roles", "address", "cluster")
+
+# the key-value servers (docs/roles/sessions.md): the ports every sessions/memcache/redis host listens on, and the
+# web hosts' proxy (twemproxy) serves the sessions stores on the same ports on 127.0.0.1, its statistics on
+# PROXY_STATS_PORT, and each object-cache cluster on the cluster's own ``proxy_port``
+REDIS_PORT = 6379
+MEMCACHED_PORT = 11211
+PROXY_STATS_PORT = 22222
+RESERVED_PROXY_PORTS = (REDIS_PORT, MEMCACHED_PORT, PROXY_STATS_PORT)
+PROXY_PORT_RANGE = (1024, 65535)
+# redis's maxmemory-policy values (redis.conf)
+REDIS_POLICIES = (
+    "volatile-lru",
+    "allkeys-lru",
+    "volatile-lfu",
+    "allkeys-lfu",
+    "volatile-random",
+    "allkeys-random",
+    "volatile-ttl",
+    "noeviction",
+)
+MEMORY_MB_RANGE = (16, 1048576)
+# the sessions role's settings: key -> (default, what it is); a *_mb key is an integer in MEMORY_MB_RANGE, a
+# *_policy key one of REDIS_POLICIES
+SESSIONS_SETTINGS = {
+    "redis_maxmemory_mb": (256, "redis's maxmemory"),
+    "redis_maxmemory_policy": ("volatile-lru", "redis's maxmemory-policy"),
+    "memcached_memory_mb": (256, "memcached's memory limit (-m)"),
+}
+# the object-cache clusters, per role: cluster key -> (default, what it is); proxy_port has none (required)
+CACHE_SETTINGS = {
+    "memcache": {
+        "proxy_port": (None, "the web hosts' proxy port of the cluster"),
+        "memory_mb": (256, "memcached's memory limit (-m)"),
+    },
+    "redis": {
+        "proxy_port": (None, "the web hosts' proxy port of the cluster"),
+        "maxmemory_mb": (256, "redis's maxmemory"),
+        "maxmemory_policy": ("allkeys-lru", "redis's maxmemory-policy"),
+    },
+}
+# roles a sessions host may not also have: the same ports, and a flush of the cache would reach the sessions
+SESSIONS_EXCLUSIVE = ("memcache", "redis")
 
 # application databases (created on masterdb only; replicas get them by replication) and their accounts:
 # one account <user>@<address> per inventory host having one of the user's roles
@@ -274,6 +328,7 @@ def validate(inventory):
     seen_addresses = {}
     lowered = {}
     role_members = {role: [] for role in ROLES}
+    cluster_hosts = {}  # (role, cluster) -> hosts, for the cluster roles
     for host, spec in hosts.items():
         path = f"hosts.{host}"
         if not isinstance(host, str) or not LABEL_RE.match(host):
@@ -319,6 +374,16 @@ def validate(inventory):
                 )
             elif not isinstance(cluster, str) or not LABEL_RE.match(cluster):
                 err(f"{path}.cluster: got {_fmt(cluster)}, expected a lowercase label such as 'alpha'")
+        for role in dict.fromkeys(roles):
+            if role in CLUSTER_ROLES and isinstance(cluster or DEFAULT_CLUSTER, str):
+                cluster_hosts.setdefault((role, cluster or DEFAULT_CLUSTER), []).append(host)
+        if "sessions" in roles:
+            for other in SESSIONS_EXCLUSIVE:
+                if other in roles:
+                    err(
+                        f"{path}.roles: got {_fmt(roles)}: role 'sessions' with role {other!r} (the same ports, and a "
+                        f"cache flush would reach the sessions), expected them on separate hosts"
+                    )
 
         if "address" in spec:
             address = spec["address"]
@@ -381,6 +446,9 @@ def validate(inventory):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             err(f"db.{key}: got {_fmt(value)}, expected an integer from {low} to {high} ({what})")
 
+    _validate_sessions(inventory.get("sessions"), err)
+    _validate_caches(inventory.get("caches"), cluster_hosts, err)
+
     secrets = _optional_mapping("secrets", inventory.get("secrets"), "secret name to value", err)
     for secret, value in secrets.items():
         path = f"secrets.{_key(secret)}"
@@ -402,6 +470,78 @@ def validate(inventory):
             )
     _validate_databases(inventory.get("databases"), secrets.get(DB_USERS_SECRET), role_members, err)
     return errors
+
+
+def _got(value):
+    """A bad setting's value and its type, for an error message (never used for a secret)."""
+    return f"{_fmt(value)} ({_kind(value)})"
+
+
+def _check_setting(path, key, value, err):
+    """One key-value setting: ``*_mb`` an integer in MEMORY_MB_RANGE, ``*_policy`` one of REDIS_POLICIES."""
+    if key.endswith("_policy"):
+        if value not in REDIS_POLICIES:
+            err(f"{path}: got {_got(value)}, expected one of redis's policies: {', '.join(REDIS_POLICIES)}")
+    elif key.endswith("_mb"):
+        low, high = MEMORY_MB_RANGE
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            err(f"{path}: got {_got(value)}, expected an integer from {low} to {high} (megabytes)")
+
+
+def _validate_sessions(sessions, err):
+    """The ``sessions`` key: the sessions role's memory limits and redis eviction policy."""
+    sessions = _check_mapping("sessions", sessions, tuple(SESSIONS_SETTINGS), err) or {}
+    for key, value in sessions.items():
+        if key in SESSIONS_SETTINGS:
+            _check_setting(f"sessions.{key}", key, value, err)
+
+
+def _validate_caches(caches, cluster_hosts, err):
+    """
+    The ``caches`` key: per cache role (memcache, redis) and cluster, its proxy port (unique, 1024-65535, not a
+    port the proxy serves the sessions stores or its statistics on) and memory settings; every memcache/redis
+    cluster that has a host needs one.
+    """
+    caches = _check_mapping("caches", caches, tuple(CACHE_SETTINGS), err) or {}
+    ports = {}  # port -> the key path that took it first
+    low, high = PROXY_PORT_RANGE
+    for role, keys in CACHE_SETTINGS.items():
+        clusters = _optional_mapping(f"caches.{role}", caches.get(role), "cluster name to settings", err)
+        for cluster, spec in clusters.items():
+            path = f"caches.{role}.{_key(cluster)}"
+            if not isinstance(cluster, str) or not LABEL_RE.match(cluster):
+                err(f"{path}: cluster name {_got(cluster)} is not valid, expected a lowercase label such as 'alpha'")
+                continue
+            spec = _check_mapping(path, spec, tuple(keys), err)
+            if spec is None:
+                continue
+            for key, value in spec.items():
+                if key in keys and key != "proxy_port":
+                    _check_setting(f"{path}.{key}", key, value, err)
+            if "proxy_port" not in spec:
+                err(f"{path}.proxy_port: missing, expected an integer from {low} to {high} ({keys['proxy_port'][1]})")
+                continue
+            port = spec["proxy_port"]
+            if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= high:
+                err(f"{path}.proxy_port: got {_got(port)}, expected an integer from {low} to {high}")
+            elif port in RESERVED_PROXY_PORTS:
+                err(
+                    f"{path}.proxy_port: got {port} (an int), expected a port other than "
+                    f"{', '.join(map(str, RESERVED_PROXY_PORTS))} (the proxy's sessions stores and statistics)"
+                )
+            elif port in ports:
+                err(f"{path}.proxy_port: got {port} (an int), already the port of {ports[port]}, expected unique ports")
+            else:
+                ports[port] = path
+    for (role, cluster), hosts in sorted(cluster_hosts.items()):
+        if role not in CACHE_SETTINGS:
+            continue
+        spec = (caches.get(role) or {}).get(cluster) if isinstance(caches.get(role), dict) else None
+        if spec is None:
+            err(
+                f"caches.{role}.{cluster}: missing, expected a mapping with proxy_port (the web hosts' proxy port of "
+                f"the cluster) because {', '.join(hosts)} {'is' if len(hosts) == 1 else 'are'} in cluster {cluster!r}"
+            )
 
 
 def _optional_mapping(path, value, what, err):

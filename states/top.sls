@@ -9,6 +9,15 @@ base:
   'I@rolestack:host:roles:db':
     - match: compound
     - db
+  'I@rolestack:host:roles:sessions':
+    - match: compound
+    - sessions
+  'I@rolestack:host:roles:memcache':
+    - match: compound
+    - memcache
+  'I@rolestack:host:roles:redis':
+    - match: compound
+    - redis
   'I@rolestack:host:roles:app or I@rolestack:host:roles:frontend or I@rolestack:host:roles:jobrunner':
     - match: compound
     - proxy

@@ -27,7 +27,9 @@ def test_each_minion_gets_its_roles_and_topology(ext_pillar):
     assert db2["db"]["masterdb"]["name"] == "db1-masterdb"
     assert "replication_password" in db2["secrets"]
     app1 = ext_pillar("app1")["rolestack"]
-    assert app1["proxy"]["sessions"][0]["address"] == "10.10.10.21"
+    sessions_redis = next(pool for pool in app1["proxy"]["pools"] if pool["name"] == "sessions_redis")
+    assert sessions_redis["servers"][0]["address"] == "10.10.10.21"
+    assert ext_pillar("memcache-alpha2")["rolestack"]["memcache"]["cluster"] == "alpha"
     assert "replication_password" not in app1["secrets"]
     stranger = ext_pillar("stranger")["rolestack"]
     assert stranger["host"] is None and "secrets" not in stranger

@@ -29,6 +29,7 @@ def inventory(count, tier_cap=None):
     pattern = ["db"] * 3 + ["sessions"] * 4 + ["memcache"] * 8 + ["redis"] * 4 + ["elastic"] * 4
     pattern += ["app"] * (100 - len(pattern) - 5) + ["frontend"] * 5
     counters = {}
+    clusters = {"memcache": [], "redis": []}
     index = 0
     while len(hosts) < count:
         role = pattern[index % len(pattern)]
@@ -40,6 +41,9 @@ def inventory(count, tier_cap=None):
         spec = {"address": str(next(addresses))}
         if role in ("memcache", "redis", "elastic"):
             name = f"{role}-g{(number - 1) // 4}x{number}"
+            cluster = f"g{(number - 1) // 4}x"  # what the name gives (roles_from_name)
+            if role in clusters and cluster not in clusters[role]:
+                clusters[role].append(cluster)
         else:
             name = f"{role}{number}"
         hosts[name] = spec
@@ -49,5 +53,10 @@ def inventory(count, tier_cap=None):
         "domain": "example.net",
         "network": str(network),
         "hosts": hosts,
+        # each cache cluster's proxy port on the web hosts: memcache from 20000, redis from 40000
+        "caches": {
+            role: {cluster: {"proxy_port": base + index} for index, cluster in enumerate(clusters[role])}
+            for role, base in (("memcache", 20000), ("redis", 40000))
+        },
         "secrets": dict(SECRETS),
     }

@@ -135,6 +135,38 @@ MALFORMED = [
     ("secrets/db_users/ghost", "x" * 20, "secrets.db_users.ghost:", "no such user"),
     ("secrets/db_users", ["wiki"], "secrets.db_users:", "mapping of user name to password"),
     ("secrets/db_users", _DELETE, "secrets.db_users.wiki:", "missing"),
+    # the key-value roles: sessions settings, cache clusters, proxy ports
+    ("sessions", ["redis"], "sessions:", "a list"),
+    ("sessions/colour", "blue", "sessions.colour:", "unknown key"),
+    ("sessions/redis_maxmemory_mb", 8, "sessions.redis_maxmemory_mb:", "an int"),
+    ("sessions/redis_maxmemory_mb", "256", "sessions.redis_maxmemory_mb:", "a str of length 3"),
+    ("sessions/redis_maxmemory_mb", True, "sessions.redis_maxmemory_mb:", "a bool"),
+    ("sessions/memcached_memory_mb", 2**21, "sessions.memcached_memory_mb:", "16 to 1048576"),
+    ("sessions/redis_maxmemory_policy", "lru", "sessions.redis_maxmemory_policy:", "volatile-lru"),
+    ("caches", "alpha", "caches:", "a str"),
+    ("caches/elastic", {}, "caches.elastic:", "unknown key"),
+    ("caches/memcache", ["alpha"], "caches.memcache:", "mapping of cluster name"),
+    ("caches/memcache/alpha", 11212, "caches.memcache.alpha:", "an int"),
+    ("caches/memcache/alpha", _DELETE, "caches.memcache.alpha:", "memcache-alpha1, memcache-alpha2"),
+    ("caches/memcache", _DELETE, "caches.memcache.alpha:", "proxy_port"),
+    ("caches", _DELETE, "caches.redis.beta:", "redis-beta1"),
+    ("caches/memcache/Alpha!", {"proxy_port": 11300}, "caches.memcache.<a str", "lowercase label"),
+    ("caches/memcache/alpha/proxy_port", _DELETE, "caches.memcache.alpha.proxy_port:", "missing"),
+    ("caches/memcache/alpha/proxy_port", "11212", "caches.memcache.alpha.proxy_port:", "a str of length 5"),
+    ("caches/memcache/alpha/proxy_port", 80, "caches.memcache.alpha.proxy_port:", "1024 to 65535"),
+    ("caches/memcache/alpha/proxy_port", 70000, "caches.memcache.alpha.proxy_port:", "an int"),
+    ("caches/memcache/alpha/proxy_port", 6379, "caches.memcache.alpha.proxy_port:", "other than 6379, 11211, 22222"),
+    ("caches/memcache/alpha/proxy_port", 11211, "caches.memcache.alpha.proxy_port:", "sessions stores"),
+    ("caches/memcache/alpha/proxy_port", 22222, "caches.memcache.alpha.proxy_port:", "statistics"),
+    ("caches/redis/beta/proxy_port", 11212, "caches.redis.beta.proxy_port:", "caches.memcache.alpha"),
+    ("caches/memcache/alpha/memory_mb", 0, "caches.memcache.alpha.memory_mb:", "megabytes"),
+    ("caches/memcache/alpha/maxmemory_policy", "allkeys-lru", "caches.memcache.alpha.maxmemory_policy:", "unknown"),
+    ("caches/redis/beta/maxmemory_policy", "allkeys", "caches.redis.beta.maxmemory_policy:", "a str of length 7"),
+    ("caches/redis/beta/maxmemory_mb", 1.5, "caches.redis.beta.maxmemory_mb:", "a float"),
+    ("hosts/sessions1/roles", ["sessions", "memcache"], "hosts.sessions1.roles:", "separate hosts"),
+    ("hosts/sessions1/roles", ["sessions", "redis"], "hosts.sessions1.roles:", "cache flush"),
+    ("hosts/memcache-gamma1", {"address": "10.10.10.33"}, "caches.memcache.gamma:", "memcache-gamma1 is in"),
+    ("hosts/redis1", {"address": "10.10.10.37"}, "caches.redis.default:", "cluster 'default'"),
 ]
 
 
@@ -228,8 +260,9 @@ def test_derive_gives_each_role_its_topology(example):
     assert len({peer["server_id"] for peer in db2["db"]["peers"]}) == 2
     assert hosts["db1-masterdb"]["db"]["is_master"] is True
     app = hosts["app1"]
-    assert [m["address"] for m in app["proxy"]["sessions"]] == ["10.10.10.21"]
-    assert list(app["proxy"]["memcache"]) == ["alpha"]
+    pools = {pool["name"]: pool for pool in app["proxy"]["pools"]}
+    assert [s["address"] for s in pools["sessions_redis"]["servers"]] == ["10.10.10.21"]
+    assert [s["name"] for s in pools["memcache_alpha"]["servers"]] == ["memcache-alpha1", "memcache-alpha2"]
     assert hosts["memcache-alpha1"]["memcache"]["cluster"] == "alpha"
     assert hosts["memcache-alpha1"]["memcache"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
     assert hosts["sessions1"]["sessions"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
@@ -250,6 +283,112 @@ def test_derive_gives_each_role_its_topology(example):
     backup_sources = {s["name"] for s in hosts["backup"]["backup"]["sources"]}
     assert "backup" not in backup_sources and "db2" in backup_sources
     assert hosts["mail"]["mail"]["relay_clients"][:2] == ["10.10.10.2/31", "10.10.10.4/32"]
+
+
+def test_key_value_roles_get_their_servers_settings_and_firewall(example):
+    hosts = inv.derive(example)["hosts"]
+    allow = ["10.10.10.51/32", "10.10.10.52/32"]
+    sessions = hosts["sessions1"]
+    assert sessions["sessions"]["redis"] == {"port": 6379, "maxmemory_mb": 256, "maxmemory_policy": "volatile-lru"}
+    assert sessions["sessions"]["memcached"] == {"port": 11211, "memory_mb": 256}
+    assert sessions["firewall"] == {
+        "services": [
+            {"name": "redis", "port": 6379, "allow": allow},
+            {"name": "memcached", "port": 11211, "allow": allow},
+        ]
+    }
+    memcache = hosts["memcache-alpha2"]["memcache"]
+    assert {k: v for k, v in memcache.items() if k != "members"} == {
+        "cluster": "alpha",
+        "allow": allow,
+        "port": 11211,
+        "memory_mb": 256,
+    }
+    assert [m["name"] for m in memcache["members"]] == ["memcache-alpha1", "memcache-alpha2"]
+    assert hosts["memcache-alpha2"]["firewall"] == {"services": [{"name": "memcached", "port": 11211, "allow": allow}]}
+    redis = hosts["redis-beta1"]["redis"]
+    assert (redis["cluster"], redis["port"], redis["maxmemory_mb"], redis["maxmemory_policy"]) == (
+        "beta",
+        6379,
+        256,
+        "allkeys-lru",
+    )
+    assert "proxy_port" not in redis and "sessions_redis_password" not in hosts["redis-beta1"]["secrets"]
+    assert hosts["redis-beta1"]["secrets"] == {"cache_redis_password": "example-cache-redis-0123456789"}
+    assert hosts["redis-beta1"]["firewall"] == {"services": [{"name": "redis", "port": 6379, "allow": allow}]}
+    for name in ("app1", "db2", "salt", "elastic1"):
+        assert "firewall" not in hosts[name], name
+    # a host with both cache roles runs (and lets through) both servers
+    data = copy.deepcopy(example)
+    data["hosts"]["cache1"] = {"roles": ["memcache", "redis"], "cluster": "alpha", "address": "10.10.10.38"}
+    data["caches"]["redis"]["alpha"] = {"proxy_port": 6381}
+    both = inv.derive(data)["hosts"]["cache1"]
+    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis"]
+    assert both["redis"]["cluster"] == both["memcache"]["cluster"] == "alpha"
+
+
+def test_settings_of_sessions_and_caches_follow_the_inventory(example):
+    data = copy.deepcopy(example)
+    data["sessions"] = {"redis_maxmemory_mb": 1024, "redis_maxmemory_policy": "volatile-ttl"}
+    data["caches"]["memcache"]["alpha"]["memory_mb"] = 2048
+    data["caches"]["redis"]["beta"] = {"proxy_port": 6390, "maxmemory_policy": "allkeys-lfu"}
+    hosts = inv.derive(data)["hosts"]
+    assert hosts["sessions1"]["sessions"]["redis"] == {
+        "port": 6379,
+        "maxmemory_mb": 1024,
+        "maxmemory_policy": "volatile-ttl",
+    }
+    assert hosts["sessions1"]["sessions"]["memcached"]["memory_mb"] == 256
+    assert hosts["memcache-alpha1"]["memcache"]["memory_mb"] == 2048
+    assert hosts["redis-beta1"]["redis"]["maxmemory_mb"] == 256
+    assert hosts["redis-beta1"]["redis"]["maxmemory_policy"] == "allkeys-lfu"
+    assert {p["name"]: p["port"] for p in hosts["app1"]["proxy"]["pools"]}["redis_beta"] == 6390
+
+
+def test_web_hosts_get_the_proxy_pools(example):
+    hosts = inv.derive(example, {"frontend1": ["10.10.10.61"]})["hosts"]
+    proxy = hosts["app1"]["proxy"]
+    assert proxy["stats_port"] == 22222
+    assert [(p["name"], p["role"], p["kind"], p["port"], p["auth"]) for p in proxy["pools"]] == [
+        ("sessions_redis", "sessions", "redis", 6379, "sessions_redis_password"),
+        ("redis_beta", "redis", "redis", 6380, "cache_redis_password"),
+        ("sessions_memcached", "sessions", "memcached", 11211, None),
+        ("memcache_alpha", "memcache", "memcached", 11212, None),
+    ]
+    pools = {p["name"]: p for p in proxy["pools"]}
+    assert pools["memcache_alpha"]["servers"] == [
+        {"name": "memcache-alpha1", "address": "10.10.10.31", "port": 11211},
+        {"name": "memcache-alpha2", "address": "10.10.10.32", "port": 11211},
+    ]
+    assert pools["sessions_redis"]["servers"] == [{"name": "sessions1", "address": "10.10.10.21", "port": 6379}]
+    assert pools["redis_beta"]["servers"] == [{"name": "redis-beta1", "address": "10.10.10.36", "port": 6379}]
+    for name in ("app2", "frontend1"):
+        assert hosts[name]["proxy"] is proxy
+    for name in ("sessions1", "memcache-alpha1", "db2", "salt"):
+        assert "proxy" not in hosts[name], name
+    # the auth names are secrets the web hosts receive
+    assert {p["auth"] for p in proxy["pools"] if p["auth"]} <= set(hosts["app1"]["secrets"])
+    # the allow-lists follow the web hosts the mine reports
+    assert hosts["sessions1"]["firewall"]["services"][0]["allow"] == [
+        "10.10.10.51/32",
+        "10.10.10.52/32",
+        "10.10.10.61/32",
+    ]
+
+
+def test_a_pool_without_servers_is_left_out_and_servers_are_sorted(example):
+    data = copy.deepcopy(example)
+    del data["hosts"]["redis-beta1"]
+    data["hosts"]["memcache-alpha0"] = {"roles": ["memcache"], "cluster": "alpha"}  # pending: no address
+    data["hosts"]["memcache-alpha3"] = {"roles": ["memcache"], "cluster": "alpha", "address": "10.10.10.30"}
+    data["caches"]["memcache"]["unused"] = {"proxy_port": 11300}  # a cluster without hosts is accepted
+    assert inv.validate(data) == []
+    pools = inv.derive(data)["hosts"]["app1"]["proxy"]["pools"]
+    assert [p["name"] for p in pools] == ["sessions_redis", "sessions_memcached", "memcache_alpha"]
+    assert [s["name"] for s in pools[-1]["servers"]] == ["memcache-alpha1", "memcache-alpha2", "memcache-alpha3"]
+    data["hosts"]["memcache-alpha0"]["address"] = "10.10.10.29"
+    pools = inv.derive(data)["hosts"]["app1"]["proxy"]["pools"]
+    assert pools[-1]["servers"][0]["name"] == "memcache-alpha0"
 
 
 def test_db_settings_have_defaults_and_follow_the_inventory(example):

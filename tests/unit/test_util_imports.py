@@ -19,6 +19,8 @@ LOADED = [
     ("_pillar/rolestack.py", "rolestack_inventory", {}),
     ("_modules/twemproxy.py", "rolestack_twemproxy", {}),
     ("_states/twemproxy.py", "rolestack_twemproxy", {"__salt__": {"twemproxy.render": None}}),
+    ("_modules/rolestack_kv.py", "rolestack_kv", {}),
+    ("_runners/cache.py", "rolestack_kv", {"__opts__": {"__role": "master"}}),
 ]
 
 

@@ -1,0 +1,45 @@
+{#- The host firewall of the key-value roles (sessions, memcache, redis; docs/roles/sessions.md): the nftables
+    table inet rolestack admits each service port from loopback and rolestack:firewall's allow-list only. The
+    ruleset is checked with nft -c -f before it replaces the file, loaded unless the live table already is the
+    file's (its digest), and loaded again at boot by rolestack-firewall.service. Included by the role SLS. #}
+{%- from 'rolestack.jinja' import rs with context %}
+{%- if not rs.get('firewall') %}
+{{ raise("no rolestack:firewall pillar for " ~ grains['id'] ~ ": the firewall applies only to hosts with role "
+         ~ "sessions, memcache or redis") }}
+{%- endif %}
+
+firewall-pkg:
+  pkg.installed:
+    - name: nftables
+
+firewall-ruleset:
+  file.managed:
+    - name: /etc/rolestack/firewall.nft
+    - source: salt://firewall/files/firewall.nft.jinja
+    - template: jinja
+    - makedirs: True
+    - mode: '0600'
+    - check_cmd: /usr/sbin/nft -c -f
+    - require:
+      - pkg: firewall-pkg
+
+firewall-boot-unit:
+  file.managed:
+    - name: /etc/systemd/system/rolestack-firewall.service
+    - source: salt://firewall/files/rolestack-firewall.service
+    - mode: '0644'
+
+firewall-boot:
+  service.enabled:
+    - name: rolestack-firewall
+    - require:
+      - file: firewall-boot-unit
+      - file: firewall-ruleset
+
+firewall-load:
+  cmd.run:
+    - name: /usr/sbin/nft -f /etc/rolestack/firewall.nft
+    - unless:
+      - fun: rolestack_kv.firewall_in_sync
+    - require:
+      - file: firewall-ruleset
