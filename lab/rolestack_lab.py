@@ -50,7 +50,18 @@ SUITE_FALLBACK = "bookworm"
 
 PROFILES = {
     "full": None,  # every host of pillar.example/inventory.yaml
-    "small": ["salt", "db1-masterdb", "db2", "sessions1", "app1", "backup", "mail"],
+    "small": [
+        "salt",
+        "db1-masterdb",
+        "db2",
+        "sessions1",
+        "memcache-alpha1",
+        "memcache-alpha2",
+        "redis-beta1",
+        "app1",
+        "backup",
+        "mail",
+    ],
 }
 
 # What the base root filesystem holds: systemd and the libraries the host's Python needs (salt runs from the

@@ -1,5 +1,6 @@
 """
-e2e tier: the small lab (salt, db1-masterdb, db2, sessions1, app1, backup, mail), brought up once per test run
+e2e tier: the small lab (salt, db1-masterdb, db2, sessions1, memcache-alpha1, memcache-alpha2, redis-beta1, app1,
+backup, mail), brought up once per test run
 with the same command an operator uses (`lab/rolestack_lab.py up`), torn down at the end. Test modules are
 numbered: they run in that order (the later ones change the lab: a pillar commit, a replaced host, lab-down).
 
@@ -84,6 +85,17 @@ class LabHandle:
             return json.loads(proc.stdout)
         except ValueError:
             raise AssertionError(f"salt {args}: not JSON\n{proc.stdout}\n{proc.stderr}") from None
+
+    def salt_run(self, *args, timeout=900):
+        """salt-run with JSON output: the runner's return; a failed runner raises AssertionError with its output."""
+        proc = rolestack_lab.salt_run(self.lab, "--out=json", *args, check=False, timeout=timeout)
+        try:
+            ret = json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError(f"salt-run {args}: not JSON\n{proc.stdout}\n{proc.stderr}") from None
+        if proc.returncode:
+            raise AssertionError(f"salt-run {args} failed ({proc.returncode}): {ret}")
+        return ret
 
     def highstate(self, target="*"):
         self.refresh()
