@@ -379,7 +379,9 @@ def create_network(lab, hosts, network):
 
 def add_host_network(lab, host, address, prefixlen):
     ns = lab.netns(host)
-    port = f"p-{host}"[:15]
+    # the switch's end, named after the address (unique in the lab): interface names are at most 15 characters,
+    # and host names cut to fit collide (memcache-alpha1, memcache-alpha2)
+    port = "p-" + ipaddress.ip_address(address).packed.hex()
     run(["ip", "netns", "add", ns])
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
     run(["ip", "-n", lab.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])
