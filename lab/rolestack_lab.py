@@ -604,6 +604,9 @@ def boot_host(lab, host):
         "-M", lab.machine(host), f"--hostname={host}", f"--network-namespace-path=/run/netns/{lab.netns(host)}",
         f"--bind-ro={PYTHON_HOME}", f"--bind-ro={VENV}", f"--bind-ro={CACHE / 'repo'}:/srv/repo",
         "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+        # the host firewall (nftables) of the key-value roles: the network namespace is the host's own, made by the
+        # lab, so CAP_NET_ADMIN inside it reaches nothing of the machine's
+        "--capability=CAP_NET_ADMIN",
     ]  # fmt: skip
     with open(hdir / "console.log", "ab") as log:
         proc = subprocess.Popen(
