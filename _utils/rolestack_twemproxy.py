@@ -32,7 +32,9 @@ DEFAULT_STATS_PORT = 22222
 # how often nutcracker aggregates the figures the stats port shows (its default, 30 s, would leave `health` a
 # half-minute behind an ejection)
 STATS_INTERVAL_MS = 2000
-HASH = "fnv1a_64"
+# murmur, not the fnv1a_64 of nutcracker's examples: nutcracker keeps 32 bits of fnv1a_64, and keys that differ in
+# their last characters (user:1, user:2...) then hash to neighbouring points of the ketama ring, one server
+HASH = "murmur"
 DISTRIBUTION = "ketama"
 
 ROLES = ("sessions", "memcache", "redis")

@@ -168,6 +168,17 @@ def test_stats_and_health_report_the_servers(loaders, nutcracker, proxy_pillar):
     assert health["pools"]["sessions_redis"]["servers"]["sessions1"]["state"] == "up"
 
 
+def test_a_cache_pool_spreads_similar_keys_over_its_servers(nutcracker, proxy_pillar, backends):
+    # keys an application writes differ in their last characters (user:1, user:2...): nutcracker's fnv1a_64 keeps
+    # only 32 bits and put all forty of these on one server
+    port = port_of(proxy_pillar, "memcache_alpha")
+    keys = [f"user:{index}" for index in range(40)]
+    for key in keys:
+        assert memcached_set(port, key, "v") == b"STORED\r\n"
+    held = {name: sum(memcached_get(backends[name].port, key) == "v" for key in keys) for name in ("alpha1", "alpha2")}
+    assert sum(held.values()) == len(keys) and min(held.values()) >= 8, held
+
+
 def test_a_dead_cache_server_is_ejected_and_reported(loaders, nutcracker, proxy_pillar, backends):
     port = port_of(proxy_pillar, "memcache_alpha")
     backends["alpha2"].stop()

@@ -52,7 +52,7 @@ def test_render_one_pool_per_entry_on_loopback():
     assert list(config) == ["sessions_redis", "sessions_memcached", "memcache_alpha", "redis_beta"]
     redis = config["sessions_redis"]
     assert redis["listen"] == "127.0.0.1:6379"
-    assert (redis["hash"], redis["distribution"]) == ("fnv1a_64", "ketama")
+    assert (redis["hash"], redis["distribution"]) == ("murmur", "ketama")
     assert redis["redis"] is True and redis["redis_auth"] == SECRET
     assert redis["servers"] == ["10.10.10.21:6379:1 sessions1"]
     assert config["redis_beta"]["redis_auth"] == CACHE_SECRET
