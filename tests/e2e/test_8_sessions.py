@@ -88,7 +88,7 @@ def test_a_session_written_through_the_proxy_lands_on_sessions1(lab):
 
 def test_the_cache_pools_spread_keys_over_every_member(lab):
     port = proxy_port(lab, "memcache", "alpha")
-    keys = [f"e2e-alpha-{n}" for n in range(40)]
+    keys = [f"e2e-alpha-{secrets.token_hex(3)}-{n}" for n in range(40)]
     assert memcached(lab, WEB, port, *[f"set {key} 0 0 1\\r\\nx" for key in keys]) == ["STORED"] * len(keys)
     held = {host: sum(1 for line in memcached(lab, host, 11211, *[f"get {k}" for k in keys]) if line != "END")
             for host in ALPHA}  # fmt: skip
@@ -132,7 +132,7 @@ def test_a_memcache_host_added_to_the_inventory_joins_the_pool(lab):
     assert result["clean"], failures(result)
     assert pool_servers(lab, pool) == ALPHA, f"after {time.monotonic() - started:.1f} s"
     port = proxy_port(lab, "memcache", "alpha")
-    keys = [f"e2e-join-{n}" for n in range(40)]
+    keys = [f"e2e-join-{secrets.token_hex(3)}-{n}" for n in range(40)]
     memcached(lab, WEB, port, *[f"set {key} 0 0 1\\r\\ny" for key in keys])
     on_joiner = [line for line in memcached(lab, JOINER, 11211, *[f"get {k}" for k in keys]) if line != "END"]
     assert on_joiner, f"no key of 40 landed on {JOINER}"
@@ -162,7 +162,7 @@ def test_a_dead_cache_member_is_ejected_and_comes_back(lab):
 
 
 def memcached_holders(lab, port):
-    keys = [f"e2e-back-{n}" for n in range(40)]
+    keys = [f"e2e-back-{secrets.token_hex(3)}-{n}" for n in range(40)]
     memcached(lab, WEB, port, *[f"set {key} 0 0 1\\r\\nb" for key in keys])
     return [
         host

@@ -12,7 +12,9 @@ The hostile battery of issue 9 (bench/support/security_checks.py, also run by `b
    - the master's ``minion_key.admit`` replaced by one that trusts any pending key (a weakened copy in the
      master's extmods, restored by ``saltutil.sync_runners``), an accepted enrollment token left world-readable
      on one host and on a second host, a second writable db host, a replication account for an address
-     outside the inventory.
+     outside the inventory;
+   - sessions1's redis without its password (CONFIG SET requirepass "", set back) and its host firewall table
+     deleted (the firewall state of its highstate puts it back).
 
 Runs after the other test_8_* modules (it needs the lab converged, db1-masterdb the primary) and before
 test_9_lab_down.
@@ -275,6 +277,40 @@ def test_the_key_token_and_db_checks_can_fail(lab):
         assert_every_check_fails(lab, ["one_writable_db_host"])
     with stale_replication_account(lab):
         assert_every_check_fails(lab, ["replication_accounts_only_for_db_hosts"])
+
+
+@contextlib.contextmanager
+def redis_without_password(lab, host):
+    """``host``'s redis answering anyone (CONFIG SET requirepass ""), then its password set back."""
+    password = checks.Probe(lab).inventory["secrets"]["sessions_redis_password"]
+    lab.sh(host, "redis-cli", "-a", password, "--no-auth-warning", "CONFIG", "SET", "requirepass", "")
+    try:
+        yield
+    finally:
+        lab.sh(host, "redis-cli", "CONFIG", "SET", "requirepass", password)
+    assert "NOAUTH" in lab.sh(host, "redis-cli", "PING", check=False).stdout
+
+
+@contextlib.contextmanager
+def firewall_removed(lab, host):
+    """``host``'s table inet rolestack deleted, then put back by the host's highstate (the firewall state)."""
+    lab.sh(host, "nft", "delete", "table", "inet", "rolestack")
+    try:
+        yield
+    finally:
+        result = lab.highstate(host)
+    assert result["clean"], result["rows"]
+    assert "table inet rolestack" in lab.sh(host, "nft", "list", "tables").stdout
+
+
+def test_the_key_value_checks_can_fail(lab):
+    with redis_without_password(lab, "sessions1"):
+        ok, detail = checks.run_check("redis_refuses_unauthenticated", lab)
+        assert not ok and "sessions1:6379 answered" in detail, detail
+    with firewall_removed(lab, "sessions1"):
+        ok, detail = checks.run_check("key_value_ports_only_for_web_hosts", lab)
+        assert not ok and "sessions1:11211 answered" in detail and "sessions1:6379 answered" in detail, detail
+    assert checks.run_check("key_value_ports_only_for_web_hosts", lab)[0]
 
 
 @pytest.fixture(autouse=True)
