@@ -44,61 +44,53 @@ db-certs-dir:
     - require:
       - group: db-certs-group
 
-{#- each x509 state below has an unless check (rolestack_x509, the same comparisons as the state, on this host):
-    a run with nothing to do neither asks the CA nor loads a key twice; when the check finds anything to do,
-    the x509 state runs as it always did and decides #}
-{%- set ca_file = {'name': certs.ca.file, 'text': ca_pem, 'user': 'root', 'group': 'mysql', 'mode': '0644'} %}
+{#- the rolestack_x509 states are x509_v2's, decided on this host first (the same comparisons): a run with nothing
+    to do neither asks the CA nor loads a key twice; when the check finds anything to do, x509_v2's state runs as
+    it always did and decides (_states/rolestack_x509.py) #}
 db-certs-ca:
-  x509.pem_managed:
-{%- for arg, value in ca_file | dictsort %}
-    - {{ arg }}: {{ value | json }}
-{%- endfor %}
-    - unless:
-      - fun: rolestack_x509.pem_current
-{%- for arg, value in ca_file | dictsort %}
-        {{ arg }}: {{ value | json }}
-{%- endfor %}
+  rolestack_x509.pem_managed:
+    - name: {{ certs.ca.file | json }}
+    - text: {{ ca_pem | json }}
+    - user: root
+    - group: mysql
+    - mode: '0644'
     - require:
       - file: db-certs-dir
 
 {%- for kind, spec in certs.kinds | dictsort %}
 
 {#- generated here, never leaves the host; kept across renewals #}
-{%- set key = {'name': spec.key, 'algo': 'rsa', 'keysize': 2048, 'user': 'root', 'group': 'mysql', 'mode': '0640'} %}
 db-certs-{{ kind }}-key:
-  x509.private_key_managed:
-{%- for arg, value in key | dictsort %}
-    - {{ arg }}: {{ value | json }}
-{%- endfor %}
-    - unless:
-      - fun: rolestack_x509.private_key_current
-{%- for arg, value in key | dictsort %}
-        {{ arg }}: {{ value | json }}
-{%- endfor %}
+  rolestack_x509.private_key_managed:
+    - name: {{ spec.key | json }}
+    - algo: rsa
+    - keysize: 2048
+    - user: root
+    - group: mysql
+    - mode: '0640'
     - require:
       - file: db-certs-dir
 
 {#- signed by the CA under this host's own policy, which fixes the names, validity and key usages (the request's
     CN and subjectAltName are the same ones); re-requested when fewer than days_remaining days are left, or when
-    the names, key or CA changed. The unless check compares with policy_contents, the CA's policy as it would send it #}
-{%- set cert = {'name': spec.cert, 'ca_server': certs.ca.minion, 'private_key': spec.key, 'CN': certs.cn,
-                'subjectAltName': certs.subject_alt_names, 'days_remaining': days_remaining, 'user': 'root',
-                'group': 'mysql', 'mode': '0644'} %}
+    the names, key or CA changed. The check compares with signing_policy_contents, the CA's policy as it would
+    send it #}
 db-certs-{{ kind }}-cert:
-  x509.certificate_managed:
-{%- for arg, value in cert | dictsort %}
-    - {{ arg }}: {{ value | json }}
-{%- endfor %}
-    - signing_policy: {{ spec.policy }}
-    - unless:
-      - fun: rolestack_x509.certificate_current
-{%- for arg, value in cert | dictsort %}
-        {{ arg }}: {{ value | json }}
-{%- endfor %}
-        signing_policy_contents: {{ spec.policy_contents | json }}
+  rolestack_x509.certificate_managed:
+    - name: {{ spec.cert | json }}
+    - ca_server: {{ certs.ca.minion | json }}
+    - signing_policy: {{ spec.policy | json }}
+    - signing_policy_contents: {{ spec.policy_contents | json }}
+    - private_key: {{ spec.key | json }}
+    - CN: {{ certs.cn | json }}
+    - subjectAltName: {{ certs.subject_alt_names | json }}
+    - days_remaining: {{ days_remaining }}
+    - user: root
+    - group: mysql
+    - mode: '0644'
     - require:
-      - x509: db-certs-{{ kind }}-key
-      - x509: db-certs-ca
+      - rolestack_x509: db-certs-{{ kind }}-key
+      - rolestack_x509: db-certs-ca
 {%- endfor %}
 
 {#- a running server picks up new files without a restart (FLUSH SSL, MariaDB >= 10.4; LOCAL keeps it out of the
@@ -109,9 +101,9 @@ db-certs-reload-mariadb:
     - name: mariadb --batch -e 'FLUSH LOCAL SSL'
     - onlyif: mariadb-admin --silent ping
     - onchanges:
-      - x509: db-certs-ca
-      - x509: db-certs-server-key
-      - x509: db-certs-server-cert
+      - rolestack_x509: db-certs-ca
+      - rolestack_x509: db-certs-server-key
+      - rolestack_x509: db-certs-server-cert
 
 {#- renewal does not wait for a highstate: the minion applies this SLS once a day #}
 db-certs-renewal:

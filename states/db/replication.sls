@@ -24,7 +24,7 @@ db-replication-writable:
     - masterdb: {{ master.name | json }}
     - require:
       - service: db-server-service
-      - x509: db-certs-client-cert
+      - rolestack_x509: db-certs-client-cert
 
 {#- one account per db host, from its address only; it must present a certificate from the platform's CA.
     Accounts replicate to every replica, so an old primary finds its account on the new one. Written only once
@@ -67,7 +67,7 @@ db-replication-read-only:
     - masterdb: {{ master.name | json }}
     - require:
       - service: db-server-service
-      - x509: db-certs-client-cert
+      - rolestack_x509: db-certs-client-cert
 
 {#- a fresh replica is provisioned from masterdb: source_minion is masterdb's minion id, which is its inventory
     name (never its FQDN; mariadb_replication matches it exactly against rolestack:db:peers names) #}
@@ -83,7 +83,7 @@ db-replication-replica:
     - replica_address: {{ rs.host.address }}
     - require:
       - mariadb_replication: db-replication-read-only
-      - x509: db-certs-client-cert
+      - rolestack_x509: db-certs-client-cert
 
 {#- reports (never changes): fails the run when replication is broken or lags beyond the inventory's limit #}
 db-replication-health:

@@ -34,7 +34,7 @@ db-server-service:
     - name: mariadb
     - enable: True
     - require:
-      - x509: db-certs-server-cert
-      - x509: db-certs-ca
+      - rolestack_x509: db-certs-server-cert
+      - rolestack_x509: db-certs-ca
     - watch:
       - file: db-server-config

@@ -31,43 +31,41 @@ salt-ca-issued-dir:
     - require:
       - file: salt-ca-dir
 
-{#- each x509 state below has an unless check (rolestack_x509, the same comparisons as the state): a run with
-    nothing to do does not load the 4096-bit key through OpenSSL's consistency check twice (0.3 s each); when the
-    check finds anything to do, the x509 state runs as it always did and decides #}
+{#- the rolestack_x509 states are x509_v2's, decided on this host first (the same comparisons): a run with nothing
+    to do does not load the 4096-bit key through OpenSSL's consistency check twice (0.3 s each); when the check
+    finds anything to do, x509_v2's state runs as it always did and decides (_states/rolestack_x509.py) #}
 
 {#- created once, never replaced (new: False): every certificate the platform trusts depends on it #}
-{%- set key = {'name': ca_key, 'algo': 'rsa', 'keysize': 4096, 'user': 'root', 'group': 'root', 'mode': '0600'} %}
 salt-ca-key:
-  x509.private_key_managed:
-{%- for arg, value in key | dictsort %}
-    - {{ arg }}: {{ value | json }}
-{%- endfor %}
-    - unless:
-      - fun: rolestack_x509.private_key_current
-{%- for arg, value in key | dictsort %}
-        {{ arg }}: {{ value | json }}
-{%- endfor %}
+  rolestack_x509.private_key_managed:
+    - name: {{ ca_key | json }}
+    - algo: rsa
+    - keysize: 4096
+    - user: root
+    - group: root
+    - mode: '0600'
     - require:
       - file: salt-ca-dir
 
 {#- self-signed; re-issued (same key, same subject) a year before it expires, so issued certificates keep
     verifying against either version #}
-{%- set cert = {'name': ca_crt, 'signing_private_key': ca_key, 'CN': platform.zone ~ ' CA', 'O': platform.name,
-                'basicConstraints': 'critical, CA:true, pathlen:0', 'keyUsage': 'critical, cRLSign, keyCertSign',
-                'subjectKeyIdentifier': 'hash', 'authorityKeyIdentifier': 'keyid:always', 'days_valid': 3650,
-                'days_remaining': 365, 'user': 'root', 'group': 'root', 'mode': '0644'} %}
 salt-ca-cert:
-  x509.certificate_managed:
-{%- for arg, value in cert | dictsort %}
-    - {{ arg }}: {{ value | json }}
-{%- endfor %}
-    - unless:
-      - fun: rolestack_x509.certificate_current
-{%- for arg, value in cert | dictsort %}
-        {{ arg }}: {{ value | json }}
-{%- endfor %}
+  rolestack_x509.certificate_managed:
+    - name: {{ ca_crt | json }}
+    - signing_private_key: {{ ca_key | json }}
+    - CN: {{ (platform.zone ~ ' CA') | json }}
+    - O: {{ platform.name | json }}
+    - basicConstraints: 'critical, CA:true, pathlen:0'
+    - keyUsage: 'critical, cRLSign, keyCertSign'
+    - subjectKeyIdentifier: hash
+    - authorityKeyIdentifier: 'keyid:always'
+    - days_valid: 3650
+    - days_remaining: 365
+    - user: root
+    - group: root
+    - mode: '0644'
     - require:
-      - x509: salt-ca-key
+      - rolestack_x509: salt-ca-key
 
 {#- publish the CA certificate to the mine (db hosts install it from there): at once when it changed, or when
     the mine does not hold what is on disk (first run, a lost master cache) #}
@@ -80,10 +78,10 @@ salt-ca-mine-send:
       - name: x509.get_pem_entries
       - glob_path: {{ ca_crt }}
     - require:
-      - x509: salt-ca-cert
+      - rolestack_x509: salt-ca-cert
 {%- if on_disk and published and published | to_bytes == on_disk | to_bytes %}
     - onchanges:
-      - x509: salt-ca-cert
+      - rolestack_x509: salt-ca-cert
 {%- endif %}
 
 {#- the policies this run was rendered with (names, minion ids, paths: no secret), kept so that a change of the

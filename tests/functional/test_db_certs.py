@@ -275,39 +275,36 @@ def test_the_ca_is_found_by_its_inventory_name_only(db_loaders):
     assert "the CA certificate is not in the salt mine" in _errors(high)
 
 
+def _function(high, state_id):
+    """The state function of a state in show_sls output, as module.function."""
+    module = next(key for key in high[state_id] if not key.startswith("__"))
+    return f"{module}.{_args(high, state_id)['__fun__']}"
+
+
 @pytest.mark.parametrize("host", ["db2", "db1-masterdb"])
-def test_each_x509_state_is_checked_with_its_own_arguments(db_loaders, ext_pillar, host):
-    """The unless check of each x509 state (rolestack_x509) gets the state's own arguments, and the certificate
-    checks the CA's policy as the db host's pillar holds it."""
+def test_each_certificate_file_is_a_rolestack_x509_state_checked_against_the_pillar_policy(db_loaders, ext_pillar,
+                                                                                         host):  # fmt: skip
+    """x509_v2's states, decided on the host first (rolestack_x509): no unless check (salt loads every state module
+    for the first one of a run), and each certificate checked against the CA's policy as the db host's pillar holds
+    it."""
     high = db_loaders(host).modules.state.show_sls("db.certs")
     assert isinstance(high, dict), high
     kinds = ext_pillar(host)["rolestack"]["db"]["certs"]["kinds"]
-    checks = {"db-certs-ca": "pem_current"}
-    for kind in kinds:
-        checks.update({f"db-certs-{kind}-key": "private_key_current", f"db-certs-{kind}-cert": "certificate_current"})
-    for state_id, check in checks.items():
-        args, unless = _checked(high, state_id, check)
-        if check == "certificate_current":
-            kind = state_id.split("-")[2]
-            assert unless.pop("signing_policy_contents") == kinds[kind]["policy_contents"]
-            assert args.pop("signing_policy") == kinds[kind]["policy"]
-        assert unless == args
+    assert _function(high, "db-certs-ca") == "rolestack_x509.pem_managed"
+    for kind, spec in kinds.items():
+        assert _function(high, f"db-certs-{kind}-key") == "rolestack_x509.private_key_managed"
+        assert _function(high, f"db-certs-{kind}-cert") == "rolestack_x509.certificate_managed"
+        cert = _args(high, f"db-certs-{kind}-cert")
+        assert (cert["signing_policy"], cert["signing_policy_contents"]) == (spec["policy"], spec["policy_contents"])
+    assert not [state_id for state_id in high if "unless" in _args(high, state_id)]
 
 
-def test_the_ca_states_are_checked_with_their_own_arguments(make_loaders):
+def test_the_ca_files_are_rolestack_x509_states(make_loaders):
     high = make_loaders("salt").modules.state.show_sls("salt.ca")
     assert isinstance(high, dict), high
-    for state_id, check in (("salt-ca-key", "private_key_current"), ("salt-ca-cert", "certificate_current")):
-        args, unless = _checked(high, state_id, check)
-        assert unless == args
-
-
-def _checked(high, state_id, check):
-    """(the state's arguments, its unless check's arguments) of an x509 state checked by rolestack_x509.check."""
-    args = _args(high, state_id)
-    (unless,) = args.pop("unless")
-    assert unless.pop("fun") == f"rolestack_x509.{check}"
-    return {key: value for key, value in args.items() if key not in ("__fun__", "require", "order")}, unless
+    assert _function(high, "salt-ca-key") == "rolestack_x509.private_key_managed"
+    assert _function(high, "salt-ca-cert") == "rolestack_x509.certificate_managed"
+    assert not [state_id for state_id in high if "unless" in _args(high, state_id)]
 
 
 def test_a_forced_renewal_through_the_pillar(db_loaders):

@@ -1,8 +1,9 @@
 """
-rolestack_x509: the unless checks of the x509_v2 states in db.certs and salt.ca decide on the minion what the state
-would decide. Each case is judged twice: by the check, and by x509_v2's own state in test mode (a certificate
-through ca_server, its publish answered by the CA's x509.sign_remote_certificate with the derived policies, as the
-master relays it); the check says "nothing to do" exactly when the state does.
+rolestack_x509: the checks decide on the minion what x509_v2's states would decide, and the rolestack_x509 states
+(db.certs, salt.ca) run x509_v2 only when their check finds something to do. Each check is judged twice: by the
+check, and by x509_v2's own state in test mode (a certificate through ca_server, its publish answered by the CA's
+x509.sign_remote_certificate with the derived policies, as the master relays it); the check says "nothing to do"
+exactly when the state does.
 """
 
 import hashlib
@@ -29,6 +30,15 @@ def __virtual__():
 def publish(tgt, fun, arg=None, tgt_type="glob", returner="", timeout=5, via_master=None):
     with open(__opts__["rolestack_test_publish_log"], "a", encoding="utf-8") as log:
         log.write(f"{tgt} {fun}\\n")
+    with open(__opts__["rolestack_test_publish_log"], encoding="utf-8") as log:
+        calls = len(log.readlines())
+    try:
+        with open(__opts__["rolestack_test_publish_log"] + ".timeouts", encoding="utf-8") as timeouts:
+            timing_out = int(timeouts.read())
+    except FileNotFoundError:
+        timing_out = 0
+    if calls <= timing_out:
+        return f"'{fun}' publish timed out"  # what salt's publish.publish returns when the master does not answer
     return {tgt: __salt__[fun](*(arg or []), __pub_id=__opts__["id"])}
 '''
 
@@ -228,3 +238,108 @@ def test_pem_check_agrees_with_the_state(pki, change):
         args["mode"] = "0640"
     check = loaders.modules.rolestack_x509.pem_current(**args)
     assert check is state_has_nothing_to_do(loaders, "x509.pem_managed", **args) is (change is None)
+
+
+# --- the states -----------------------------------------------------------------------------------------------
+
+
+def run_state(loaders, fun, test=False, **args):
+    ret = loaders.modules.state.single(fun, test=test, **args)
+    (state,) = getattr(ret, "raw", ret).values()
+    return state
+
+
+def run_certificate_state(pki, test=False):
+    return run_state(pki["loaders"], "rolestack_x509.certificate_managed", test=test, signing_policy=pki["policy"],
+                     signing_policy_contents=pki["contents"], **pki["cert_args"])  # fmt: skip
+
+
+CHECKED_HERE = "is in the correct state (checked on this minion)"
+
+
+@pytest.mark.parametrize("test", [False, True], ids=["apply", "test=True"])
+def test_the_certificate_state_with_nothing_to_do_never_asks_the_ca(pki, test):
+    asked = pki["dir"] / "publish.log"
+    asked.unlink()
+    state = run_certificate_state(pki, test)
+    assert state["result"] is True and not state["changes"], state
+    assert CHECKED_HERE in state["comment"]
+    assert not asked.exists()
+
+
+@pytest.mark.parametrize("test", [False, True], ids=["apply", "test=True"])
+def test_the_certificate_state_lets_x509_renew_and_checks_again(pki, test):
+    cert = pki["dir"] / "server.pem"
+    before = cert.read_bytes()
+    _key_replaced(pki)
+    os.chmod(pki["dir"] / "server.key", 0o640)
+    state = run_certificate_state(pki, test)
+    assert state["changes"], state
+    if test:
+        assert state["result"] is None and cert.read_bytes() == before
+        return
+    assert state["result"] is True and cert.read_bytes() != before, state
+    assert "still finds a difference" not in state["comment"]
+    assert run_certificate_state(pki)["comment"].endswith(CHECKED_HERE)
+
+
+def test_the_certificate_state_says_when_its_check_disagrees_after_a_change(pki):
+    """days_remaining above the policy's 90 days: x509 renews, and the new certificate is still "due" for the
+    check; the state says so (the next run asks x509_v2 again, which then decides alone)."""
+    pki["cert_args"]["days_remaining"] = 100
+    state = run_certificate_state(pki)
+    assert state["result"] is True and state["changes"], state
+    assert "rolestack_x509.certificate_current still finds a difference after the change" in state["comment"]
+
+
+def _renewal_with_a_ca_timing_out(pki, times):
+    (pki["dir"] / "publish.log.timeouts").write_text(str(times))
+    (pki["dir"] / "publish.log").unlink()
+    pki["cert_args"]["days_remaining"] = 100  # due: the state asks the CA
+    return run_certificate_state(pki)
+
+
+def test_a_ca_request_the_master_did_not_relay_is_asked_again(pki):
+    state = _renewal_with_a_ca_timing_out(pki, 1)
+    assert state["result"] is True and state["changes"], state
+    assert (pki["dir"] / "publish.log").read_text().count("x509.sign_remote_certificate") >= 2
+
+
+def test_a_ca_that_never_answers_fails_in_one_line_and_writes_nothing(pki):
+    cert = pki["dir"] / "server.pem"
+    before = cert.read_bytes()
+    state = _renewal_with_a_ca_timing_out(pki, 100)
+    assert state["result"] is False and not state["changes"], state
+    assert "Traceback" not in state["comment"] and "\n" not in state["comment"], state["comment"]
+    assert "the CA salt asked 3 times" in state["comment"], state["comment"]
+    assert (pki["dir"] / "publish.log").read_text().count("x509.sign_remote_certificate") == 3
+    assert cert.read_bytes() == before
+    # what the state guards against: x509_v2's own state, asked once, ends in a traceback
+    direct = run_state(pki["loaders"], "x509.certificate_managed", signing_policy=pki["policy"], **pki["cert_args"])
+    assert direct["result"] is False and "Traceback" in direct["comment"], direct
+
+
+@pytest.mark.parametrize("test", [False, True], ids=["apply", "test=True"])
+def test_the_key_state(pki, test):
+    key = pki["dir"] / "server.key"
+    state = run_state(pki["loaders"], "rolestack_x509.private_key_managed", test=test, **pki["key_args"])
+    assert state["result"] is True and not state["changes"] and CHECKED_HERE in state["comment"], state
+    state = run_state(pki["loaders"], "rolestack_x509.private_key_managed", test=test, **{**pki["key_args"],
+                                                                                          "mode": "0600"})  # fmt: skip
+    if test:  # x509_v2 reports a mode it would change in its file.managed sub-state only
+        assert state["result"] is not False and [sub for sub in state["sub_state_run"] if sub["changes"]], state
+    else:
+        assert state["result"] is True, state
+    assert oct(os.stat(key).st_mode & 0o777) == ("0o640" if test else "0o600")
+
+
+@pytest.mark.parametrize("test", [False, True], ids=["apply", "test=True"])
+def test_the_pem_state(pki, test):
+    name = pki["dir"] / "copy.pem"
+    args = {"name": str(name), "text": (pki["dir"] / "ca.crt").read_text(), **FILE, "mode": "0644"}
+    state = run_state(pki["loaders"], "rolestack_x509.pem_managed", test=test, **args)
+    assert state["result"] is (None if test else True) and state["changes"], state
+    assert name.exists() is not test
+    if not test:
+        state = run_state(pki["loaders"], "rolestack_x509.pem_managed", **args)
+        assert state["result"] is True and not state["changes"] and CHECKED_HERE in state["comment"], state
