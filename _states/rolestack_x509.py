@@ -103,7 +103,7 @@ def _managed(what, check, fun, name, check_args, state_args, attempts=1):
     """Nothing to do when the check says so; else x509_v2's state ``fun`` decides (asked up to ``attempts`` times
     while its CA does not answer), and the check runs again after a change."""
     check = f"rolestack_x509.{check}"
-    if __salt__[check](name, **check_args):
+    if _current(check, name, check_args):
         return {
             "name": name,
             "changes": {},
@@ -111,12 +111,21 @@ def _managed(what, check, fun, name, check_args, state_args, attempts=1):
             "comment": f"{what} is in the correct state (checked on this minion)",
         }
     ret = _run_x509(fun, name, state_args, attempts)
-    if ret["result"] and ret["changes"] and not __opts__["test"] and not __salt__[check](name, **check_args):
+    if ret["result"] and ret["changes"] and not __opts__["test"] and not _current(check, name, check_args):
         # x509_v2 and the check disagree (say, the CA applied an older policy than the pillar's): the next run
         # runs x509_v2 again, which then decides alone
         log.warning("rolestack_x509: %s: changed by %s, yet %s still finds a difference", name, fun, check)
         ret["comment"] += f"; {check} still finds a difference after the change (the next run asks x509_v2 again)"
     return ret
+
+
+def _current(check, name, check_args):
+    """The check's verdict; one it could not reach (an error it did not foresee) leaves the decision to x509_v2."""
+    try:
+        return __salt__[check](name, **check_args)
+    except Exception:  # pylint: disable=broad-except
+        log.error("rolestack_x509: %s of %s failed, x509_v2 decides", check, name, exc_info=True)
+        return False
 
 
 def _run_x509(fun, name, state_args, attempts):
