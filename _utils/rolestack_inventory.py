@@ -15,7 +15,9 @@ unit tests, the CLI and the bench.
 
 import ipaddress
 
+import rolestack_dns as zones
 import rolestack_mariadb_sql as sql
+import rolestack_rsync as rsync
 from rolestack_inventory_schema import CACHE_SETTINGS
 from rolestack_inventory_schema import CLUSTER_ROLES
 from rolestack_inventory_schema import CORE_ROLE_NAMES
@@ -38,7 +40,7 @@ from rolestack_inventory_schema import is_host_address
 # re-exported: the CLI, the module and the ext_pillar read an inventory through this util
 from rolestack_inventory_schema import load_yaml  # noqa: F401
 from rolestack_inventory_schema import roles_from_name  # noqa: F401
-from rolestack_inventory_schema import validate
+from rolestack_inventory_schema import validate as validate_schema
 from rolestack_inventory_schema import yaml_error_text  # noqa: F401
 
 # the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts: x509_v2 signing policies,
@@ -64,6 +66,14 @@ CERT_KINDS = {"server": "serverAuth", "client": "clientAuth"}
 DB_SSL_DIR = "/etc/mysql/ssl"
 # renew a db certificate when fewer days are left (states/db/certs.sls; rolestack_certs:days_remaining overrides)
 DB_CERT_DAYS_REMAINING = 30
+
+
+def validate(inventory):
+    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync)."""
+    errors = validate_schema(inventory)
+    if isinstance(inventory, dict):
+        errors += rsync.validate(inventory)
+    return errors
 
 
 def signing_policy_name(host, kind):
@@ -194,7 +204,7 @@ def server_id(address):
     return packed & 0xFFFFFFFF or 1
 
 
-def derive(inventory, mine_addresses=None):
+def derive(inventory, mine_addresses=None, published_records=None):
     """
     Derive the per-minion pillar of a valid inventory, in one pass.
 
@@ -205,6 +215,8 @@ def derive(inventory, mine_addresses=None):
 
     Returns ``{"hosts": {name: pillar}, "common": pillar_for_unknown_minions}``; the value of each
     minion is the ``rolestack`` pillar key. Lists shared between hosts are the same objects (no copies).
+    ``published_records``: records other roles publish into the forward zone ({name, type, data}, checked by
+    rolestack_dns.published_records); none yet (the ext_pillar passes none).
     Raises InventoryError when the inventory is invalid or a mine address is (network or broadcast address,
     another host's address).
     """
@@ -289,6 +301,9 @@ def derive(inventory, mine_addresses=None):
     db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
     db_settings = {key: (inventory.get("db") or {}).get(key, spec[0]) for key, spec in DB_SETTINGS.items()}
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
+    records += _published(published_records)
+    reverse = zones.reverse_zone(network, hosts.values())
+    rsync_pillar = rsync.derive(inventory, hosts.values(), hosts[core["salt"]["name"]] if core["salt"] else None)
     databases, db_users = _db_accounts(inventory.get("databases") or {}, by_role)
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
@@ -302,7 +317,7 @@ def derive(inventory, mine_addresses=None):
         pillar["host"] = {**entry, "level": level}
         pillar["etc_hosts"] = _etc_hosts(core_lines, entry)
         if "salt" in roles:
-            pillar["dns_zone"] = {"zone": zone, "records": records}
+            pillar["dns_zone"] = {"zone": zone, "records": records, "reverse": reverse}
             # the CA (states/salt/ca.sls): its certificate in the mine, the policies db hosts are signed under
             pillar["mine_functions"] = dict(
                 common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
@@ -359,6 +374,7 @@ def derive(inventory, mine_addresses=None):
         password_users = db_users if "db" in roles else client_users
         if password_users:
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
+        _rsync_pillar(pillar, granted, rsync_pillar, name)
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
@@ -474,6 +490,24 @@ def _db_accounts(databases, by_role):
             )
             entry["grants"][database] = sorted(sql.privilege_name(privilege) for privilege in account["privileges"])
     return settings, users
+
+
+def _published(records):
+    """Records other roles publish into the forward zone (docs/roles/salt.md): checked, or InventoryError."""
+    try:
+        return zones.published_records(records)
+    except ValueError as error:
+        raise InventoryError([str(error)]) from None
+
+
+def _rsync_pillar(pillar, granted, derived, name):
+    """The rsync source (rolestack_rsync.derive): the salt host's server, an allowed host's client and secrets."""
+    if derived["server"] and "salt" in pillar["host"]["roles"]:
+        pillar["rsync_server"] = derived["server"]
+    if name in derived["clients"]:
+        pillar["rsync_client"] = derived["clients"][name]
+    if derived["secrets"].get(name):
+        granted[rsync.RSYNC_SECRET] = derived["secrets"][name]
 
 
 def _etc_hosts(core_lines, entry):

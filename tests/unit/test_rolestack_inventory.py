@@ -411,7 +411,7 @@ def test_secrets_only_reach_roles_that_need_them(example):
     assert "sessions_redis_password" in hosts["app1"]["secrets"]
     assert "sessions_redis_password" in hosts["sessions1"]["secrets"]
     assert "sessions_redis_password" not in hosts["db2"]["secrets"]
-    assert "secrets" not in hosts["salt"]  # no secret is for the salt role
+    assert list(hosts["salt"]["secrets"]) == ["rsync_modules"]  # only the rsync daemon's (its secrets file)
 
 
 def test_rsync_secret_reaches_only_the_backup_host_and_db_admin_password_no_host(example):
