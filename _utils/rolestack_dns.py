@@ -85,5 +85,5 @@ def zone_text(zone, nameserver, records, contact=None):
     serial = int(hashlib.sha256(body.encode()).hexdigest()[:8], 16)
     return (
         f"; managed by salt (rolestack salt role): the internal zone {zone}, generated from the inventory.\n"
-        "; Edit the inventory (pillar), not this file.\n" + body.replace("@SERIAL@", str(serial))
+        "; Edit the inventory (pillar), not this file.\n" + body.replace("@SERIAL@", str(serial)) + "\n"
     )

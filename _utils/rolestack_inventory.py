@@ -303,7 +303,8 @@ def derive(inventory, mine_addresses=None, published_records=None):
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
     records += _published(published_records)
     reverse = zones.reverse_zone(network, hosts.values())
-    rsync_pillar = rsync.derive(inventory, hosts.values(), hosts[core["salt"]["name"]] if core["salt"] else None)
+    salt_host = next(entry for entry in hosts.values() if "salt" in entry["roles"])  # its address may be pending
+    rsync_pillar = rsync.derive(inventory, hosts.values(), salt_host)
     databases, db_users = _db_accounts(inventory.get("databases") or {}, by_role)
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)

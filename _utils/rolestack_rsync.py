@@ -155,6 +155,7 @@ def derive(inventory, entries, server):
             "auth_user": name,
             "comment": spec.get("comment") or f"rolestack rsync module {name}",
         }
+        served[name]["readme"] = module_readme(name, served[name])
         for entry in allowed:
             client = clients.setdefault(
                 entry["name"],
@@ -267,5 +268,7 @@ def run_pull(argv, secret, timeout=TIMEOUT_S):
         message = " ".join(done.stderr.replace(secret, "<secret>").split())[:600]
         refusal = re.search(r"@ERROR: [^\n]*", done.stderr.replace(secret, "<secret>"))
         what = refusal.group(0) if refusal else message
+        if "Unknown module" in what:
+            what += " (the daemon also answers so to a host outside the module's hosts allow)"
         raise PullError(f"{argv[-2]} refused or failed (rsync exit {done.returncode}): {what}")
     return [line for line in done.stdout.splitlines() if line and line != "./"]

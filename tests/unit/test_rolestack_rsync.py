@@ -107,6 +107,7 @@ def test_server_and_clients_are_derived_from_the_roles(example):
     hosts = inv.derive(example, {"frontend1": ["10.10.10.61"]})["hosts"]
     server = hosts["salt"]["rsync_server"]
     files = server["modules"]["files"]
+    assert files.pop("readme") == rsync.module_readme("files", files)
     assert files == {
         "path": "/srv/rsync/files",
         "read_only": True,
@@ -193,3 +194,13 @@ def test_run_pull_reports_the_refusal_without_the_secret(tmp_path):
     assert SECRET not in str(caught.value) and "exit 5" in str(caught.value)
     fake.write_text("#!/bin/sh\necho ./\necho a.txt\n")
     assert rsync.run_pull(argv, SECRET) == ["a.txt"]
+
+
+def test_clients_name_the_server_while_its_address_is_pending(example):
+    data = copy.deepcopy(example)
+    data["hosts"]["salt"] = {}
+    hosts = inv.derive(data)["hosts"]
+    client = hosts["app1"]["rsync_client"]
+    assert client["address"] is None and client["server"] == "salt.production.wpdn"
+    assert rsync.pull_command(client, "files", "/d")[-2] == "rsync://files@salt.production.wpdn:873/files/"
+    assert hosts["salt"]["rsync_server"]["modules"]["files"]["hosts_allow"] == ["10.10.10.51", "10.10.10.52"]
