@@ -64,6 +64,18 @@ def _render(loaders, template, **context):
     return loaders.modules.slsutil.renderer(string=(FILES / template).read_text(), default_renderer="jinja", **context)
 
 
+def _private_config(loaders, high, port, tmp_path):
+    """The SLS's gdnsd config, listening on 127.0.0.1:port with a private run and state dir."""
+    context = dict(
+        _context(high, "salt-dns-config"),
+        listen=["127.0.0.1"],
+        port=port,
+        run_dir=str(tmp_path / "run"),
+        state_dir=str(tmp_path / "state"),
+    )
+    return _render(loaders, "gdnsd.config.jinja", **context)
+
+
 def _serial(zone_text):
     zone = dns.zone.from_text(zone_text, origin=ZONE, relativize=True)
     return zone.get_rdataset("@", "SOA")[0].serial
@@ -177,17 +189,7 @@ def test_sls_passes_the_pillar_into_the_templates(salt_host):
 def test_rendered_zone_is_served_by_a_real_gdnsd(salt_host, private_gdnsd, tmp_path):
     loaders, high = salt_host
     port = _free_dns_port()
-    config = _render(
-        loaders,
-        "gdnsd.config.jinja",
-        **dict(
-            _context(high, "salt-dns-config"),
-            listen=["127.0.0.1"],
-            port=port,
-            run_dir=str(tmp_path / "run"),
-            state_dir=str(tmp_path / "state"),
-        ),
-    )
+    config = _private_config(loaders, high, port, tmp_path)
     production_config = _render(loaders, "gdnsd.config.jinja", **_context(high, "salt-dns-config"))
     assert re.search(r"listen => \[\s+10\.10\.10\.2,\s+127\.0\.0\.1,\s+\]", production_config), production_config
     assert "dns_port => 53" in production_config and "run_dir" not in production_config
@@ -267,17 +269,7 @@ def test_reverse_zone_is_served_with_a_ptr_per_host(salt_host, private_gdnsd, tm
     )
     assert check == f"/usr/local/sbin/rolestack-gdnsd-check -c /etc/gdnsd zones/{REVERSE}"
     port = _free_dns_port()
-    config = _render(
-        loaders,
-        "gdnsd.config.jinja",
-        **dict(
-            _context(high, "salt-dns-config"),
-            listen=["127.0.0.1"],
-            port=port,
-            run_dir=str(tmp_path / "run"),
-            state_dir=str(tmp_path / "state"),
-        ),
-    )
+    config = _private_config(loaders, high, port, tmp_path)
     forward = _render(loaders, "zone.jinja", **_context(high, "salt-dns-zone"))
     reverse = _render(loaders, "zone.jinja", **context)
     private_gdnsd(config, {ZONE: forward, REVERSE: reverse})

@@ -6,11 +6,8 @@ the right secret works; a wrong secret, a host not in ``hosts allow``, a module 
 to a read-only module are refused. xinetd is not needed: it only starts the same daemon per connection.
 """
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 
 import pytest
@@ -18,7 +15,7 @@ import rolestack_rsync as rsync
 import yaml
 from salt.exceptions import CommandExecutionError
 
-from tests.support.services import wait_for
+from tests.support.services import PrivateService
 
 SECRET = "files-secret-0123456789"
 WRONG = "wrong-secret-9876543210"
@@ -27,12 +24,6 @@ needs_rsync = pytest.mark.skipif(
     not shutil.which("rsync") or os.geteuid() != 0,
     reason="needs rsync and root (the daemon chroots and drops to nobody)",
 )
-
-
-def _free_port():
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _module(path, hosts_allow, read_only=True):
@@ -45,6 +36,28 @@ def _module(path, hosts_allow, read_only=True):
         "comment": f"test module {path.name}",
     }
     return dict(spec, readme=rsync.module_readme(path.name, spec))
+
+
+class PrivateRsyncd(PrivateService):
+    """rsync --daemon in the foreground on 127.0.0.1, with the config rolestack_rsync renders (the salt host's)."""
+
+    kind = "rsyncd"
+    binary = "rsync"
+
+    def __init__(self, root, config, **options):
+        super().__init__(root, **options)
+        self.config = config
+
+    def command(self):
+        return [
+            self.binary,
+            "--daemon",
+            "--no-detach",
+            f"--config={self.config}",
+            f"--port={self.port}",
+            f"--address={self.host}",
+            f"--log-file={self.log}",
+        ]
 
 
 @pytest.fixture
@@ -68,42 +81,13 @@ def private_rsyncd(tmp_path):
         secrets_file.chmod(0o600)
         config = tmp_path / "rsyncd.conf"
         config.write_text(rsync.render_config(served, str(secrets_file)))
-        port, log = _free_port(), tmp_path / "rsyncd.log"
-        process = subprocess.Popen(
-            [
-                "rsync",
-                "--daemon",
-                "--no-detach",
-                f"--config={config}",
-                f"--port={port}",
-                "--address=127.0.0.1",
-                f"--log-file={log}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        started.append(process)
-
-        def listening():
-            if process.poll() is not None:
-                raise RuntimeError(f"rsync exited with {process.returncode}: {log.read_text() if log.exists() else ''}")
-            with contextlib.closing(socket.socket()) as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, 20, f"rsync daemon on 127.0.0.1:{port}")
-        process.port, process.served, process.config = port, served, config
-        return process
+        daemon = PrivateRsyncd(tmp_path, config)
+        started.append(daemon)
+        return daemon.start()
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+    for daemon in started:
+        daemon.stop()
 
 
 def _nobody():
@@ -196,7 +180,7 @@ def test_a_host_not_in_hosts_allow_is_refused_by_the_daemon(private_rsyncd, clie
     # rsync 3.x answers a host outside hosts allow as if the module did not exist, and logs the denial
     with pytest.raises(CommandExecutionError, match=r"@ERROR: Unknown module 'files' \(the daemon also answers so"):
         module.pull("files", str(tmp_path / "dest"))
-    assert "rsync denied on module files from UNDETERMINED (127.0.0.1)" in (tmp_path / "rsyncd.log").read_text()
+    assert "rsync denied on module files from UNDETERMINED (127.0.0.1)" in daemon.log.read_text()
 
 
 @needs_rsync
