@@ -211,3 +211,17 @@ def test_a_read_only_module_refuses_an_upload_and_a_writable_one_takes_it(privat
     accepted = push("drop")
     assert accepted.returncode == 0, accepted.stderr
     assert (tmp_path / "srv" / "drop" / "upload.txt").read_text() == "from a client\n"
+
+
+def test_without_modules_nothing_is_served(make_loaders, pillar_tree):
+    inventory = pillar_tree / "inventory.yaml"
+    data = yaml.safe_load(inventory.read_text())
+    del data["rsync"], data["secrets"]["rsync_modules"]
+    inventory.write_text(yaml.safe_dump(data))
+    loaders = make_loaders("salt")
+    assert loaders.modules.pillar.get("rolestack:rsync_server") == ""
+    ret = loaders.modules.state.sls("salt.rsync", test=True)
+    assert not ret.failed, ret.raw
+    assert sorted(state.id for state in ret) == ["salt-rsync-off", "salt-rsync-off", "salt-rsync-off"] + [
+        "salt-rsync-xinetd-reload"
+    ]
