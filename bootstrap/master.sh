@@ -11,9 +11,10 @@
 #   --no-start write the configuration only: start no service and do not apply the salt role (image builds, tests)
 #
 # Steps: seed the bare repositories under /srv/git (refused if the inventory does not validate); then
-# `salt-call --local state.apply bootstrap` (master configuration, its own minion, /srv in git: states/bootstrap/);
-# then `salt-call --local state.apply salt` (the salt role: DNS, CA, /srv). Existing repositories are never
-# fetched again: after the bootstrap, operators push to them.
+# `salt-call --local state.apply bootstrap` (master configuration, its own minion, /srv in git: states/bootstrap/;
+# salt-master and salt-minion started); then, through that master, `salt-call state.apply salt` (the salt role:
+# DNS, CA, /srv). Existing repositories are never fetched again: after the bootstrap, operators push to them.
+# ROLESTACK_BOOTSTRAP_OUT=--out=json gives salt-call's returns as JSON (the tests read them).
 set -eu
 clone=$(cd "$(dirname "$0")/.." && pwd)
 pillar_src='' states_src=$clone python='' start=true
@@ -86,5 +87,15 @@ apply() {
         state.apply "$1" pillar="{\"rolestack_bootstrap\": {\"bin\": \"$bin\", \"start\": $start}}"
 }
 apply bootstrap
-[ "$start" = true ] && apply salt
-exit 0
+[ "$start" = true ] || exit 0
+
+# the salt role through the master just started, as every later highstate runs: its own minion (key accepted
+# above) syncs rolestack's modules from the served tree, then applies the role
+tries=0
+until timeout 30 "$bin/salt-call" --out=quiet test.ping 2>/dev/null; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 10 ] || { echo "master.sh: the master does not answer its own minion (journalctl -u salt-master)" >&2; exit 1; }
+    sleep 3
+done
+"$bin/salt-call" --out=quiet saltutil.sync_all
+"$bin/salt-call" --retcode-passthrough ${ROLESTACK_BOOTSTRAP_OUT:-} state.apply salt

@@ -198,3 +198,22 @@ def test_a_valid_push_updates_the_served_tree(bootstrapped):
     assert got["tip"] == got["head"]
     assert got["after"] == f"releases/{got['head']}" != got["before"]
     assert "# pushed and served" in got["top"]
+
+
+def test_a_push_without_the_inventory_or_deleting_main_is_refused(bootstrapped):
+    got = _push(bootstrapped, "git rm -q inventory.yaml", "no inventory")
+    assert got["push"] != "0"
+    assert "has no inventory.yaml" in got["stderr"]
+    assert got["after"] == got["before"]
+    ret = bootstrapped.run("git --git-dir=/srv/git/pillar.git push /srv/git/pillar.git :refs/heads/main 2>&1 || true")
+    assert "it cannot be deleted" in ret.stdout, ret.stdout + ret.stderr
+
+
+def test_old_releases_are_pruned_and_the_served_one_kept(bootstrapped):
+    for number in range(4):
+        got = _push(bootstrapped, f"echo '# release {number}' >> top.sls", f"release {number}")
+        assert got["push"] == "0", got["stderr"]
+    ret = bootstrapped.run("ls /srv/pillar/releases; readlink /srv/pillar/current")
+    releases, current = ret.stdout.split()[:-1], ret.stdout.split()[-1]
+    assert len(releases) == 3, releases
+    assert current == f"releases/{got['head']}" and got["head"] in releases
