@@ -21,6 +21,10 @@
                'inventory.yaml from the repository itself. Holds secrets: group rolestack-config only.'},
     ] %}
 
+salt-srv-git:
+  pkg.installed:
+    - name: git
+
 salt-srv-group:
   group.present:
     - name: {{ group }}
@@ -59,12 +63,15 @@ salt-srv-readme-{{ dir }}:
 {%- for repo in repos %}
 {%- set git_dir = '/srv/git/' ~ repo.name ~ '.git' %}
 
-{#- created once, empty; the bootstrap seeds it (bootstrap/master.sh), operators push to it #}
+{#- created empty unless the bootstrap seeded it (bootstrap/master.sh); operators push to it #}
 salt-srv-{{ repo.name }}-repo:
   cmd.run:
-    - name: git init -q --bare --shared=0660 -b main {{ git_dir }} && chgrp -R {{ group }} {{ git_dir }}
-    - creates: {{ git_dir }}/HEAD
+    - name: >-
+        { test -e {{ git_dir }}/HEAD || git init -q --bare --shared=0660 -b main {{ git_dir }}; }
+        && chgrp -R {{ group }} {{ git_dir }}
+    - unless: test "$(stat -c %G {{ git_dir }})" = {{ group }}
     - require:
+      - pkg: salt-srv-git
       - group: salt-srv-group
       - file: salt-srv-dir-/srv/git
 {%- for hook in repo.hooks %}

@@ -143,6 +143,8 @@ def test_every_managed_directory_under_srv_says_what_manages_it(bootstrapped):
     pre_receive = bootstrapped.upper("/srv/git/pillar.git/hooks/pre-receive").read_text()
     assert "-m rolestack.cli validate" in pre_receive
     # the served trees are the seeded tips
+    ret = bootstrapped.run("stat -c '%G %a' /srv/git/pillar.git /srv/pillar /srv/pillar/current/")
+    assert ret.stdout.split("\n")[:3] == ["rolestack-config 2770"] * 3, ret.stdout + ret.stderr
     ret = bootstrapped.run("readlink /srv/salt/current; ls /srv/salt/current/states/salt/srv.sls /srv/pillar/current/")
     assert ret.returncode == 0, ret.stderr
     assert ret.stdout.startswith("releases/"), ret.stdout
