@@ -120,6 +120,18 @@ def test_the_master_config_accepts_no_key_unasked_and_serves_srv(bootstrapped):
             assert "auto_accept: true" not in text.lower() and "open_mode: true" not in text.lower(), path
 
 
+def test_salt_reads_the_config_as_written(bootstrapped, tmp_path):
+    import salt.config
+
+    shutil.copytree(bootstrapped.upper("/etc/salt/master.d"), tmp_path / "master.d")
+    (tmp_path / "master").write_text(f"root_dir: {tmp_path / 'root'}\n")
+    opts = salt.config.master_config(str(tmp_path / "master"))
+    assert opts["auto_accept"] is False and opts["open_mode"] is False
+    assert opts["peer"] == inv.master_acl(inv.load_yaml(EXAMPLE_INVENTORY.read_text()))["peer"]
+    assert opts["peer_run"] == {}
+    assert opts["ext_pillar"][0]["rolestack"]["git"]["repo"] == "/srv/git/pillar.git"
+
+
 def test_the_peer_acl_is_the_inventorys_exactly(bootstrapped):
     acl = yaml.safe_load(bootstrapped.upper("/etc/salt/master.d/rolestack-peer.conf").read_text())
     assert acl == inv.master_acl(inv.load_yaml(EXAMPLE_INVENTORY.read_text()))
@@ -219,3 +231,26 @@ def test_old_releases_are_pruned_and_the_served_one_kept(bootstrapped):
     releases, current = ret.stdout.split()[:-1], ret.stdout.split()[-1]
     assert len(releases) == 3, releases
     assert current == f"releases/{got['head']}" and got["head"] in releases
+
+
+def test_a_yaml_error_in_a_secret_is_refused_without_quoting_it(bootstrapped):
+    edit = f"sed -i 's/replication_password: .*/replication_password: \"{SECRET}/' inventory.yaml"
+    got = _push(bootstrapped, edit, "a broken quote")
+    assert got["push"] != "0"
+    assert "invalid rolestack inventory in inventory.yaml@" in got["stderr"]
+    assert SECRET not in got["stderr"] and SECRET[:12] not in got["stderr"]
+    assert got["after"] == got["before"]
+
+
+def test_the_bootstrap_refuses_an_invalid_inventory_and_leaves_nothing(tmp_path):
+    bad = {p.name: p for p in PILLAR_EXAMPLE.iterdir()}
+    (tmp_path / "bad.yaml").write_text(EXAMPLE_INVENTORY.read_text().replace("level: production", "level: Bad Level"))
+    bad["inventory.yaml"] = tmp_path / "bad.yaml"
+    pillar_src = _repo_from(tmp_path / "pillar-src", bad)
+    box = Sandbox(tmp_path / "box")
+    ret = box.run(f"{REPO}/bootstrap/master.sh --pillar {pillar_src} --python {REPO}/.venv/bin/python --no-start")
+    assert ret.returncode == 1, ret.stdout + ret.stderr
+    assert "level: got 'Bad Level'" in ret.stderr
+    assert "nothing was bootstrapped" in ret.stderr
+    assert not list(box.upper("/srv").rglob("*.git*"))  # neither pillar.git nor the aside pillar.git.new
+    assert not box.upper("/etc/salt").exists()
