@@ -7,8 +7,9 @@
 {%- set boot = salt['pillar.get']('rolestack_bootstrap', {}) %}
 {%- set bin = boot.get('bin') or salt['file.dirname'](grains['pythonexecutable']) %}
 {%- set served = '/srv/salt/current' %}
+{#- the inventory holds secrets: never logged (output_loglevel quiet) #}
 {%- set inventory = salt['cmd.run_stdout']('git --git-dir=/srv/git/pillar.git show main:inventory.yaml',
-                                           python_shell=False) %}
+                                           python_shell=False, output_loglevel='quiet') %}
 
 bootstrap-master-config:
   file.serialize:
