@@ -591,3 +591,15 @@ def master_acl(inventory):
             rights.append({"L@" + ",".join(sources): [exact_pattern(PEER_STREAM)]})
         peer[exact_pattern(host)] = rights
     return {"peer": peer, "peer_run": {}}
+
+
+def salt_host(inventory):
+    """
+    The name (so the minion id) of the inventory's one host with role salt: the master's own minion, for the
+    bootstrap (bootstrap/master.sh). Raises InventoryError when the inventory is invalid.
+    """
+    errors = validate(inventory)
+    if errors:
+        raise InventoryError(errors)
+    (name,) = [name for name, spec in inventory["hosts"].items() if "salt" in host_roles(name, spec)[0]]
+    return name

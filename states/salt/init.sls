@@ -3,3 +3,4 @@ include:
   - salt.dns
   - salt.ca
   - salt.rsync
+  - salt.srv

@@ -389,7 +389,7 @@ json.dump(out, sys.stdout)
 def sandbox(tmp_path, pillar_tree):
     """
     run() applies the salt role for real, twice, then again after an inventory change, in private mount,
-    network and PID namespaces: /etc and /usr/local/sbin are overlays whose writes land under tmp_path, /run is a
+    network and PID namespaces: /etc, /usr/local/sbin and /srv are overlays whose writes land under tmp_path, /run is a
     private tmpfs, TMPDIR a directory under tmp_path, 10.10.10.2 exists only on the namespace's loopback. gdnsd is
     stopped by its PID (pidfile of the stand-in init script) when the script exits, and cannot outlive the PID
     namespace. No tmpfs on /tmp: it would hide a checkout (and its .tmp, tmp_path included) living under /tmp.
@@ -405,12 +405,13 @@ def sandbox(tmp_path, pillar_tree):
     )
     pidfile = tmp_path / "gdnsd.pid"
     upper = {}
-    for name in ("etc", "sbin"):
+    for name in ("etc", "sbin", "srv"):
         upper[name] = tmp_path / f"{name}-upper"
         (tmp_path / f"{name}-work").mkdir()
     (upper["etc"] / "init.d").mkdir(parents=True)
     (upper["etc"] / "rc2.d").mkdir()
     (upper["sbin"]).mkdir()
+    (upper["srv"]).mkdir()
     init = upper["etc"] / "init.d" / "gdnsd"
     init.write_text(STAND_IN_INIT.format(pidfile=pidfile, log=tmp_path / "gdnsd.log"))
     init.chmod(0o755)
@@ -434,6 +435,8 @@ def sandbox(tmp_path, pillar_tree):
         mount -t overlay overlay -o lowerdir=/etc,upperdir={upper["etc"]},workdir={tmp_path / "etc-work"} /etc
         mount -t overlay overlay \
             -o lowerdir=/usr/local/sbin,upperdir={upper["sbin"]},workdir={tmp_path / "sbin-work"} /usr/local/sbin
+        # the role's /srv in git (salt.srv)
+        mount -t overlay overlay -o lowerdir=/srv,upperdir={upper["srv"]},workdir={tmp_path / "srv-work"} /srv
         # systemctl is installed here but systemd is not PID 1: salt's service states would run in "offline"
         # mode (nothing done). Hidden, salt uses debian_service and the stand-in init script; `runlevel` (a
         # link to systemctl) is replaced by one on PATH that answers like it does without an init system

@@ -602,3 +602,14 @@ def test_no_databases_no_db_keys(example):
     hosts = inv.derive(data)["hosts"]
     assert hosts["db2"]["db"]["users"] == {} and hosts["db2"]["db"]["databases"] == {}
     assert "db_users" not in hosts["db2"]["secrets"] and "db_client" not in hosts["app1"]
+
+
+def test_salt_host_is_the_one_host_with_role_salt(example):
+    assert inv.salt_host(example) == "salt"
+    renamed = copy.deepcopy(example)
+    renamed["hosts"]["master1"] = {**renamed["hosts"].pop("salt"), "roles": ["salt"]}
+    assert inv.salt_host(renamed) == "master1"
+    broken = copy.deepcopy(example)
+    broken["level"] = "Bad Level"
+    with pytest.raises(inv.InventoryError):
+        inv.salt_host(broken)
