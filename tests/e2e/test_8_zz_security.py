@@ -313,6 +313,25 @@ def test_the_key_value_checks_can_fail(lab):
     assert checks.run_check("key_value_ports_only_for_web_hosts", lab)[0]
 
 
+@contextlib.contextmanager
+def rsync_open_to_the_network(lab):
+    """The salt host's rsyncd.conf letting the whole lab network in, then put back by the salt host's highstate."""
+    lab.sh("salt", "sed", "-i", "s|^\\(\\s*hosts allow = \\).*|\\110.10.10.0/24|", "/etc/rsyncd.conf")
+    assert "hosts allow = 10.10.10.0/24" in lab.read("salt", "/etc/rsyncd.conf")
+    try:
+        yield
+    finally:
+        result = lab.highstate("salt")
+    assert result["clean"], result["rows"]
+    assert "hosts allow = 10.10.10.0/24" not in lab.read("salt", "/etc/rsyncd.conf")
+
+
+def test_the_rsync_check_can_fail(lab):
+    with rsync_open_to_the_network(lab):
+        ok, detail = checks.run_check("rsync_refuses_hosts_not_allowed_and_wrong_secrets", lab)
+        assert not ok and "files served" in detail, detail
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers(lab):
     """Whatever a test weakened, the lab is back: no weakened master file, a clean pillar repository."""
