@@ -2,3 +2,4 @@
 include:
   - salt.dns
   - salt.ca
+  - salt.jumpbox
