@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rolestack_lab  # noqa: E402
 import security_kv  # noqa: E402
+import security_ssh  # noqa: E402
 
 STREAM = "mariadb_replication.serve_backup_stream"
 SIGN = "x509.sign_remote_certificate"
@@ -751,6 +752,7 @@ CHECKS = {
     "one_writable_db_host": check_one_writable_db_host,
     "replication_accounts_only_for_db_hosts": check_replication_accounts_only_for_db_hosts,
     **security_kv.CHECKS,  # the key-value stores (issue 11)
+    **security_ssh.CHECKS,  # the jump box: sshd only from the salt host (issue 12)
 }
 
 
