@@ -13,11 +13,12 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import failures
 from tests.e2e.conftest import rolestack_lab
+from tests.e2e.test_3_git_pillar import commit  # a committed inventory edit
+from tests.e2e.test_3_git_pillar import git
 from tests.support.paths import REPO
 
 sys.path.insert(0, str(REPO / "bench" / "support"))
@@ -28,19 +29,6 @@ KEY = "/root/e2e-operator-key"
 CLIENT_CONFIG = "/root/e2e-ssh-config"
 SSH_CONFIG = "/etc/rolestack/ssh_config"
 DROP_IN = "/etc/ssh/sshd_config.d/00-rolestack.conf"
-
-
-def git(lab, *args):
-    cmd = ["git", "-C", str(lab.pillar_repo), "-c", "user.name=e2e", "-c", "user.email=e2e@rolestack.invalid"]
-    subprocess.run([*cmd, *args], check=True, capture_output=True)
-
-
-def commit(lab, edit, message):
-    path = lab.pillar_repo / "inventory.yaml"
-    data = yaml.safe_load(path.read_text())
-    edit(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    git(lab, "commit", "-q", "-am", message)
 
 
 def converge(lab, target="*"):
