@@ -225,7 +225,7 @@ def memcached_conf(role):
 def firewall_ruleset():
     """
     This host's nftables ruleset (the table ``inet rolestack``) from its pillar ``rolestack:firewall``: each
-    key-value port admitted from loopback and its allow-list, dropped from anyone else.
+    guarded port (sshd, the key-value ports) admitted from loopback and its allow-list, dropped from anyone else.
 
     CLI Example:
 
@@ -235,7 +235,7 @@ def firewall_ruleset():
     """
     services = (_rolestack().get("firewall") or {}).get("services")
     if not services:
-        raise CommandExecutionError("this host has no rolestack:firewall pillar (no sessions, memcache or redis role)")
+        raise CommandExecutionError("this host has no rolestack:firewall pillar (no port to guard: the salt host)")
     return kv.nft_ruleset(services)
 
 

@@ -16,6 +16,7 @@ unit tests, the CLI and the bench.
 import ipaddress
 
 import rolestack_dns as zones
+import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
 import rolestack_rsync as rsync
 from rolestack_inventory_schema import CACHE_SETTINGS
@@ -188,8 +189,11 @@ def missing_addresses(inventory):
 
 
 def mine_functions(network):
-    """The minion mine functions rolestack relies on: the addresses inside the platform network."""
-    return {"network.ip_addrs": [{"cidr": str(network)}]}
+    """
+    The minion mine functions rolestack relies on: the addresses inside the platform network, and the public ssh
+    host keys (the salt host's known_hosts, rolestack_jumpbox).
+    """
+    return {"network.ip_addrs": [{"cidr": str(network)}], **jumpbox.HOST_KEYS_MINE}
 
 
 def collapse(addresses):
@@ -308,6 +312,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
     databases, db_users = _db_accounts(inventory.get("databases") or {}, by_role)
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
+    operators = jumpbox.operators_pillar(inventory.get("operators"))  # the jump box (rolestack_jumpbox)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
     db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
 
@@ -325,6 +330,8 @@ def derive(inventory, mine_addresses=None, published_records=None):
             )
             pillar["x509_signing_policies"] = _signing_policies(db_certs)
             pillar["ssh_hosts"] = all_members
+            pillar["jumpbox"] = jumpbox.jumpbox_pillar(platform, all_members, core["salt"], operators)
+        pillar["ssh"] = jumpbox.ssh_pillar(core["salt"], "salt" in roles, operators)
         if "mail" in roles:
             pillar["mail"] = dict(mail, relay_clients=relay_clients)
         if "backup" in roles:
@@ -351,6 +358,9 @@ def derive(inventory, mine_addresses=None, published_records=None):
                     **key_value["caches"].get(role, {}).get(entry["cluster"], {}),
                 }
         services = [service for role in KEY_VALUE_ROLES if role in roles for service in key_value["services"][role]]
+        ssh_service = jumpbox.firewall_service(pillar["ssh"]["allow_from"])  # sshd: from the salt host only
+        if ssh_service:
+            services.append(ssh_service)
         if services:
             pillar["firewall"] = {"services": list({service["name"]: service for service in services}.values())}
         if any(role in WEB_ROLES for role in roles):

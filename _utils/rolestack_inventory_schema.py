@@ -11,6 +11,7 @@ tests/unit/test_rolestack_inventory.py (validation), tests/unit/test_secret_erro
 import ipaddress
 import re
 
+import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
 import yaml
 
@@ -65,6 +66,7 @@ TOP_KEYS = (
     "caches",
     "secrets",
     "rsync",
+    "operators",
 )
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {
@@ -472,6 +474,7 @@ def validate(inventory):
                 f"{'needs' if len(users) == 1 else 'need'} it"
             )
     _validate_databases(inventory.get("databases"), secrets.get(DB_USERS_SECRET), role_members, err)
+    jumpbox.validate_operators(inventory.get("operators"), err)  # the jump box's accounts (rolestack_jumpbox)
     return errors
 
 

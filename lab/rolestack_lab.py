@@ -795,11 +795,14 @@ def print_summary(rows, wall):
 
 
 # A new platform converges in this order: the salt host (DNS, the CA), then masterdb (replicas copy it), then
-# the rest. Later highstates need no order.
+# the rest, then the salt host once more (known_hosts from the keys the others published). Later highstates need
+# no order.
 WAVES = (
     ("the salt host", "I@rolestack:host:roles:salt"),
     ("masterdb", "I@rolestack:host:roles:masterdb and not I@rolestack:host:roles:salt"),
     ("every other host", "not I@rolestack:host:roles:salt and not I@rolestack:host:roles:masterdb"),
+    # the jump box's known_hosts holds the host keys every host published in its first highstate (mine)
+    ("the salt host again (known_hosts)", "I@rolestack:host:roles:salt"),
 )
 
 

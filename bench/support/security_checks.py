@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rolestack_lab  # noqa: E402
 import security_kv  # noqa: E402
 import security_salt  # noqa: E402
+import security_ssh  # noqa: E402
 
 STREAM = "mariadb_replication.serve_backup_stream"
 SIGN = "x509.sign_remote_certificate"
@@ -753,6 +754,7 @@ CHECKS = {
     "replication_accounts_only_for_db_hosts": check_replication_accounts_only_for_db_hosts,
     **security_kv.CHECKS,  # the key-value stores (issue 11)
     **security_salt.CHECKS,  # the salt host's services (issue 12)
+    **security_ssh.CHECKS,  # the jump box: sshd only from the salt host (issue 12)
 }
 
 

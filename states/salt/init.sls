@@ -4,3 +4,4 @@ include:
   - salt.ca
   - salt.rsync
   - salt.srv
+  - salt.jumpbox

@@ -425,7 +425,7 @@ def sandbox(tmp_path, pillar_tree):
     (tmp_path / "bin" / "runlevel").chmod(0o755)
     inventory = pillar_tree / "inventory.yaml"
     # salt.dns and salt.ca: salt.rsync (packages, xinetd, directories under /srv) is tested in test_salt_rsync.py
-    salt_call = f"{REPO}/.venv/bin/salt-call -c {conf} --local --out=json state.apply salt.dns,salt.ca"
+    salt_call = f"{REPO}/.venv/bin/salt-call -c {conf} --local --out=json state.apply salt.dns,salt.ca,salt.jumpbox"
     script = f"""\
         set -e
         ip link set lo up
@@ -517,7 +517,8 @@ def test_salt_role_applied_for_real_converges_serves_and_follows_the_inventory(s
     assert (sandbox.upper["sbin"] / "rolestack-gdnsd-check").stat().st_mode & 0o111
 
     # an inventory commit (db2 moves): only the zone changes, gdnsd reloads it, the serial moves on; and the CA
-    # records db2's policies with its new address (its certificate's fixed subjectAltName)
+    # records db2's policies with its new address (its certificate's fixed subjectAltName); the jump box's ssh_config
+    # names db2's new address
     third = _load(sandbox.out / "apply3.json")
     assert all(state["result"] is True for state in third.values()), third
     changed = {state["__id__"] for state in third.values() if state["changes"]}
@@ -526,7 +527,9 @@ def test_salt_role_applied_for_real_converges_serves_and_follows_the_inventory(s
         "salt-dns-reverse-zone",
         "salt-dns-reload-zones",
         "salt-ca-policies-record",
+        "salt-jumpbox-ssh-config",
     }, changed
+    assert "HostName 10.10.10.13" in (etc / "rolestack" / "ssh_config").read_text()
     after = json.loads((sandbox.out / "query2.json").read_text())
     assert after["10.10.10.2 db2"] == ["NOERROR", "10.10.10.13"]
     assert after["10.10.10.2 serial"] != answers["10.10.10.2 serial"]

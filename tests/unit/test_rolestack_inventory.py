@@ -288,6 +288,7 @@ def test_derive_gives_each_role_its_topology(example):
 def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     hosts = inv.derive(example)["hosts"]
     allow = ["10.10.10.51/32", "10.10.10.52/32"]
+    ssh = {"name": "ssh", "port": 22, "allow": ["10.10.10.2/32"]}  # every host but salt: sshd from salt only
     sessions = hosts["sessions1"]
     assert sessions["sessions"]["redis"] == {"port": 6379, "maxmemory_mb": 256, "maxmemory_policy": "volatile-lru"}
     assert sessions["sessions"]["memcached"] == {"port": 11211, "memory_mb": 256}
@@ -295,6 +296,7 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
         "services": [
             {"name": "redis", "port": 6379, "allow": allow},
             {"name": "memcached", "port": 11211, "allow": allow},
+            ssh,
         ]
     }
     memcache = hosts["memcache-alpha2"]["memcache"]
@@ -305,7 +307,9 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
         "memory_mb": 256,
     }
     assert [m["name"] for m in memcache["members"]] == ["memcache-alpha1", "memcache-alpha2"]
-    assert hosts["memcache-alpha2"]["firewall"] == {"services": [{"name": "memcached", "port": 11211, "allow": allow}]}
+    assert hosts["memcache-alpha2"]["firewall"] == {
+        "services": [{"name": "memcached", "port": 11211, "allow": allow}, ssh]
+    }
     redis = hosts["redis-beta1"]["redis"]
     assert (redis["cluster"], redis["port"], redis["maxmemory_mb"], redis["maxmemory_policy"]) == (
         "beta",
@@ -315,15 +319,16 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     )
     assert "proxy_port" not in redis and "sessions_redis_password" not in hosts["redis-beta1"]["secrets"]
     assert hosts["redis-beta1"]["secrets"] == {"cache_redis_password": "example-cache-redis-0123456789"}
-    assert hosts["redis-beta1"]["firewall"] == {"services": [{"name": "redis", "port": 6379, "allow": allow}]}
-    for name in ("app1", "db2", "salt", "elastic1"):
-        assert "firewall" not in hosts[name], name
+    assert hosts["redis-beta1"]["firewall"] == {"services": [{"name": "redis", "port": 6379, "allow": allow}, ssh]}
+    for name in ("app1", "db2", "elastic1"):
+        assert hosts[name]["firewall"] == {"services": [ssh]}, name
+    assert "firewall" not in hosts["salt"]  # the jump box: operators reach it from anywhere
     # a host with both cache roles runs (and lets through) both servers
     data = copy.deepcopy(example)
     data["hosts"]["cache1"] = {"roles": ["memcache", "redis"], "cluster": "alpha", "address": "10.10.10.38"}
     data["caches"]["redis"]["alpha"] = {"proxy_port": 6381}
     both = inv.derive(data)["hosts"]["cache1"]
-    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis"]
+    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis", "ssh"]
     assert both["redis"]["cluster"] == both["memcache"]["cluster"] == "alpha"
 
 
