@@ -19,6 +19,7 @@ from salt.exceptions import SaltInvocationError
 
 MISSING_UTIL = None
 try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
+    import rolestack_inventory as inventory
     import rolestack_kv as kv
 except ImportError as err:  # __virtual__ names it
     MISSING_UTIL = err.name
@@ -36,10 +37,7 @@ def __virtual__():
 
 
 def _rolestack():
-    rolestack = __salt__["pillar.get"]("rolestack", {}, unmask=True)
-    if not isinstance(rolestack, dict) or not rolestack.get("platform"):
-        raise CommandExecutionError("no rolestack pillar: is the rolestack ext_pillar configured on the master?")
-    return rolestack
+    return inventory.minion_pillar(__salt__["pillar.get"])
 
 
 def _roles(rolestack):

@@ -613,3 +613,18 @@ def salt_host(inventory):
         raise InventoryError(errors)
     (name,) = [name for name, spec in inventory["hosts"].items() if "salt" in host_roles(name, spec)[0]]
     return name
+
+
+def minion_pillar(pillar_get):
+    """
+    This minion's ``rolestack`` pillar (what :func:`pillar_for` derived for it), read unmasked through the loader's
+    ``pillar.get`` (salt 3008 masks pillar values by default); the execution modules' one way to read it.
+    Raises CommandExecutionError when the minion has none (the ext_pillar is not configured on the master).
+    """
+    # imported here, not at the top: the rolestack-inventory CLI uses this util without needing salt
+    from salt.exceptions import CommandExecutionError
+
+    rolestack = pillar_get("rolestack", {}, unmask=True)
+    if not isinstance(rolestack, dict) or not rolestack.get("platform"):
+        raise CommandExecutionError("no rolestack pillar: is the rolestack ext_pillar configured on the master?")
+    return rolestack

@@ -21,6 +21,8 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import failures
+from tests.e2e.test_3_git_pillar import commit
+from tests.e2e.test_3_git_pillar import git
 
 WEB = "app1"
 SESSIONS = "sessions1"
@@ -100,19 +102,6 @@ def test_the_cache_pools_spread_keys_over_every_member(lab):
     beta = proxy_port(lab, "redis", "beta")
     assert redis(lab, WEB, beta, password, "SET", "e2e-beta", "1") == "OK"
     assert redis(lab, BETA, 6379, password, "GET", "e2e-beta") == "1"
-
-
-def commit(lab, edit, message):
-    path = lab.pillar_repo / "inventory.yaml"
-    data = yaml.safe_load(path.read_text())
-    edit(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    git(lab, "commit", "-q", "-am", message)
-
-
-def git(lab, *args):
-    cmd = ["git", "-C", str(lab.pillar_repo), "-c", "user.name=e2e", "-c", "user.email=e2e@rolestack.invalid"]
-    subprocess.run([*cmd, *args], check=True, capture_output=True)
 
 
 def test_a_memcache_host_added_to_the_inventory_joins_the_pool(lab):

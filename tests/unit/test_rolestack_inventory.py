@@ -618,3 +618,18 @@ def test_salt_host_is_the_one_host_with_role_salt(example):
     broken["level"] = "Bad Level"
     with pytest.raises(inv.InventoryError):
         inv.salt_host(broken)
+
+
+def test_minion_pillar_reads_unmasked_and_refuses_a_minion_without_one():
+    from salt.exceptions import CommandExecutionError
+
+    calls = []
+
+    def pillar_get(key, default, unmask=False):
+        calls.append((key, unmask))
+        return {"platform": {"name": "webplatform"}} if key == "rolestack" else default
+
+    assert inv.minion_pillar(pillar_get) == {"platform": {"name": "webplatform"}}
+    assert calls == [("rolestack", True)]
+    with pytest.raises(CommandExecutionError, match="ext_pillar configured"):
+        inv.minion_pillar(lambda key, default, unmask=False: {})
