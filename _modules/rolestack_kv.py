@@ -268,6 +268,25 @@ def firewall_check(path=None):
     return True
 
 
+def firewall_load(path=None):
+    """
+    Load the ruleset ``path`` (default /etc/rolestack/firewall.nft) with ``nft -f``: the file replaces the table
+    ``inet rolestack`` as a whole, in one nft transaction. Returns True; raises with nft's own message when it
+    refuses (the live table is then left as it was).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt sessions1 rolestack_kv.firewall_load
+    """
+    path = path or kv.NFT_CONF
+    loaded = subprocess.run([_nft(), "-f", path], capture_output=True, text=True, check=False)
+    if loaded.returncode:
+        raise CommandExecutionError(f"nft refuses {path}: {(loaded.stderr or loaded.stdout).strip()[-2000:]}")
+    return True
+
+
 def firewall_in_sync(path=None):
     """
     Whether the live table ``inet rolestack`` is the one in ``path`` (default /etc/rolestack/firewall.nft): the

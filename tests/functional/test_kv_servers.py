@@ -237,7 +237,7 @@ def test_role_sls_renders_for_its_host(make_loaders, host):
         assert _args(high, state_id, "file")["name"] == name
     assert {"firewall-pkg", "firewall-ruleset", "firewall-boot", "firewall-load"} <= set(high)
     assert _args(high, "firewall-ruleset", "file")["check_cmd"] == "/usr/sbin/nft -c -f"
-    assert _args(high, "firewall-load", "cmd")["unless"] == [{"fun": "rolestack_kv.firewall_in_sync"}]
+    assert _args(high, "firewall-load", "rolestack_kv")["name"] == "/etc/rolestack/firewall.nft"
     for state_id in files:
         if "redis" in state_id and state_id != "firewall-ruleset":
             assert _args(high, state_id, "file")["show_changes"] is False  # the password never in a diff
