@@ -9,7 +9,7 @@
 
 bootstrap-minion-config:
   file.serialize:
-    - name: /etc/salt/minion.d/rolestack.conf
+    - name: /etc/salt/minion.d/bootstrap.conf
     - serializer: yaml
     - mode: '0644'
     - makedirs: True

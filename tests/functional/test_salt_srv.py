@@ -139,7 +139,7 @@ def test_the_peer_acl_is_the_inventorys_exactly(bootstrapped):
 
 
 def test_the_masters_own_minion_is_accepted_with_its_own_key(bootstrapped):
-    minion = yaml.safe_load(bootstrapped.upper("/etc/salt/minion.d/rolestack.conf").read_text())
+    minion = yaml.safe_load(bootstrapped.upper("/etc/salt/minion.d/bootstrap.conf").read_text())
     assert minion["id"] == "salt" and minion["master"] == "127.0.0.1"
     pub = bootstrapped.upper("/etc/salt/pki/minion/minion.pub").read_text()
     assert "PUBLIC KEY" in pub
