@@ -1018,14 +1018,19 @@ def lab_netns_inodes(lab):
 
 
 def lab_processes(lab, netns_inodes=None):
-    """PIDs of the lab's processes: in one of its network namespaces, or one of its hosts' systemd-nspawn."""
+    """PIDs of the lab's processes: in one of its network namespaces, one of its hosts' systemd-nspawn, or its power
+    switch."""
     inodes = lab_netns_inodes(lab) | set(netns_inodes or ())
     found = []
     for proc in PROC.iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         pid = int(proc.name)
-        if in_lab_netns(pid, inodes) or any(is_lab_nspawn(lab, host, pid) for host in lab.hosts):
+        if (
+            in_lab_netns(pid, inodes)
+            or any(is_lab_nspawn(lab, host, pid) for host in lab.hosts)
+            or is_lab_power_switch(lab, pid)
+        ):
             found.append(pid)
     return found
 
