@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?= -q -rfEs --timeout=900
 
-.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db bench-proxy security clean \
+.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db bench-dns bench-proxy security clean \
 	lab lab-down lab-shell lab-salt lab-replace lab-status
 
 setup:
@@ -65,6 +65,10 @@ bench-lab: setup
 
 bench-db: setup
 	$(PY) bench/mariadb
+
+# zone generation and validation for 10, 1000, 10000 hosts (add --lab NAME for queries during reloads)
+bench-dns: setup
+	$(PY) bench/dns
 
 # the proxy in the lab between app1 and sessions1 (its own small lab named benchproxy)
 bench-proxy: setup

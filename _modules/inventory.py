@@ -109,3 +109,27 @@ def host_pillar(host, path=None, text=None):
     except invalid as err:
         raise CommandExecutionError(str(invalid(err.errors, source))) from err
     return logic.pillar_for(derived, host)
+
+
+def master_acl(path=None, text=None):
+    """
+    The salt master's ``peer`` and ``peer_run`` settings derived from an inventory (least privilege: db hosts
+    may ask the salt host to sign and the other db hosts for a backup stream; no minion may run a runner), as
+    ``rolestack-inventory master-acl`` prints them. The bootstrap (states/bootstrap/master.sls) writes them into
+    the master's configuration.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local inventory.master_acl path=/srv/pillar/current/inventory.yaml
+
+    path / text
+        The inventory file, or its YAML text.
+    """
+    inventory, source = _load(path, text)
+    invalid = logic.InventoryError
+    try:
+        return logic.master_acl(inventory)
+    except invalid as err:
+        raise CommandExecutionError(str(invalid(err.errors, source))) from err

@@ -19,6 +19,7 @@ from salt.exceptions import SaltInvocationError
 
 MISSING_UTIL = None
 try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
+    import rolestack_inventory as inventory
     import rolestack_kv as kv
 except ImportError as err:  # __virtual__ names it
     MISSING_UTIL = err.name
@@ -36,10 +37,7 @@ def __virtual__():
 
 
 def _rolestack():
-    rolestack = __salt__["pillar.get"]("rolestack", {}, unmask=True)
-    if not isinstance(rolestack, dict) or not rolestack.get("platform"):
-        raise CommandExecutionError("no rolestack pillar: is the rolestack ext_pillar configured on the master?")
-    return rolestack
+    return inventory.minion_pillar(__salt__["pillar.get"])
 
 
 def _roles(rolestack):
@@ -225,7 +223,7 @@ def memcached_conf(role):
 def firewall_ruleset():
     """
     This host's nftables ruleset (the table ``inet rolestack``) from its pillar ``rolestack:firewall``: each
-    key-value port admitted from loopback and its allow-list, dropped from anyone else.
+    guarded port (sshd, the key-value ports) admitted from loopback and its allow-list, dropped from anyone else.
 
     CLI Example:
 
@@ -235,7 +233,7 @@ def firewall_ruleset():
     """
     services = (_rolestack().get("firewall") or {}).get("services")
     if not services:
-        raise CommandExecutionError("this host has no rolestack:firewall pillar (no sessions, memcache or redis role)")
+        raise CommandExecutionError("this host has no rolestack:firewall pillar (no port to guard: the salt host)")
     return kv.nft_ruleset(services)
 
 

@@ -15,7 +15,10 @@ unit tests, the CLI and the bench.
 
 import ipaddress
 
+import rolestack_dns as zones
+import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
+import rolestack_rsync as rsync
 from rolestack_inventory_schema import CACHE_SETTINGS
 from rolestack_inventory_schema import CLUSTER_ROLES
 from rolestack_inventory_schema import CORE_ROLE_NAMES
@@ -38,7 +41,7 @@ from rolestack_inventory_schema import is_host_address
 # re-exported: the CLI, the module and the ext_pillar read an inventory through this util
 from rolestack_inventory_schema import load_yaml  # noqa: F401
 from rolestack_inventory_schema import roles_from_name  # noqa: F401
-from rolestack_inventory_schema import validate
+from rolestack_inventory_schema import validate as validate_schema
 from rolestack_inventory_schema import yaml_error_text  # noqa: F401
 
 # the platform's CA on the salt host (states/salt/ca.sls) and what it signs for db hosts: x509_v2 signing policies,
@@ -64,6 +67,14 @@ CERT_KINDS = {"server": "serverAuth", "client": "clientAuth"}
 DB_SSL_DIR = "/etc/mysql/ssl"
 # renew a db certificate when fewer days are left (states/db/certs.sls; rolestack_certs:days_remaining overrides)
 DB_CERT_DAYS_REMAINING = 30
+
+
+def validate(inventory):
+    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync)."""
+    errors = validate_schema(inventory)
+    if isinstance(inventory, dict):
+        errors += rsync.validate(inventory)
+    return errors
 
 
 def signing_policy_name(host, kind):
@@ -178,8 +189,11 @@ def missing_addresses(inventory):
 
 
 def mine_functions(network):
-    """The minion mine functions rolestack relies on: the addresses inside the platform network."""
-    return {"network.ip_addrs": [{"cidr": str(network)}]}
+    """
+    The minion mine functions rolestack relies on: the addresses inside the platform network, and the public ssh
+    host keys (the salt host's known_hosts, rolestack_jumpbox).
+    """
+    return {"network.ip_addrs": [{"cidr": str(network)}], **jumpbox.HOST_KEYS_MINE}
 
 
 def collapse(addresses):
@@ -194,7 +208,7 @@ def server_id(address):
     return packed & 0xFFFFFFFF or 1
 
 
-def derive(inventory, mine_addresses=None):
+def derive(inventory, mine_addresses=None, published_records=None):
     """
     Derive the per-minion pillar of a valid inventory, in one pass.
 
@@ -205,6 +219,8 @@ def derive(inventory, mine_addresses=None):
 
     Returns ``{"hosts": {name: pillar}, "common": pillar_for_unknown_minions}``; the value of each
     minion is the ``rolestack`` pillar key. Lists shared between hosts are the same objects (no copies).
+    ``published_records``: records other roles publish into the forward zone ({name, type, data}, checked by
+    rolestack_dns.published_records); none yet (the ext_pillar passes none).
     Raises InventoryError when the inventory is invalid or a mine address is (network or broadcast address,
     another host's address).
     """
@@ -289,9 +305,14 @@ def derive(inventory, mine_addresses=None):
     db_peers = [dict(member(entry), server_id=server_id(entry["address"])) for entry in by_role["db"]]
     db_settings = {key: (inventory.get("db") or {}).get(key, spec[0]) for key, spec in DB_SETTINGS.items()}
     records = _dns_records(hosts, core, inventory.get("aliases") or {}, cluster_members)
+    records += _published(published_records)
+    reverse = zones.reverse_zone(network, hosts.values())
+    salt_host = next(entry for entry in hosts.values() if "salt" in entry["roles"])  # its address may be pending
+    rsync_pillar = rsync.derive(inventory, hosts.values(), salt_host)
     databases, db_users = _db_accounts(inventory.get("databases") or {}, by_role)
     db_passwords = secrets.get(DB_USERS_SECRET) or {}
     masterdb_name = f"masterdb.{zone}"  # the core name the zone and /etc/hosts give masterdb (follows a switchover)
+    operators = jumpbox.operators_pillar(inventory.get("operators"))  # the jump box (rolestack_jumpbox)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
     db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
 
@@ -302,13 +323,15 @@ def derive(inventory, mine_addresses=None):
         pillar["host"] = {**entry, "level": level}
         pillar["etc_hosts"] = _etc_hosts(core_lines, entry)
         if "salt" in roles:
-            pillar["dns_zone"] = {"zone": zone, "records": records}
+            pillar["dns_zone"] = {"zone": zone, "records": records, "reverse": reverse}
             # the CA (states/salt/ca.sls): its certificate in the mine, the policies db hosts are signed under
             pillar["mine_functions"] = dict(
                 common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
             )
             pillar["x509_signing_policies"] = _signing_policies(db_certs)
             pillar["ssh_hosts"] = all_members
+            pillar["jumpbox"] = jumpbox.jumpbox_pillar(platform, all_members, core["salt"], operators)
+        pillar["ssh"] = jumpbox.ssh_pillar(core["salt"], "salt" in roles, operators)
         if "mail" in roles:
             pillar["mail"] = dict(mail, relay_clients=relay_clients)
         if "backup" in roles:
@@ -335,6 +358,9 @@ def derive(inventory, mine_addresses=None):
                     **key_value["caches"].get(role, {}).get(entry["cluster"], {}),
                 }
         services = [service for role in KEY_VALUE_ROLES if role in roles for service in key_value["services"][role]]
+        ssh_service = jumpbox.firewall_service(pillar["ssh"]["allow_from"])  # sshd: from the salt host only
+        if ssh_service:
+            services.append(ssh_service)
         if services:
             pillar["firewall"] = {"services": list({service["name"]: service for service in services}.values())}
         if any(role in WEB_ROLES for role in roles):
@@ -359,6 +385,7 @@ def derive(inventory, mine_addresses=None):
         password_users = db_users if "db" in roles else client_users
         if password_users:
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
+        _rsync_pillar(pillar, granted, rsync_pillar, name)
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
@@ -476,6 +503,24 @@ def _db_accounts(databases, by_role):
     return settings, users
 
 
+def _published(records):
+    """Records other roles publish into the forward zone (docs/roles/salt.md): checked, or InventoryError."""
+    try:
+        return zones.published_records(records)
+    except ValueError as error:
+        raise InventoryError([str(error)]) from None
+
+
+def _rsync_pillar(pillar, granted, derived, name):
+    """The rsync source (rolestack_rsync.derive): the salt host's server, an allowed host's client and secrets."""
+    if derived["server"] and "salt" in pillar["host"]["roles"]:
+        pillar["rsync_server"] = derived["server"]
+    if name in derived["clients"]:
+        pillar["rsync_client"] = derived["clients"][name]
+    if derived["secrets"].get(name):
+        granted[rsync.RSYNC_SECRET] = derived["secrets"][name]
+
+
 def _etc_hosts(core_lines, entry):
     """/etc/hosts lines ([address, names...]) of one host: itself and the core hosts."""
     lines = {address: list(names) for address, names in core_lines.items()}
@@ -556,3 +601,30 @@ def master_acl(inventory):
             rights.append({"L@" + ",".join(sources): [exact_pattern(PEER_STREAM)]})
         peer[exact_pattern(host)] = rights
     return {"peer": peer, "peer_run": {}}
+
+
+def salt_host(inventory):
+    """
+    The name (so the minion id) of the inventory's one host with role salt: the master's own minion, for the
+    bootstrap (bootstrap/master.sh). Raises InventoryError when the inventory is invalid.
+    """
+    errors = validate(inventory)
+    if errors:
+        raise InventoryError(errors)
+    (name,) = [name for name, spec in inventory["hosts"].items() if "salt" in host_roles(name, spec)[0]]
+    return name
+
+
+def minion_pillar(pillar_get):
+    """
+    This minion's ``rolestack`` pillar (what :func:`pillar_for` derived for it), read unmasked through the loader's
+    ``pillar.get`` (salt 3008 masks pillar values by default); the execution modules' one way to read it.
+    Raises CommandExecutionError when the minion has none (the ext_pillar is not configured on the master).
+    """
+    # imported here, not at the top: the rolestack-inventory CLI uses this util without needing salt
+    from salt.exceptions import CommandExecutionError
+
+    rolestack = pillar_get("rolestack", {}, unmask=True)
+    if not isinstance(rolestack, dict) or not rolestack.get("platform"):
+        raise CommandExecutionError("no rolestack pillar: is the rolestack ext_pillar configured on the master?")
+    return rolestack

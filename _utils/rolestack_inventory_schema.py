@@ -11,6 +11,7 @@ tests/unit/test_rolestack_inventory.py (validation), tests/unit/test_secret_erro
 import ipaddress
 import re
 
+import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
 import yaml
 
@@ -64,6 +65,8 @@ TOP_KEYS = (
     "sessions",
     "caches",
     "secrets",
+    "rsync",
+    "operators",
 )
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {
@@ -127,6 +130,8 @@ DEFAULT_CHARACTER_SET = "utf8mb4"
 BUILTIN_DB_USERS = ("repl", "root", "mysql", "mariadb.sys", "public")
 # the secret holding the application accounts' passwords: a mapping of user name to password
 DB_USERS_SECRET = "db_users"
+# the rsync modules' secrets, one per module (validated with the rsync key: rolestack_rsync.validate)
+RSYNC_SECRET = "rsync_modules"
 DB_PORT = 3306
 LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -452,12 +457,12 @@ def validate(inventory):
     secrets = _optional_mapping("secrets", inventory.get("secrets"), "secret name to value", err)
     for secret, value in secrets.items():
         path = f"secrets.{_key(secret)}"
-        if secret == DB_USERS_SECRET:
-            continue  # checked with the databases
+        if secret in (DB_USERS_SECRET, RSYNC_SECRET):
+            continue  # checked with the databases, with the rsync key
         if secret not in SECRETS:
             err(
                 f"{path}: unknown secret (value: {_kind(value)}), "
-                f"expected one of {', '.join(sorted([*SECRETS, DB_USERS_SECRET]))}"
+                f"expected one of {', '.join(sorted([*SECRETS, DB_USERS_SECRET, RSYNC_SECRET]))}"
             )
         else:
             _check_secret_value(path, value, err)
@@ -469,6 +474,7 @@ def validate(inventory):
                 f"{'needs' if len(users) == 1 else 'need'} it"
             )
     _validate_databases(inventory.get("databases"), secrets.get(DB_USERS_SECRET), role_members, err)
+    jumpbox.validate_operators(inventory.get("operators"), err)  # the jump box's accounts (rolestack_jumpbox)
     return errors
 
 

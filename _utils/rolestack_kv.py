@@ -382,7 +382,7 @@ def nft_ruleset(services):
     digest = nft_digest(body)
     return (
         "#!/usr/sbin/nft -f\n"
-        "# rolestack: the key-value ports of this host (docs/roles/sessions.md); managed by salt\n"
+        "# rolestack: the guarded ports of this host (sshd, key-value; docs/roles/sessions.md); managed by salt\n"
         f"table {family} {table}\n"
         f"delete table {family} {table}\n"
         f"table {family} {table} {{\n"

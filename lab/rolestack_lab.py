@@ -10,11 +10,16 @@ The rolestack lab: the platform of pillar.example/ on one machine, one systemd-n
     rolestack_lab.py [--name LAB] highstate                   salt '*' state.highstate + the per-host summary
     rolestack_lab.py [--name LAB] status                      hosts, addresses, PIDs
     rolestack_lab.py [--name LAB] fence HOST                  power HOST off (db.failover's fencing hook)
+    rolestack_lab.py [--name LAB] push-pillar                 push lab/run/LAB/share/pillar's main to the master
+    rolestack_lab.py [--name LAB] push-states                 serve the checkout as it is now (tracked files)
 
 Network: a bridge inside its own namespace (rolestack-LAB-sw); every host gets a namespace with one veth into it
-and the inventory's address. Nothing is added to the machine's own namespace. salt-master runs from the repo's
-venv in the salt host's namespace (the salt host is the master), serving states/ and the loader dirs from the
-checkout and the pillar from a git repository under lab/run/LAB/pillar (commit an edit there: the platform follows).
+and the inventory's address. Nothing is added to the machine's own namespace. The salt host's container is made
+the master with the operator's command, bootstrap/master.sh (docs/roles/salt.md, "Bootstrap"), run inside it: the
+checkout is bind-mounted read-only at /opt/rolestack/src, and lab/run/LAB/share at /srv/lab (the pillar clone the
+lab commits to, a snapshot of the checkout as the states repository, the power switch's socket). Every other
+minion is admitted by its fingerprint (salt-run minion_key.admit). A pillar edit: commit it in
+lab/run/LAB/share/pillar, then push-pillar (a git push inside the salt container, through pillar.git's hooks).
 """
 
 import argparse
@@ -25,7 +30,6 @@ import ipaddress
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -90,12 +94,12 @@ BASE_VERSION = hashlib.sha256(
     json.dumps([BASE_INCLUDE, ROLE_PACKAGES, REPO_ONLY_PACKAGES, DISABLED_UNITS, MASKED_UNITS, 2]).encode()
 ).hexdigest()[:16]
 
-# a minion's enrollment: its host's own token (one per host, single-use) presented as this grain; the master's
-# autosign_grains_dir holds the tokens not used yet
-ENROLL_GRAIN = "rolestack_enroll"
-ENROLL_CONF = "etc/salt/minion.d/enroll.conf"  # inside the host, 0600 root
 PROC = Path("/proc")
 NETNS_DIR = Path("/run/netns")
+
+# inside the salt host's container: the checkout (read-only, where docs/roles/salt.md clones it) and the lab's share
+SRC_IN_HOST = "/opt/rolestack/src"
+SHARE_IN_HOST = "/srv/lab"
 
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
 
@@ -296,21 +300,33 @@ class Lab:
     def host_dir(self, host):
         return self.dir / "hosts" / host
 
+    def salt_host_path(self, path):
+        """A path of the salt host's container, seen from the machine (its overlay's merged tree)."""
+        return self.host_dir(self.salt_host) / "merged" / str(path).lstrip("/")
+
     @property
     def master_dir(self):
-        return self.dir / "master"
+        """The master's configuration directory (/etc/salt of the salt host), seen from the machine."""
+        return self.salt_host_path("/etc/salt")
+
+    @property
+    def share(self):
+        """Bind-mounted at SHARE_IN_HOST into the salt host's container only."""
+        return self.dir / "share"
 
     @property
     def pillar_repo(self):
-        return self.dir / "pillar"
+        """The lab's clone of the pillar repository (commit here, then push_pillar)."""
+        return self.share / "pillar"
 
     @property
-    def autosign_dir(self):
-        return self.master_dir / "autosign_grains"
+    def states_repo(self):
+        """The checkout as the lab serves it (snapshot_states): bootstrap/master.sh --states."""
+        return self.share / "states.git"
 
     @property
-    def enroll_tokens_file(self):
-        return self.master_dir / "enroll_tokens.json"
+    def power_socket(self):
+        return self.share / "power.sock"
 
     def save(self):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -399,43 +415,31 @@ def lab_namespaces(lab):
 # ---------------------------------------------------------------------------------------------------- master
 
 
-def write_master_config(lab):
-    root = lab.master_dir
-    fileserver = lab.dir / "fileserver"
-    fileserver.mkdir(parents=True, exist_ok=True)
-    for loader_dir in ("_modules", "_states", "_pillar", "_runners", "_utils"):
-        link = fileserver / loader_dir
-        if not link.is_symlink():
-            link.symlink_to(REPO / loader_dir)
-    autosign = root / "autosign_grains"
-    write_enroll_tokens(lab, read_enroll_tokens(lab))  # the autosign_grains file (0600), tokens not used yet
-    lab_cli = [str(VENV / "bin/python"), str(REPO / "lab/rolestack_lab.py"), "--name", lab.name]
-    config = {
-        "id": lab.salt_host,
-        "root_dir": str(root),
-        "user": "root",
-        "interface": "0.0.0.0",  # inside the salt host's namespace: only lab addresses exist there
-        "file_roots": {"base": [str(REPO / "states"), str(fileserver)]},
-        "pillar_roots": {"base": [str(lab.pillar_repo)]},
-        "ext_pillar": [{"rolestack": {"git": {"repo": str(lab.pillar_repo), "ref": "main", "path": "inventory.yaml"}}}],
-        # peer/peer_run, least privilege, derived from the committed inventory as `rolestack-inventory master-acl`
-        # prints them (docs/roles/db.md): db hosts ask only the CA to sign and only db hosts for a backup stream
-        **rolestack_inventory.master_acl(
-            rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
-        ),
-        # db.failover's fencing hook for a primary whose minion does not answer: power its container off; exit 0
-        # once it is off (docs/roles/db.md, "Fail over")
-        "rolestack_db_fence_command": [*lab_cli, "fence", "{host}"],
-        # keys are accepted by rule: a minion presenting the lab's enrollment grain
-        "autosign_grains_dir": str(autosign),
-        "log_file": str(root / "master.log"),
-        "log_level_logfile": "info",
-        "worker_threads": 4,
-        "timeout": 30,
-        "gather_job_timeout": 15,
-        "keep_jobs_seconds": 3600,
-    }
-    (root / "master").write_text(json.dumps(config, indent=1))
+# lab-only settings of the master, beside what the bootstrap writes (master.d/rolestack.conf, rolestack-peer.conf):
+# each says why a real master does not need it
+LAB_MASTER_CONF = """\
+# Written by lab/rolestack_lab.py: the lab's own additions to what bootstrap/master.sh configures.
+# db.failover's fencing hook for a primary whose minion does not answer. Lab-only: a real platform powers a VM
+# off through its hypervisor or PDU; the lab's containers are powered off by the lab's power switch on the
+# machine (lab/rolestack_power.py), whose socket only this container sees. Exit 0 once the host is off.
+rolestack_db_fence_command: {fence}
+# Lab-only: every host of the lab shares the machine's few cores, and a state run there takes longer than on
+# real VMs; salt's defaults (5 s, 10 s) give up on minions that are only slow.
+timeout: 30
+gather_job_timeout: 15
+# Lab-only: the e2e tier and the benchmarks read job returns of the last hour; a real master keeps salt's 24 h.
+keep_jobs_seconds: 3600
+# Lab-only: the lab's master log at info, for reading a failed e2e run afterwards.
+log_level_logfile: info
+"""
+
+
+def write_lab_master_conf(lab):
+    fence = [str(VENV / "bin/python"), f"{SRC_IN_HOST}/lab/rolestack_power.py", "off", f"{SHARE_IN_HOST}/power.sock",
+             "{host}"]  # fmt: skip
+    conf = lab.master_dir / "master.d" / "lab.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(LAB_MASTER_CONF.format(fence=json.dumps(fence)))
 
 
 def init_pillar_repo(lab, inventory):
@@ -444,7 +448,10 @@ def init_pillar_repo(lab, inventory):
     git = ["git", "-C", repo, "-c", "user.name=rolestack lab", "-c", "user.email=lab@rolestack.invalid"]
     run(["git", "init", "-q", "-b", "main", repo])
     shutil.copy(REPO / "pillar.example" / "top.sls", repo / "top.sls")
-    header = "# The lab's inventory: pillar.example/inventory.yaml for this profile. Edit, commit: the lab follows.\n"
+    header = (
+        "# The lab's inventory: pillar.example/inventory.yaml for this profile. Edit, commit, then\n"
+        "# `rolestack_lab.py --name LAB push-pillar` (a git push to the master): the lab follows.\n"
+    )
     (repo / "inventory.yaml").write_text(header + rolestack_inventory_dump(inventory))
     run([*git, "add", "-A"])
     run([*git, "commit", "-q", "-m", "lab: inventory from pillar.example/"])
@@ -456,37 +463,152 @@ def rolestack_inventory_dump(inventory):
     return yaml.safe_dump(inventory, sort_keys=False, default_flow_style=False)
 
 
-def master_pid(lab):
-    pidfile = lab.master_dir / "var/run/salt-master.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+def snapshot_states(lab):
+    """
+    The checkout as it is now, as the states repository the master is bootstrapped from (and push_states serves):
+    a commit of HEAD with the uncommitted edits of tracked files (through a temporary index; files never added
+    are not in it), on branch main of lab/run/LAB/share/states.git.
+    """
+    index = Path(run(["git", "rev-parse", "--path-format=absolute", "--git-path", "index"], cwd=REPO).stdout.strip())
+    env = {**CLEAN_ENV, "GIT_AUTHOR_NAME": "rolestack lab", "GIT_AUTHOR_EMAIL": "lab@rolestack.invalid",
+           "GIT_COMMITTER_NAME": "rolestack lab", "GIT_COMMITTER_EMAIL": "lab@rolestack.invalid"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        env["GIT_INDEX_FILE"] = str(Path(tmp) / "index")
+        if index.exists():
+            shutil.copy(index, env["GIT_INDEX_FILE"])
+        run(["git", "add", "-u"], cwd=REPO, env=env)
+        tree = run(["git", "write-tree"], cwd=REPO, env=env).stdout.strip()
+    head = run(["git", "rev-parse", "HEAD"], cwd=REPO).stdout.strip()
+    commit = run(["git", "commit-tree", tree, "-p", head, "-m", "lab: the checkout's working tree"], cwd=REPO,
+                 env=env).stdout.strip()  # fmt: skip
+    if not (lab.states_repo / "HEAD").exists():
+        run(["git", "init", "-q", "--bare", "-b", "main", lab.states_repo])
+    run(["git", "push", "-q", "-f", lab.states_repo, f"{commit}:refs/heads/main"], cwd=REPO, env=env)
+    return commit
+
+
+def bootstrap_master(lab, pillar=None, states=None):
+    """
+    bootstrap/master.sh inside the salt host's container, the operator's command (docs/roles/salt.md,
+    "Bootstrap"), with salt-call's returns as JSON: the CompletedProcess (never raises on its exit status).
+    """
+    cmd = ["env", "ROLESTACK_BOOTSTRAP_OUT=--out=json", "sh", f"{SRC_IN_HOST}/bootstrap/master.sh",
+           "--pillar", pillar or f"{SHARE_IN_HOST}/pillar", "--states", states or f"{SHARE_IN_HOST}/states.git",
+           "--python", VENV / "bin/python"]  # fmt: skip
+    return in_host(lab, lab.salt_host, *cmd, check=False, timeout=900)
+
+
+def json_documents(text):
+    """The JSON documents printed one after the other (salt-call --out=json, once per run)."""
+    decoder, docs, pos = json.JSONDecoder(), [], 0
+    while True:
+        start = min((i for i in (text.find("{", pos), text.find("[", pos)) if i >= 0), default=-1)
+        if start < 0:
+            return docs
+        try:
+            doc, pos = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        docs.append(doc)
+
+
+def bootstrap_returns(proc):
+    """{"bootstrap": states, "salt": states}: the returns of master.sh's two salt-call runs (local, then the role)."""
+    docs = [doc["local"] for doc in json_documents(proc.stdout) if isinstance(doc, dict) and "local" in doc]
+    return dict(zip(("bootstrap", "salt"), docs, strict=False))
 
 
 def start_master(lab):
-    write_master_config(lab)
-    run(
-        ["ip", "netns", "exec", lab.netns(lab.salt_host), VENV / "bin/salt-master", "-c", lab.master_dir, "-d"],
-        env={**CLEAN_ENV},
-    )
-    wait_for(lambda: master_pid(lab) and salt_run(lab, "manage.status", "timeout=1", check=False).returncode == 0,
-             60, "salt-master to answer")  # fmt: skip
-    sync = salt_run(lab, "saltutil.sync_all")
-    if "Traceback" in sync.stdout:
-        raise LabError(f"saltutil.sync_all on the master failed:\n{sync.stdout}")
+    """The salt host made the master by bootstrap/master.sh, with the lab's master.d/lab.conf beside it."""
+    write_lab_master_conf(lab)
+    proc = bootstrap_master(lab)
+    if proc.returncode != 0:
+        raise LabError(f"bootstrap/master.sh in {lab.salt_host} failed ({proc.returncode}):\n"
+                       f"{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")  # fmt: skip
+    wait_master(lab)
+    return proc
+
+
+def wait_master(lab, timeout=60):
+    wait_for(lambda: salt_run(lab, "manage.status", "timeout=1", check=False).returncode == 0, timeout,
+             "salt-master to answer")  # fmt: skip
+
+
+def restart_master(lab):
+    """systemctl restart salt-master in the salt host (its configuration read again), until it answers."""
+    in_host(lab, lab.salt_host, "systemctl", "restart", "salt-master", timeout=120)
+    wait_master(lab)
+
+
+def push_pillar(lab):
+    """
+    `git push` of the lab's pillar clone (branch main) to the master's /srv/git/pillar.git, run inside the salt
+    host as an operator's push over ssh would: through its pre-receive (validation) and post-receive (deploy)
+    hooks. The CompletedProcess (a refused push: returncode != 0, the hook's message in stderr).
+    """
+    return in_host(lab, lab.salt_host, "git", "-C", f"{SHARE_IN_HOST}/pillar", "push", "-q",
+                   "/srv/git/pillar.git", "main:main", check=False, timeout=300)  # fmt: skip
+
+
+def pull_pillar(lab):
+    """The lab's pillar clone brought to the master's branch main (after a runner's commit there, e.g. db.switchover),
+    fetched on the machine from the salt host's repository (a fetch runs no hook)."""
+    bare = lab.salt_host_path("/srv/git/pillar.git")
+    run(["git", "-C", lab.pillar_repo, "pull", "-q", "--ff-only", bare, "main"])
+
+
+def push_states(lab):
+    """The checkout as it is now (snapshot_states) pushed to the master's /srv/git/states.git, inside the salt
+    host (its post-receive hook serves it). Raises LabError when the push fails."""
+    commit = snapshot_states(lab)
+    in_host(lab, lab.salt_host, "git", f"--git-dir={SHARE_IN_HOST}/states.git", "push", "-q", "-f",
+            "/srv/git/states.git", "main:main", timeout=300)  # fmt: skip
+    return commit
 
 
 def salt_cmd(lab, *args, check=True, timeout=None):
-    """The salt CLI (LocalClient talks to the master's local port): run inside the salt host's namespace."""
-    cmd = ["ip", "netns", "exec", lab.netns(lab.salt_host), VENV / "bin/salt", "-c", lab.master_dir, *args]
-    return run(cmd, check=check, env={**CLEAN_ENV}, timeout=timeout)
+    """The salt CLI inside the salt host (the master's own configuration, /etc/salt)."""
+    return in_host(lab, lab.salt_host, VENV / "bin/salt", *args, check=check, timeout=timeout)
 
 
 def salt_run(lab, *args, check=True, timeout=None):
-    cmd = ["ip", "netns", "exec", lab.netns(lab.salt_host), VENV / "bin/salt-run", "-c", lab.master_dir, *args]
-    return run(cmd, check=check, env={**CLEAN_ENV}, timeout=timeout)
+    return in_host(lab, lab.salt_host, VENV / "bin/salt-run", *args, check=check, timeout=timeout)
+
+
+def start_power_switch(lab):
+    """lab/rolestack_power.py serve, on the machine (its own mount namespace: a fenced host's overlay is unmounted
+    for good); cmd_down stops it by its PID (is_lab_power_switch)."""
+    lab.share.mkdir(parents=True, exist_ok=True)
+    lab.power_socket.unlink(missing_ok=True)
+    with open(lab.dir / "power.log", "ab") as log:
+        proc = subprocess.Popen(
+            [str(VENV / "bin/python"), str(REPO / "lab/rolestack_power.py"), "serve", str(lab.power_socket), lab.name],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**CLEAN_ENV},
+        )  # fmt: skip
+    lab.state["power_pid"] = proc.pid
+    lab.save()
+    wait_for(lab.power_socket.exists, 20, "the lab's power switch")
+
+
+def is_lab_power_switch(lab, pid):
+    """True when pid is this lab's power switch: rolestack_power.py serve <this lab's socket> <this lab>."""
+    argv = _argv(pid)
+    return (
+        len(argv) == 5
+        and os.path.basename(argv[0]).startswith("python")
+        and os.path.basename(argv[1]) == "rolestack_power.py"
+        and argv[2:] == ["serve", str(lab.power_socket), lab.name]
+    )
+
+
+def stop_power_switch(lab):
+    pid = lab.state.get("power_pid")
+    if pid and _alive(pid) and is_lab_power_switch(lab, pid):
+        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(LabError):
+            wait_for(lambda: not _alive(pid), 10, "the power switch to stop")
 
 
 def wait_for(predicate, timeout, what, interval=0.5):
@@ -497,42 +619,18 @@ def wait_for(predicate, timeout, what, interval=0.5):
 # ---------------------------------------------------------------------------------------------------- enrollment
 
 
-def _write_private(path, text):
-    """Replace a file with one readable by root only (0600 from its creation, never briefly wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(text)
-    tmp.rename(path)
-
-
-def read_enroll_tokens(lab):
-    """{host: token} of the tokens issued and not used yet."""
-    try:
-        return json.loads(lab.enroll_tokens_file.read_text())
-    except FileNotFoundError:
-        return {}
-
-
-def write_enroll_tokens(lab, tokens):
-    """The tokens not used yet: the lab's record, and the master's autosign_grains file (what it accepts)."""
-    _write_private(lab.enroll_tokens_file, json.dumps(tokens, indent=1, sort_keys=True))
-    _write_private(lab.autosign_dir / ENROLL_GRAIN, "".join(f"# {h}\n{t}\n" for h, t in sorted(tokens.items())))
-
-
-def issue_enroll_token(lab, host):
-    """A fresh random token for the host, in a file of its container readable by root only, and on the master."""
-    token = secrets.token_hex(16)
-    _write_private(lab.host_dir(host) / "merged" / ENROLL_CONF, json.dumps({"grains": {ENROLL_GRAIN: token}}))
-    write_enroll_tokens(lab, {**read_enroll_tokens(lab), host: token})
-
-
-def retire_enroll_tokens(lab, hosts):
-    """Single use: once a host's key is accepted, its token enrols nothing more (another id presenting it stays
-    pending)."""
-    tokens = read_enroll_tokens(lab)
-    write_enroll_tokens(lab, {host: token for host, token in tokens.items() if host not in hosts})
+def admit_minions(lab, hosts):
+    """
+    Each host's key admitted by the fingerprint read on the host itself (what an operator reads on a new VM's
+    console): salt-run minion_key.admit <id> <fingerprint>, docs/procedures.md. Nothing is accepted by rule.
+    """
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        fingers = dict(zip(hosts, pool.map(lambda host: fingerprint_on_host(lab, host), hosts), strict=True))
+    for host in hosts:
+        salt_run(lab, "--out=json", "minion_key.admit", host, fingers[host], "timeout=120", timeout=180)
+        lab.hosts[host]["fingerprint"] = fingers[host]
+    lab.save()
+    return fingers
 
 
 # ---------------------------------------------------------------------------------------------------- containers
@@ -558,13 +656,16 @@ def in_host(lab, host, *cmd, check=True, timeout=None, input=None):
 
 
 def prepare_host(lab, host):
-    """A fresh overlay over the base with the host's minion configuration."""
+    """A fresh overlay over the base with the host's minion configuration; the salt host's stays bare (no salt
+    configuration: bootstrap/master.sh writes it, inside the container)."""
     hdir = lab.host_dir(host)
     for sub in ("upper", "work", "merged"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
     merged = hdir / "merged"
     run(["mount", "-t", "overlay", "overlay", "-o",
          f"lowerdir={CACHE / 'base'},upperdir={hdir / 'upper'},workdir={hdir / 'work'}", merged])  # fmt: skip
+    if host == lab.salt_host:
+        return
     minion_d = merged / "etc/salt/minion.d"
     minion_d.mkdir(parents=True, exist_ok=True)
     (minion_d / "lab.conf").write_text(
@@ -572,8 +673,7 @@ def prepare_host(lab, host):
             {
                 "id": host,
                 "master": lab.hosts[lab.salt_host]["address"],
-                "autosign_grains": [ENROLL_GRAIN],
-                # a replaced VM's key is refused until the operator admits it: keep asking, quickly
+                # a key is pending until the operator admits it by its fingerprint: keep asking, quickly
                 "rejected_retry": True,
                 "acceptance_wait_time": 2,
                 "acceptance_wait_time_max": 4,
@@ -582,7 +682,6 @@ def prepare_host(lab, host):
             indent=1,
         )
     )
-    issue_enroll_token(lab, host)
     unit = merged / "etc/systemd/system/salt-minion.service"
     unit.write_text(
         "[Unit]\nDescription=Salt minion (the repository's venv, bind-mounted read-only)\n"
@@ -608,6 +707,10 @@ def boot_host(lab, host):
         # lab, so CAP_NET_ADMIN inside it reaches nothing of the machine's
         "--capability=CAP_NET_ADMIN",
     ]  # fmt: skip
+    if host == lab.salt_host:
+        # the checkout where an operator clones it (read-only, not its submounts: other hosts' overlays under
+        # lab/run), and the lab's share: the pillar clone, the states snapshot, the power switch's socket
+        cmd += [f"--bind-ro={REPO}:{SRC_IN_HOST}:norbind", f"--bind={lab.share}:{SHARE_IN_HOST}"]
     with open(hdir / "console.log", "ab") as log:
         proc = subprocess.Popen(
             [str(part) for part in cmd],
@@ -713,16 +816,6 @@ def is_lab_nspawn(lab, host, pid):
     return not children or in_lab_netns(int(children[0]), _netns_inodes(lab, [host]))
 
 
-def is_lab_master(lab, pid):
-    """True when pid is this lab's salt-master: salt-master -c <the lab's master dir>, in the salt host's namespace."""
-    argv = _argv(pid)
-    return (
-        any(os.path.basename(word) == "salt-master" for word in argv)
-        and _has_option(argv, "-c", str(lab.master_dir))
-        and in_lab_netns(pid, _netns_inodes(lab, [lab.state.get("salt_host")]))
-    )
-
-
 def _alive(pid):
     """True while `pid` runs (a zombie child of ours is reaped, and counts as gone)."""
     with contextlib.suppress(ChildProcessError):
@@ -795,11 +888,14 @@ def print_summary(rows, wall):
 
 
 # A new platform converges in this order: the salt host (DNS, the CA), then masterdb (replicas copy it), then
-# the rest. Later highstates need no order.
+# the rest, then the salt host once more (known_hosts from the keys the others published). Later highstates need
+# no order.
 WAVES = (
     ("the salt host", "I@rolestack:host:roles:salt"),
     ("masterdb", "I@rolestack:host:roles:masterdb and not I@rolestack:host:roles:salt"),
     ("every other host", "not I@rolestack:host:roles:salt and not I@rolestack:host:roles:masterdb"),
+    # the jump box's known_hosts holds the host keys every host published in its first highstate (mine)
+    ("the salt host again (known_hosts)", "I@rolestack:host:roles:salt"),
 )
 
 
@@ -851,19 +947,24 @@ def cmd_up(lab, profile):
     lab.save()
     with step(f"network: bridge in {lab.switch}, {len(hosts)} host namespaces in {network}"):
         create_network(lab, hosts, network)
-    with step(f"pillar: a git repository with the inventory (lab/run/{lab.name}/pillar)"):
+    with step(f"pillar and states: git repositories under lab/run/{lab.name}/share; the lab's power switch"):
         init_pillar_repo(lab, inventory)
-    with step(f"salt-master in {salt_host}'s namespace ({hosts[salt_host]['address']}), saltutil.sync_all"):
-        start_master(lab)
-    with step(f"boot {len(hosts)} containers (overlay over the base, salt-minion as a systemd unit)"):
+        snapshot_states(lab)
+        start_power_switch(lab)
+    with step(f"boot {len(hosts)} containers (overlay over the base; {salt_host} bare, the others' salt-minion "
+              "as a systemd unit)"):  # fmt: skip
         for host in hosts:
             prepare_host(lab, host)
             boot_host(lab, host)
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             list(pool.map(lambda h: wait_booted(lab, h), hosts))
-    with step("minion keys accepted by each host's enrollment token; every minion answers; tokens retired"):
+    with step(f"bootstrap/master.sh in {salt_host} ({hosts[salt_host]['address']}): the master, its minion, /srv in "
+              "git, the salt role"):  # fmt: skip
+        start_master(lab)
+    others = [host for host in hosts if host != salt_host]
+    with step("every other minion admitted by its fingerprint (minion_key.admit); every minion answers"):
+        admit_minions(lab, others)
         wait_minions(lab, hosts)
-        retire_enroll_tokens(lab, hosts)
     with step("first highstate, in waves (salt host, masterdb, the rest)"):
         result = highstate(lab, waves=True)
         print_summary(result["rows"], result["wall"])
@@ -882,14 +983,8 @@ def cmd_down(lab, quiet=False):
     if hosts:
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             list(pool.map(lambda h: stop_host(lab, h), hosts))
-    pid = master_pid(lab)
-    if pid and is_lab_master(lab, pid):
-        os.kill(pid, signal.SIGTERM)
-        with contextlib.suppress(LabError):
-            wait_for(lambda: not _alive(pid), 15, "salt-master to stop")
-    elif pid:
-        say(f"    pid {pid} of the master's pid file is not this lab's salt-master ({_cmdline(pid)[:100]}): left alone")
-    # anything still living in a lab namespace (master workers, strays) goes by PID, each checked to be in it
+    stop_power_switch(lab)
+    # anything still living in a lab namespace (strays) goes by PID, each checked to be in it
     for ns in lab_namespaces(lab):
         inode = _netns_inodes_of([ns])
         for stray in run(["ip", "netns", "pids", ns], check=False).stdout.split():
@@ -923,14 +1018,19 @@ def lab_netns_inodes(lab):
 
 
 def lab_processes(lab, netns_inodes=None):
-    """PIDs of the lab's processes: in one of its network namespaces, or one of its hosts' systemd-nspawn."""
+    """PIDs of the lab's processes: in one of its network namespaces, one of its hosts' systemd-nspawn, or its power
+    switch."""
     inodes = lab_netns_inodes(lab) | set(netns_inodes or ())
     found = []
     for proc in PROC.iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         pid = int(proc.name)
-        if in_lab_netns(pid, inodes) or any(is_lab_nspawn(lab, host, pid) for host in lab.hosts):
+        if (
+            in_lab_netns(pid, inodes)
+            or any(is_lab_nspawn(lab, host, pid) for host in lab.hosts)
+            or is_lab_power_switch(lab, pid)
+        ):
             found.append(pid)
     return found
 
@@ -946,6 +1046,8 @@ def fingerprint_on_host(lab, host, timeout=60):
 def cmd_replace(lab, host):
     if host not in lab.hosts:
         raise LabError(f"unknown host {host!r}; lab hosts: {', '.join(sorted(lab.hosts))}")
+    if host == lab.salt_host:
+        raise LabError(f"{host} is the master: rebuild it with master_rebuild (bench/lab), not replace")
     start = time.monotonic()
     timings = {}
     with step(f"destroy {host}: stop its container, remove its overlay"):
@@ -962,7 +1064,8 @@ def cmd_replace(lab, host):
     with step(f"on the master: salt-run minion_key.replace {host} fingerprint=<new>"):
         proc = salt_run(lab, "--out=json", "minion_key.replace", host, f"fingerprint={finger}", "timeout=60")
         say("    " + " ".join(proc.stdout.split())[:300])
-        retire_enroll_tokens(lab, [host])
+        lab.hosts[host]["fingerprint"] = finger
+        lab.save()
     with step(f"on {host}: salt-call state.highstate"):
         hs_start = time.monotonic()
         proc = in_host(lab, host, VENV / "bin/salt-call", "--out=json", "state.highstate", check=False, timeout=900)
@@ -979,6 +1082,70 @@ def cmd_replace(lab, host):
     if not clean:
         raise LabError(f"{host}'s highstate failed after replacement")
     return {"rows": rows, "returns": returns, "timings": timings, "fingerprint": finger}
+
+
+# what docs/procedures.md, "Rebuild the master", keeps off the master: its keys (and the accepted minions' keys),
+# the CA, the salt host's SSH host keys (every host's known_hosts holds them), and the git repositories
+MASTER_BACKUP_PATHS = ["etc/salt/pki/master", "etc/pki/rolestack", "etc/ssh/ssh_host_*"]
+
+
+def backup_master(lab):
+    """The master's backup, made inside the salt host into lab/run/LAB/share/master-backup (keys.tar, *.git)."""
+    backup = f"{SHARE_IN_HOST}/master-backup"
+    script = f"""
+        rm -rf {backup}; mkdir -m 0700 {backup}
+        tar -C / -cpf {backup}/keys.tar {" ".join(MASTER_BACKUP_PATHS)}
+        for repo in pillar states; do git clone -q --mirror /srv/git/$repo.git {backup}/$repo.git; done
+    """
+    in_host(lab, lab.salt_host, "sh", "-euc", script, timeout=300)
+    return backup
+
+
+def master_rebuild(lab):
+    """
+    The salt host rebuilt as docs/procedures.md says, from a bare container: its backup made (not timed), its
+    container destroyed; then (timed) a fresh bare container, the keys and CA restored, bootstrap/master.sh from
+    the backed-up repositories, every existing minion answering (their keys were in the backup), the salt host's
+    own highstate, and a highstate of the fleet, which should change nothing. Returns {"seconds", "steps",
+    "highstate"} (the fleet highstate's result).
+    """
+    salt = lab.salt_host
+    backup = backup_master(lab)
+    stop_host(lab, salt)
+    shutil.rmtree(lab.host_dir(salt))
+    lab.save()
+    start = last = time.monotonic()
+    steps = {}
+
+    def done(name):
+        nonlocal last
+        now = time.monotonic()
+        steps[name], last = now - last, now
+
+    prepare_host(lab, salt)
+    boot_host(lab, salt)
+    wait_booted(lab, salt)
+    done("boot")
+    in_host(lab, salt, "tar", "-C", "/", "-xpf", f"{backup}/keys.tar")
+    write_lab_master_conf(lab)
+    proc = bootstrap_master(lab, pillar=f"{backup}/pillar.git", states=f"{backup}/states.git")
+    if proc.returncode != 0:
+        raise LabError(f"bootstrap/master.sh of the rebuilt master failed ({proc.returncode}):\n"
+                       f"{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")  # fmt: skip
+    wait_master(lab)
+    done("bootstrap")
+    wait_minions(lab, sorted(lab.hosts))
+    done("minions")
+    # the new master's caches are empty: every minion's pillar and mine (host keys for known_hosts) first
+    salt_cmd(lab, "--out=json", "-t", "120", "*", "saltutil.refresh_pillar", "wait=True", check=False)
+    salt_cmd(lab, "--out=json", "-t", "120", "*", "mine.update", check=False)
+    own = highstate(lab, target=salt)
+    if not own["clean"]:
+        raise LabError(f"the rebuilt {salt}'s highstate failed: {own['rows']}")
+    done("salt_highstate")
+    result = highstate(lab)
+    done("fleet_highstate")
+    return {"seconds": time.monotonic() - start, "steps": steps, "highstate": result}
 
 
 def cmd_fence(lab, host):
@@ -1009,7 +1176,7 @@ def cmd_status(lab):
     if not lab.hosts:
         say(f"lab {lab.name}: not up")
         return
-    say(f"lab {lab.name} ({lab.state['profile']}), network {lab.state['network']}, master pid {master_pid(lab)}")
+    say(f"lab {lab.name} ({lab.state['profile']}), network {lab.state['network']}")
     for host, info in sorted(lab.hosts.items()):
         pid = container_pid1(lab, host)
         say(f"  {host:<18}{info['address']:<16}{f'up (pid {pid})' if pid else 'down':<16}{','.join(info['roles'])}")
@@ -1036,6 +1203,8 @@ def main(argv=None):
     shell = sub.add_parser("shell")
     shell.add_argument("host")
     shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
+    sub.add_parser("push-pillar")
+    sub.add_parser("push-states")
     salt = sub.add_parser("salt")
     salt.add_argument("args", nargs=argparse.REMAINDER)
     args, unknown = parser.parse_known_args(argv)
@@ -1064,15 +1233,16 @@ def main(argv=None):
             cmd_fence(lab, args.host)
         elif args.action == "shell":
             cmd_shell(lab, args.host, args.command)
+        elif args.action == "push-pillar":
+            proc = push_pillar(lab)
+            sys.stdout.write(proc.stdout + proc.stderr)
+            return proc.returncode
+        elif args.action == "push-states":
+            say(f"==> serving {push_states(lab)}")
         elif args.action == "salt":
             if not lab.hosts:
                 raise LabError(f"lab {args.name} is not up")
-            os.execvpe(
-                "ip",
-                ["ip", "netns", "exec", lab.netns(lab.salt_host), str(VENV / "bin/salt"), "-c", str(lab.master_dir),
-                 *args.args],
-                {**CLEAN_ENV},
-            )  # fmt: skip
+            cmd_shell(lab, lab.salt_host, [str(VENV / "bin/salt"), *args.args])
     except LabError as err:
         say(f"lab: error: {err}")
         return 1

@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rolestack_lab  # noqa: E402
 import security_kv  # noqa: E402
+import security_salt  # noqa: E402
+import security_ssh  # noqa: E402
 
 STREAM = "mariadb_replication.serve_backup_stream"
 SIGN = "x509.sign_remote_certificate"
@@ -118,10 +120,17 @@ class Probe:
         return rolestack_lab.in_host(self.lab, host, *cmd, check=False, timeout=timeout, input=input)
 
     def master_config(self):
-        """The master's configuration as salt reads it (the lab's file, master.d/*.conf, defaults)."""
+        """
+        The master's configuration as salt reads it (/etc/salt/master.d/*.conf of the salt host, defaults), its
+        paths (MASTER_PATHS) seen from the machine: the master runs inside the salt host's container.
+        """
         import salt.config
 
-        return salt.config.master_config(str(self.lab.master_dir / "master"))
+        opts = salt.config.master_config(str(self.lab.master_dir / "master"))
+        for key in MASTER_PATHS:
+            if isinstance(opts.get(key), str) and opts[key].startswith("/"):
+                opts[key] = str(self.lab.salt_host_path(opts[key]))
+        return opts
 
     def sql(self, host, statement):
         proc = self.sh(host, "mariadb", "--batch", "--skip-column-names", "-e", statement)
@@ -136,12 +145,29 @@ class Probe:
 
     # the pillar repository --------------------------------------------------------------------------
     def git(self, *args):
+        """git in the lab's pillar clone; a revert is pushed to the master (a refused push raises LabError)."""
+        if args[0] == "revert":
+            rolestack_lab.pull_pillar(self.lab)
         cmd = ["git", "-C", str(self.lab.pillar_repo), "-c", "user.name=security battery",
                "-c", "user.email=security@rolestack.invalid", *args]  # fmt: skip
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        if args[0] == "revert":
+            self.push()
+        return out
 
-    def commit(self, files, message):
-        """Commit ``{relative path: text or None (remove)}`` to the lab's pillar repository."""
+    def push(self, check=True):
+        """The clone's main pushed to the master's pillar repository (inside the salt host, through its hooks)."""
+        proc = rolestack_lab.push_pillar(self.lab)
+        if check and proc.returncode:
+            raise rolestack_lab.LabError(f"git push to the master refused: {proc.stderr.strip()[-500:]}")
+        return proc
+
+    def commit(self, files, message, check=True):
+        """
+        Commit ``{relative path: text or None (remove)}`` to the lab's pillar clone (brought to the master's main
+        first) and push it; the push's CompletedProcess (``check``: a refused push raises LabError).
+        """
+        rolestack_lab.pull_pillar(self.lab)
         for name, text in files.items():
             path = self.lab.pillar_repo / name
             if text is None:
@@ -150,6 +176,7 @@ class Probe:
                 path.write_text(text)
                 self.git("add", name)
         self.git("commit", "-q", "-m", message)
+        return self.push(check=check)
 
     def revert_last(self):
         self.git("revert", "--no-edit", "HEAD")
@@ -163,6 +190,11 @@ class Probe:
             else:
                 found[name] = str(value)
         return found
+
+
+# options of the master's configuration naming a path of the salt host (Probe.master_config)
+MASTER_PATHS = ("pki_dir", "cachedir", "extension_modules", "log_file", "sock_dir", "autosign_file",
+                "autosign_grains_dir", "token_dir", "pidfile")  # fmt: skip
 
 
 def _json(text, default):
@@ -617,7 +649,15 @@ def check_secret_errors_hide_values(target):
     log_file = Path(probe.master_config().get("log_file") or probe.lab.master_dir / "master.log")
     problems = []
     for what, text in _bad_secret_edits(original, sentinel).items():
-        probe.commit({"inventory.yaml": text}, f"security battery: {what} under secrets")
+        pushed = probe.commit({"inventory.yaml": text}, f"security battery: {what} under secrets", check=False)
+        if pushed.returncode:
+            # refused by the master's pre-receive hook: its message must not show the value either
+            probe.git("reset", "-q", "--hard", "HEAD~1")
+            if sentinel in pushed.stdout + pushed.stderr:
+                problems.append(f"{what}: the value is in the refused push's message")
+            elif "does not validate" not in pushed.stderr:
+                problems.append(f"{what}: the push was refused, not by the validator: {pushed.stderr.strip()[-200:]}")
+            continue
         try:
             returns = probe.salt("*", "pillar.items", "unmask=True", timeout=60)
             where = sorted(host for host, pillar in returns.items() if sentinel in json.dumps(pillar))
@@ -751,6 +791,8 @@ CHECKS = {
     "one_writable_db_host": check_one_writable_db_host,
     "replication_accounts_only_for_db_hosts": check_replication_accounts_only_for_db_hosts,
     **security_kv.CHECKS,  # the key-value stores (issue 11)
+    **security_salt.CHECKS,  # the salt host's services (issue 12)
+    **security_ssh.CHECKS,  # the jump box: sshd only from the salt host (issue 12)
 }
 
 

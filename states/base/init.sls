@@ -3,6 +3,14 @@
 {%- set platform = rs.platform %}
 {%- set host = rs.host or {} %}
 
+{#- ssh (operators, sshd; docs/roles/salt.md "Jump box") on every host; the host firewall on every host it guards
+    a port of (rolestack:firewall: sshd on every host but the salt host, the key-value ports) #}
+include:
+  - ssh
+{%- if rs.get('firewall') %}
+  - firewall
+{%- endif %}
+
 {#- never leave a host without a resolver: wait until the DNS server's address is known #}
 {%- if rs.dns.servers %}
 base-resolv-conf:
@@ -37,16 +45,9 @@ base-banner-{{ banner }}:
     - context:
         platform: {{ platform | json }}
         host: {{ host | json }}
+        {#- the jump box prints the ssh configuration after login (motd), not before it (issue.net) #}
+        ssh_config: {{ ((rs.get('jumpbox') or {}).get('ssh_config') if banner == '/etc/motd' else none) | json }}
 {%- endfor %}
-
-base-sshd-banner:
-  file.managed:
-    - name: /etc/ssh/sshd_config.d/rolestack-banner.conf
-    - makedirs: True
-    - mode: '0644'
-    - contents: |
-        # managed by salt (rolestack base role): show the environment level before login
-        Banner /etc/issue.net
 
 {#- salt syncs 22 extension types on every highstate, loading the minion key once per type (~0.8 s); rolestack
     ships modules, states and utils: sync those first (with a reload, so this run uses them), and no others #}

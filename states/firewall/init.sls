@@ -1,11 +1,12 @@
-{#- The host firewall of the key-value roles (sessions, memcache, redis; docs/roles/sessions.md): the nftables
-    table inet rolestack admits each service port from loopback and rolestack:firewall's allow-list only. The
-    ruleset is checked with nft -c -f before it replaces the file, loaded unless the live table already is the
-    file's (its digest), and loaded again at boot by rolestack-firewall.service. Included by the role SLS. #}
+{#- The host firewall (docs/roles/sessions.md): the nftables table inet rolestack admits each guarded port (sshd on
+    every host but the salt host, the key-value ports of sessions, memcache, redis) from loopback and
+    rolestack:firewall's allow-list only. The ruleset is checked with nft -c -f before it replaces the file, loaded
+    unless the live table already is the file's (its digest), and loaded again at boot by rolestack-firewall.service.
+    Included by the base role (and by the key-value roles' SLS). #}
 {%- from 'rolestack.jinja' import rs with context %}
 {%- if not rs.get('firewall') %}
-{{ raise("no rolestack:firewall pillar for " ~ grains['id'] ~ ": the firewall applies only to hosts with role "
-         ~ "sessions, memcache or redis") }}
+{{ raise("no rolestack:firewall pillar for " ~ grains['id'] ~ ": the firewall applies only to hosts with a port "
+         ~ "to guard (every host but the salt host, once the salt host's address is known)") }}
 {%- endif %}
 
 firewall-pkg:

@@ -4,6 +4,7 @@
                  ~ "of the zone) only applies to a host with role salt in the inventory") }}
 {%- set host = rs.host or {} %}
 {%- set zone = rs.dns_zone.zone %}
+{%- set reverse = rs.dns_zone.reverse %}
 {%- set conf_dir = '/etc/gdnsd' %}
 {%- set checker = '/usr/local/sbin/rolestack-gdnsd-check' %}
 
@@ -57,13 +58,31 @@ salt-dns-zone:
     - require:
       - file: salt-dns-config
 
-{#- only the zone above is served: a zone file left from an earlier name (level, domain) goes #}
+{#- the reverse zone of the inventory network: a PTR per host (derived beside the forward zone's records), its SOA
+    mailbox in the forward zone; checked and served the same way #}
+salt-dns-reverse-zone:
+  file.managed:
+    - name: {{ conf_dir }}/zones/{{ reverse.zone }}
+    - source: salt://salt/files/zone.jinja
+    - template: jinja
+    - mode: '0644'
+    - check_cmd: {{ checker }} -c {{ conf_dir }} zones/{{ reverse.zone }}
+    - context:
+        zone: {{ reverse.zone | json }}
+        contact: {{ zone | json }}
+        nameserver: {{ host.fqdn }}
+        records: {{ reverse.records | json }}
+    - require:
+      - file: salt-dns-config
+
+{#- only the zones above are served: a zone file left from an earlier name (level, domain, network) goes #}
 salt-dns-zones-dir:
   file.directory:
     - name: {{ conf_dir }}/zones
     - clean: True
     - require:
       - file: salt-dns-zone
+      - file: salt-dns-reverse-zone
 
 {#- a config change is picked up by reload (systemd ExecReload: gdnsdctl replace, no downtime) #}
 salt-dns-service:
@@ -81,6 +100,7 @@ salt-dns-reload-zones:
     - name: gdnsdctl -c {{ conf_dir }} reload-zones
     - onchanges:
       - file: salt-dns-zone
+      - file: salt-dns-reverse-zone
       - file: salt-dns-zones-dir
     - require:
       - service: salt-dns-service

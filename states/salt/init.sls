@@ -2,3 +2,6 @@
 include:
   - salt.dns
   - salt.ca
+  - salt.rsync
+  - salt.srv
+  - salt.jumpbox

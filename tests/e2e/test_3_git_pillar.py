@@ -1,4 +1,7 @@
-"""The lab's pillar is a git repository: a committed edit is followed, an invalid one is refused and changes nothing."""
+"""
+The lab's pillar is a git repository on the master (/srv/git/pillar.git): a pushed edit is followed, an invalid one is
+refused by the repository's pre-receive hook with the validator's message, and changes nothing.
+"""
 
 import subprocess
 
@@ -7,21 +10,39 @@ import yaml
 
 from tests.e2e.conftest import changed_states
 from tests.e2e.conftest import failures
+from tests.e2e.conftest import rolestack_lab
 
 WATCHED = ["/etc/hosts", "/etc/resolv.conf", "/etc/motd", "/etc/issue.net"]
+# git commands making a commit in the lab's clone: each is pushed to the master (git() below)
+COMMITTING = ("commit", "revert")
 
 
-def commit(lab, edit, message):
+def commit(lab, edit, message, push=True):
+    """An inventory edit committed in the lab's clone (brought to the master's main first), then pushed."""
+    rolestack_lab.pull_pillar(lab.lab)
     path = lab.pillar_repo / "inventory.yaml"
     data = yaml.safe_load(path.read_text())
     edit(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    git(lab, "commit", "-q", "-am", message)
+    git(lab, "commit", "-q", "-am", message, push=push)
 
 
-def git(lab, *args):
+def git(lab, *args, push=True):
+    """git in the lab's pillar clone; a commit it makes is pushed to the master (a refused push fails the test)."""
+    if args[0] == "revert":
+        rolestack_lab.pull_pillar(lab.lab)
     cmd = ["git", "-C", str(lab.pillar_repo), "-c", "user.name=e2e", "-c", "user.email=e2e@rolestack.invalid"]
-    subprocess.run([*cmd, *args], check=True, capture_output=True)
+    proc = subprocess.run([*cmd, *args], check=True, capture_output=True, text=True)
+    if push and args[0] in COMMITTING:
+        pushed = rolestack_lab.push_pillar(lab.lab)
+        assert pushed.returncode == 0, f"git push to the master refused:\n{pushed.stdout}{pushed.stderr}"
+    return proc
+
+
+def head(lab):
+    """The tip of main of the master's pillar repository (the lab's clone brought to it first)."""
+    rolestack_lab.pull_pillar(lab.lab)
+    return git(lab, "rev-parse", "HEAD").stdout.strip()
 
 
 def fingerprints(lab):
@@ -32,31 +53,40 @@ def fingerprints(lab):
     return sums
 
 
-def assert_highstate_refused(lab, *words):
-    """A highstate of every host is refused, each return naming every one of ``words`` (key path, bad value)."""
-    returns = lab.salt("*", "state.highstate")
-    assert sorted(returns) == lab.hosts
-    for host, ret in returns.items():
-        # salt refuses the highstate: the return is the list of pillar errors, no state ran
-        assert isinstance(ret, list), (host, ret)
-        text = "\n".join(ret)
-        assert all(word in text for word in words), (words, text)
-        assert "Traceback" not in text
-
-
-def test_invalid_commit_is_refused_with_the_key_path_and_changes_nothing(lab):
-    before = fingerprints(lab)
-    commit(lab, lambda data: data["hosts"]["db2"].update(address="10.99.0.12"), "db2 outside the network")
+def assert_push_refused(lab, *words):
+    """
+    The commit at the tip of the lab's clone is refused by the master's pre-receive hook, its message naming
+    every one of ``words`` (key path, bad value); the master's branch is unchanged, and the commit is dropped from
+    the clone.
+    """
+    served = lab.sh(lab.lab.salt_host, "readlink", "/srv/pillar/current").stdout
+    tip = lab.sh(lab.lab.salt_host, "git", "--git-dir=/srv/git/pillar.git", "rev-parse", "main").stdout
     try:
-        assert_highstate_refused(lab, "hosts.db2.address", "10.99.0.12")
-        assert fingerprints(lab) == before
+        proc = rolestack_lab.push_pillar(lab.lab)
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        assert "does not validate" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert all(word in proc.stderr for word in words), (words, proc.stderr)
+        assert lab.sh(lab.lab.salt_host, "git", "--git-dir=/srv/git/pillar.git", "rev-parse", "main").stdout == tip
+        assert lab.sh(lab.lab.salt_host, "readlink", "/srv/pillar/current").stdout == served
     finally:
-        git(lab, "revert", "--no-edit", "HEAD")
+        git(lab, "reset", "-q", "--hard", "HEAD~1")
+    return proc
+
+
+def assert_highstate_changes_nothing(lab):
     result = lab.highstate()
     assert result["clean"] and not any(changed_states(result).values()), (changed_states(result), failures(result))
 
 
-def test_a_committed_edit_is_followed_and_a_revert_too(lab):
+def test_invalid_push_is_refused_with_the_key_path_and_changes_nothing(lab):
+    before = fingerprints(lab)
+    commit(lab, lambda data: data["hosts"]["db2"].update(address="10.99.0.12"), "db2 outside the network", push=False)
+    assert_push_refused(lab, "hosts.db2.address", "10.99.0.12")
+    assert_highstate_changes_nothing(lab)
+    assert fingerprints(lab) == before
+
+
+def test_a_pushed_edit_is_followed_and_a_revert_too(lab):
     def www_on_app1(data):
         data.setdefault("aliases", {})["www"] = ["app1"]
 

@@ -1,92 +1,72 @@
 """
-Enrollment in the lab: each host has its own random token (a file of its container readable by root only), the
-master's autosign_grains file holds only tokens not used yet, and a used token enrols nothing: a new key under
-another id presenting it stays pending. (Runs before test_4_replace, which issues a fresh token.)
+Enrollment in the lab is the operator's: the master (bootstrap/master.sh) accepts no key by rule (no auto_accept, no
+open_mode, no autosign), every minion was admitted by the fingerprint read on its host (salt-run
+minion_key.admit), and a new key stays pending until admitted with its own fingerprint. (Runs before
+test_4_replace.)
 """
 
 import json
 
-import pytest
-
 from tests.e2e.conftest import rolestack_lab
 
-ENROLL = "/" + rolestack_lab.ENROLL_CONF
 PROBE_DIR = "/root/rolestack-enroll-probe"
+WRONG = ":".join(["ab"] * 32)
 
 
-def token_of(lab, host):
-    return json.loads(lab.read(host, ENROLL))["grains"][rolestack_lab.ENROLL_GRAIN]
+def status(lab, minion_id):
+    return lab.salt_run("minion_key.status", minion_id)
 
 
-@pytest.fixture(scope="module")
-def tokens(lab):
-    return {host: token_of(lab, host) for host in lab.hosts}
-
-
-def test_each_host_has_its_own_token_readable_by_root_only(lab, tokens):
-    assert len(set(tokens.values())) == len(tokens), tokens
+def test_every_minion_was_admitted_with_the_fingerprint_read_on_its_host(lab):
     for host in lab.hosts:
-        assert lab.sh(host, "stat", "-c", "%U:%G %a", ENROLL).stdout.split() == ["root:root", "600"], host
-        # no other host's token anywhere in the host's salt configuration or root's home
-        others = [arg for other, token in tokens.items() if other != host for arg in ("-e", token)]
-        found = lab.sh(host, "grep", "-rlF", *others, "/etc/salt", "/root", check=False)
-        assert found.returncode == 1, (host, found.stdout)
-    # and no host's minion configuration carries the token outside that file
-    assert tokens["db2"] not in lab.read("db2", "/etc/salt/minion.d/lab.conf")
+        if host == lab.lab.salt_host:
+            continue  # the master's own minion: accepted by the bootstrap with its own key (the same machine)
+        finger = lab.lab.hosts[host]["fingerprint"]
+        assert finger == rolestack_lab.fingerprint_on_host(lab.lab, host), host
+        assert status(lab, host)["accepted"] == [finger], host
 
 
-def test_the_master_holds_only_tokens_not_used_yet(lab, tokens):
-    autosign = lab.lab.autosign_dir / rolestack_lab.ENROLL_GRAIN
-    assert oct(autosign.stat().st_mode & 0o777) == "0o600"
-    assert oct(lab.lab.enroll_tokens_file.stat().st_mode & 0o777) == "0o600"
-    held = autosign.read_text()
-    # every host's key was accepted: its token was retired
-    assert not [host for host, token in tokens.items() if token in held], held
-    assert rolestack_lab.read_enroll_tokens(lab.lab) == {}
+def test_the_master_accepts_no_key_by_rule(lab):
+    conf = lab.sh(lab.lab.salt_host, "cat", "/etc/salt/master.d/rolestack.conf").stdout
+    assert "auto_accept: false" in conf and "open_mode: false" in conf, conf
+    found = lab.sh(lab.lab.salt_host, "grep", "-rlE", "autosign|auto_accept: *[Tt]rue|open_mode: *[Tt]rue",
+                   "/etc/salt/master", "/etc/salt/master.d", check=False)  # fmt: skip
+    assert found.returncode != 0, found.stdout
+    assert lab.sh(lab.lab.salt_host, "ls", "/etc/salt/autosign.conf", "/etc/salt/autosign_grains",
+                  check=False).returncode != 0  # fmt: skip
 
 
-def enrol(lab, minion_id, token):
-    """A new minion (its own key) on app1 presenting `token` under `minion_id`; returns the master's view of it."""
+def probe(lab, minion_id):
+    """A new minion (its own key) on app1 under ``minion_id``: (its salt-call test.ping, its fingerprint)."""
     config = {
         "id": minion_id,
-        "master": lab.address("salt"),
-        "grains": {rolestack_lab.ENROLL_GRAIN: token},
-        "autosign_grains": [rolestack_lab.ENROLL_GRAIN],
+        "master": lab.address(lab.lab.salt_host),
         "root_dir": f"{PROBE_DIR}/{minion_id}",
         "pki_dir": f"{PROBE_DIR}/{minion_id}/pki",
         "acceptance_wait_time": 1,
         "acceptance_wait_time_max": 1,
     }
+    salt_call = [str(rolestack_lab.VENV / "bin/salt-call"), "-c", f"{PROBE_DIR}/{minion_id}"]
     lab.sh("app1", "mkdir", "-p", f"{PROBE_DIR}/{minion_id}")
     rolestack_lab.in_host(lab.lab, "app1", "sh", "-c", f"cat > {PROBE_DIR}/{minion_id}/minion",
                           input=json.dumps(config))  # fmt: skip
-    call = lab.sh("app1", "timeout", "25", str(rolestack_lab.VENV / "bin/salt-call"), "-c",
-                  f"{PROBE_DIR}/{minion_id}", "--out=json", "test.ping", check=False)  # fmt: skip
-    status = rolestack_lab.salt_run(lab.lab, "--out=json", "minion_key.status", minion_id)
-    return call, json.loads(status.stdout)
+    call = lab.sh("app1", "timeout", "20", *salt_call, "--out=json", "test.ping", check=False)
+    finger = json.loads(lab.sh("app1", *salt_call, "--local", "--out=json", "key.finger").stdout)["local"]
+    return call, finger
 
 
-def forget(lab, minion_id):
-    rolestack_lab.salt_run(lab.lab, "minion_key.retire", minion_id, check=False)
-    lab.sh("app1", "rm", "-rf", f"{PROBE_DIR}/{minion_id}")
-
-
-def test_an_unused_token_enrols_and_is_then_used_up(lab):
-    """The check below can fail: a token on the master's list does enrol a new id."""
-    rolestack_lab.write_enroll_tokens(lab.lab, {"probe": "probe-token-0123456789abcdef"})
+def test_a_new_key_stays_pending_until_admitted_with_its_fingerprint(lab):
+    """The checks below can fail: a master accepting keys by rule accepts the probe at once."""
     try:
-        call, status = enrol(lab, "probe1", "probe-token-0123456789abcdef")
-        assert status["accepted"] and '"local": true' in call.stdout, (status, call.stdout, call.stderr)
+        call, finger = probe(lab, "probe1")
+        assert call.returncode != 0, call.stdout
+        assert status(lab, "probe1")["accepted"] == [] and status(lab, "probe1")["pending"] == [finger]
+        wrong = rolestack_lab.salt_run(lab.lab, "--out=json", "minion_key.admit", "probe1", WRONG, "timeout=0",
+                                       check=False)  # fmt: skip
+        assert wrong.returncode != 0, wrong.stdout
+        assert status(lab, "probe1")["accepted"] == []
+        assert lab.salt_run("minion_key.admit", "probe1", finger, "timeout=0") == finger
+        assert status(lab, "probe1")["accepted"] == [finger]
     finally:
-        rolestack_lab.retire_enroll_tokens(lab.lab, ["probe"])
-        forget(lab, "probe1")
-
-
-def test_a_used_token_enrols_nothing(lab, tokens):
-    """db2's token, read by someone who got into db2, presented under another id: the key stays pending."""
-    try:
-        call, status = enrol(lab, "intruder1", tokens["db2"])
-        assert status["accepted"] == [] and status["pending"], status
-        assert call.returncode != 0
-    finally:
-        forget(lab, "intruder1")
+        rolestack_lab.salt_run(lab.lab, "minion_key.retire", "probe1", check=False)
+        lab.sh("app1", "rm", "-rf", f"{PROBE_DIR}/probe1")

@@ -10,6 +10,7 @@ import rolestack_highstate
 
 from tests.e2e.test_3_git_pillar import commit
 from tests.e2e.test_3_git_pillar import git
+from tests.e2e.test_3_git_pillar import head as pillar_head
 
 ZONE = "production.wpdn"
 DB_HOSTS = ["db1-masterdb", "db2"]
@@ -163,8 +164,7 @@ def test_the_policy_overrides_what_a_db_host_asks(lab, certs):
 
 def test_a_host_removed_from_the_db_role_stops_qualifying_at_once(lab, certs):
     """The salt host's state run reloads the CA's pillar when the policies changed: no restart, no waiting."""
-    head = subprocess.run(["git", "-C", str(lab.pillar_repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    head = pillar_head(lab)
     commit(lab, lambda data: data["hosts"]["db2"].update(roles=["app"]), "db2 leaves the db role")
     try:
         changed = _changed(_apply(lab, "salt", "salt.ca"))

@@ -22,6 +22,7 @@ from rolestack_highstate import wait_for
 
 from tests.e2e.conftest import lab_cli
 from tests.e2e.conftest import rolestack_lab
+from tests.e2e.test_3_git_pillar import git
 
 MASTER, REPLICA = "db1-masterdb", "db2"
 ZONE = "production.wpdn"
@@ -98,10 +99,12 @@ def assert_names_follow(lab, primary, hosts=("app1", "salt", MASTER, REPLICA)):
 
 
 def inventory(lab):
+    rolestack_lab.pull_pillar(lab.lab)
     return yaml.safe_load((lab.pillar_repo / "inventory.yaml").read_text())
 
 
 def last_commit(lab):
+    rolestack_lab.pull_pillar(lab.lab)  # the runner commits on the master's branch
     return subprocess.run(["git", "-C", str(lab.pillar_repo), "log", "-1", "--format=%s"], capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
 
@@ -172,8 +175,7 @@ def test_switchover_back_by_runner(lab, rows):
 def test_switchover_by_pillar_commit_and_orchestrate(lab, rows):
     path = lab.pillar_repo / "inventory.yaml"
     path.write_text(dbplan.move_masterdb(path.read_text(), MASTER, REPLICA))
-    git = ["git", "-C", str(lab.pillar_repo), "-c", "user.name=e2e", "-c", "user.email=e2e@rolestack.invalid"]
-    subprocess.run([*git, "commit", "-qam", "move masterdb to db2"], check=True)
+    git(lab, "commit", "-qam", "move masterdb to db2")
     code, ret = salt_run(lab, "state.orchestrate", "orch.db_switchover")
     assert code == 0, ret
     states = ret["data"][next(iter(ret["data"]))]

@@ -22,6 +22,7 @@ import rolestack_db_plan as dbplan
 from tests.e2e.conftest import failures
 from tests.e2e.conftest import rolestack_lab
 from tests.e2e.test_3_git_pillar import git
+from tests.e2e.test_3_git_pillar import head as pillar_head
 from tests.e2e.test_7_db_switchover import MASTER
 from tests.e2e.test_7_db_switchover import REPLICA
 from tests.e2e.test_7_db_switchover import ZONE
@@ -53,6 +54,7 @@ def primary_is_masterdb(lab):
 
 
 def test_a_committed_masterdb_move_and_a_plain_highstate_leave_one_primary(lab):
+    rolestack_lab.pull_pillar(lab.lab)
     path = lab.pillar_repo / "inventory.yaml"
     path.write_text(dbplan.move_masterdb(path.read_text(), MASTER, REPLICA))
     git(lab, "commit", "-qam", "move masterdb to db2, without the runner")
@@ -77,21 +79,29 @@ def test_a_committed_masterdb_move_and_a_plain_highstate_leave_one_primary(lab):
 def interrupted_switchover(lab, new):
     """salt-run db.switchover killed (SIGKILL) as soon as it reported the promotion of ``new``."""
     handle = lab.lab
-    cmd = ["ip", "netns", "exec", handle.netns(handle.salt_host), str(rolestack_lab.VENV / "bin/salt-run"),
-           "-c", str(handle.master_dir), "--out=json", "db.switchover", new]  # fmt: skip
+    # inside the salt host (the master's own configuration); its PID there, to kill salt-run itself
+    pidfile = "/run/e2e-interrupted-switchover.pid"
+    cmd = ["nsenter", "-t", str(rolestack_lab.container_pid1(handle, handle.salt_host)), "-a", "sh", "-c",
+           f'echo $$ > {pidfile} && exec "$@"', "sh", str(rolestack_lab.VENV / "bin/salt-run"), "--out=json",
+           "db.switchover", new]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**rolestack_lab.CLEAN_ENV, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+    def kill():
+        rolestack_lab.in_host(handle, handle.salt_host, "sh", "-c", f"kill -KILL $(cat {pidfile})", check=False)
+
     seen = []
     deadline = time.monotonic() + 120
     try:
         for line in proc.stdout:
             seen.append(line)
             if "takes writes (write block" in line:
-                os.kill(proc.pid, signal.SIGKILL)
+                kill()
                 break
             assert time.monotonic() < deadline, "".join(seen)
     finally:
         if proc.poll() is None:
+            kill()
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     assert any("takes writes (write block" in line for line in seen), "".join(seen)[-3000:]
@@ -99,8 +109,7 @@ def interrupted_switchover(lab, new):
 
 
 def test_a_switchover_killed_after_its_promotion_leaves_one_primary_after_a_highstate(lab):
-    head = subprocess.run(["git", "-C", str(lab.pillar_repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout  # fmt: skip
+    before = pillar_head(lab)
     assert interrupted_switchover(lab, REPLICA) == -signal.SIGKILL
     assert writable(lab) == [REPLICA]
     result = lab.highstate()
@@ -110,8 +119,7 @@ def test_a_switchover_killed_after_its_promotion_leaves_one_primary_after_a_high
     assert f"{REPLICA} was not made read-only: it is the running primary" in failed[REPLICA]["db-replication-read-only"]
     assert_db_states_name_the_runner(result, {REPLICA: "db-replication-read-only", MASTER: "db-replication-writable"})
     # the runner had not committed: the inventory still names db1-masterdb
-    assert subprocess.run(["git", "-C", str(lab.pillar_repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout == head  # fmt: skip
+    assert pillar_head(lab) == before
     # the way back, as docs/roles/db.md says: the old primary rejoins as a replica, then the primary moves back
     if not status(lab, MASTER)["replica_configured"]:
         code, ret = salt_run(lab, "db.rejoin", MASTER)

@@ -4,15 +4,17 @@ The hostile battery of issue 9 (bench/support/security_checks.py, also run by `b
 1. every check passes on the platform as it is;
 2. every check can fail: each is run against a deliberately weakened platform and must report the hole, then the
    platform is restored (and the restoration verified), so the later tests find the lab as it was:
-   - the master's peer ACL back to ``'.*'`` and ``auto_accept`` on (a master.d file, the master restarted through
-     the lab module), and masterdb's ``serve_backup_stream`` replaced by one that listens wherever it is told
+   - the master's peer ACL back to ``'.*'`` and ``auto_accept`` on (a master.d file, salt-master restarted in the
+     salt host), and masterdb's ``serve_backup_stream`` replaced by one that listens wherever it is told
      (a weakened copy of the module in masterdb's extmods; ``saltutil.sync_all`` restores it);
    - the pillar tree exposing the whole inventory to every minion and a signing policy without restrictions on
-     the CA (one commit to the lab's pillar repository, reverted);
-   - the master's ``minion_key.admit`` replaced by one that trusts any pending key (a weakened copy in the
-     master's extmods, restored by ``saltutil.sync_runners``), an accepted enrollment token left world-readable
-     on one host and on a second host, a second writable db host, a replication account for an address
-     outside the inventory;
+     the CA (one commit pushed to the master's pillar repository with its pre-receive hook disabled, reverted, the
+     hook put back by salt.srv);
+   - the master's ``minion_key.admit`` replaced by one that trusts any pending key (the served tree's copy, the
+     master's runner_dirs; written back), an accepted enrollment token left world-readable on one host and on a
+     second host, a second writable db host, a replication account for an address outside the inventory;
+   - the pillar repository's pre-receive hook disabled: an invalid inventory push is accepted (reverted at once;
+     the hook put back by salt.srv);
    - sessions1's redis without its password (CONFIG SET requirepass "", set back) and its host firewall table
      deleted (the firewall state of its highstate puts it back).
 
@@ -22,9 +24,7 @@ test_9_lab_down.
 
 import contextlib
 import json
-import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 
@@ -76,27 +76,10 @@ def test_the_hostile_battery_passes(lab):
 # ---------------------------------------------------------------------------------------------------- the master
 
 
-def restart_master(handle, timeout=60):
-    """Stop the lab's salt-master (SIGTERM to its PID, then its workers gone) and start it as the lab does."""
-    lab = handle.lab
-    pid = rolestack_lab.master_pid(lab)
-    if pid in master_processes(lab):  # the lab's own master (its pidfile), never a reused PID
-        os.kill(pid, signal.SIGTERM)
-    rolestack_lab.wait_for(lambda: not master_processes(lab), timeout, "the salt-master's processes to exit")
-    rolestack_lab.start_master(lab)
-    rolestack_lab.wait_minions(lab, sorted(lab.hosts))
-
-
-def master_processes(lab):
-    """PIDs of salt-master processes in the salt host's namespace (the master, its workers)."""
-    netns = lab.netns(lab.salt_host)
-    pids = rolestack_lab.run(["ip", "netns", "pids", netns], check=False).stdout.split()
-    found = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if b"salt-master" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-    return found
+def restart_master(handle):
+    """systemctl restart salt-master in the salt host (rolestack_lab.restart_master), until every minion answers."""
+    rolestack_lab.restart_master(handle.lab)
+    rolestack_lab.wait_minions(handle.lab, sorted(handle.lab.hosts))
 
 
 @contextlib.contextmanager
@@ -166,10 +149,15 @@ WEAK_CA = """x509_signing_policies:
 
 @contextlib.contextmanager
 def weakened_pillar(handle):
-    """The inventory as a pillar SLS of every minion, a signing policy open to anyone on the CA: one commit."""
+    """
+    The inventory as a pillar SLS of every minion, a signing policy open to anyone on the CA: one commit; and the
+    master's pre-receive hook disabled (an invalid inventory reaches the master), put back by salt.srv.
+    """
     probe = checks.Probe(handle)
     repo, ca = handle.lab.pillar_repo, probe.salt_host
+    rolestack_lab.pull_pillar(handle.lab)
     before = probe.git("rev-parse", "HEAD").strip()
+    hook_disabled(handle)
     (repo / "inventory.sls").symlink_to("inventory.yaml")
     probe.git("add", "inventory.sls")
     probe.commit({"top.sls": WEAK_TOP.format(ca=ca), "security_weak_ca.sls": WEAK_CA}, "security: weakened")
@@ -180,7 +168,39 @@ def weakened_pillar(handle):
     finally:
         probe.git("revert", "--no-edit", weak)
         probe.salt(ca, "saltutil.refresh_pillar", "wait=True")
+        hook_restored(handle)
     assert probe.git("diff", before, "HEAD") == "" and probe.git("status", "--porcelain") == ""
+
+
+PRE_RECEIVE = "/srv/git/pillar.git/hooks/pre-receive"
+
+
+def hook_disabled(handle):
+    """The master's pillar pre-receive hook not executable: git runs no validation."""
+    handle.sh(handle.lab.salt_host, "chmod", "a-x", PRE_RECEIVE)
+
+
+def hook_restored(handle):
+    """salt.srv on the salt host puts the hook back (file.managed, mode 0755); checked."""
+    ret = handle.salt(handle.lab.salt_host, "state.apply", "salt.srv")[handle.lab.salt_host]
+    assert all(state["result"] for state in ret.values()), ret
+    assert handle.sh(handle.lab.salt_host, "test", "-x", PRE_RECEIVE, check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def validation_disabled(handle):
+    hook_disabled(handle)
+    try:
+        yield
+    finally:
+        hook_restored(handle)
+
+
+def test_the_invalid_push_check_can_fail(lab):
+    with validation_disabled(lab):
+        ok, detail = checks.run_check("invalid_pillar_push_is_refused", lab)
+        assert not ok and "was accepted" in detail, detail
+    assert checks.run_check("invalid_pillar_push_is_refused", lab)[0]
 
 
 def test_the_secret_and_ca_checks_can_fail(lab):
@@ -199,6 +219,8 @@ def planted_token(handle, readable_on, also_on):
     """An accepted enrollment token (added to the master's autosign grains) left 0644 on one host, 0600 on another."""
     probe = checks.Probe(handle)
     grains_dir = Path(probe.master_config()["autosign_grains_dir"])
+    made = not grains_dir.exists()
+    grains_dir.mkdir(exist_ok=True)  # the lab enrols by fingerprint: the master has no autosign_grains_dir
     files = sorted(grains_dir.iterdir())
     accepted = files[0] if files else grains_dir / "rolestack_enroll"
     original = accepted.read_text() if accepted.exists() else None
@@ -216,6 +238,8 @@ def planted_token(handle, readable_on, also_on):
             accepted.unlink(missing_ok=True)
         else:
             accepted.write_text(original)
+        if made:
+            grains_dir.rmdir()
 
 
 WEAK_ADMIT_MARKER = "# security battery: a deliberately weakened admit"
@@ -231,15 +255,17 @@ def admit(minion_id, fingerprint=None, timeout=60, **kwargs):
 
 @contextlib.contextmanager
 def weakened_admit(handle):
-    """The master's minion_key runner with an admit that trusts any pending key (salt-run loads it each time)."""
-    probe = checks.Probe(handle)
-    path = Path(probe.master_config()["extension_modules"]) / "runners" / "minion_key.py"
+    """
+    The master's minion_key runner with an admit that trusts any pending key: the served tree's copy (the master's
+    runner_dirs, bootstrap.master; salt-run loads it each time), written back afterwards.
+    """
+    path = handle.lab.salt_host_path("/srv/salt/current/_runners/minion_key.py")
     original = path.read_text()
     try:
         path.write_text(original + WEAK_ADMIT)
         yield
     finally:
-        probe.run("saltutil.sync_runners")
+        path.write_text(original)
     assert WEAK_ADMIT_MARKER not in path.read_text(), f"{path} is still the weakened copy"
 
 
@@ -311,6 +337,25 @@ def test_the_key_value_checks_can_fail(lab):
         ok, detail = checks.run_check("key_value_ports_only_for_web_hosts", lab)
         assert not ok and "sessions1:11211 answered" in detail and "sessions1:6379 answered" in detail, detail
     assert checks.run_check("key_value_ports_only_for_web_hosts", lab)[0]
+
+
+@contextlib.contextmanager
+def rsync_open_to_the_network(lab):
+    """The salt host's rsyncd.conf letting the whole lab network in, then put back by the salt host's highstate."""
+    lab.sh("salt", "sed", "-i", "s|^\\(\\s*hosts allow = \\).*|\\110.10.10.0/24|", "/etc/rsyncd.conf")
+    assert "hosts allow = 10.10.10.0/24" in lab.read("salt", "/etc/rsyncd.conf")
+    try:
+        yield
+    finally:
+        result = lab.highstate("salt")
+    assert result["clean"], result["rows"]
+    assert "hosts allow = 10.10.10.0/24" not in lab.read("salt", "/etc/rsyncd.conf")
+
+
+def test_the_rsync_check_can_fail(lab):
+    with rsync_open_to_the_network(lab):
+        ok, detail = checks.run_check("rsync_refuses_hosts_not_allowed_and_wrong_secrets", lab)
+        assert not ok and "files served" in detail, detail
 
 
 @pytest.fixture(autouse=True)

@@ -44,3 +44,14 @@ def test_roles_from_name(inventory_mod):
 def test_host_pillar(inventory_mod):
     pillar = inventory_mod.host_pillar("sessions1", path=str(EXAMPLE_INVENTORY))
     assert pillar["sessions"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
+
+
+def test_master_acl_is_the_utils(inventory_mod):
+    import rolestack_inventory as inv
+
+    expected = inv.master_acl(inv.load_yaml(EXAMPLE_INVENTORY.read_text()))
+    assert inventory_mod.master_acl(path=str(EXAMPLE_INVENTORY)) == expected
+    with pytest.raises(CommandExecutionError, match="level: got 'Prod'"):
+        inventory_mod.master_acl(text=EXAMPLE_INVENTORY.read_text().replace("level: production", "level: Prod"))
+    with pytest.raises(CommandExecutionError, match="invalid rolestack inventory in <text>"):
+        inventory_mod.master_acl(text="")

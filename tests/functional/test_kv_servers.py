@@ -199,7 +199,7 @@ def test_the_ruleset_follows_the_pillar(kv_host):
     assert "tcp dport 6379 ip saddr @redis_allow_v4 accept" in text
     assert "tcp dport 11211 ip saddr @memcached_allow_v4 accept" in text
     assert "elements = { 10.10.10.51/32, 10.10.10.52/32 }" in text
-    module, _start = kv_host("app1")
+    module, _start = kv_host("salt")  # the jump box: no port guarded (app1 has sshd's, from the salt host only)
     with pytest.raises(CommandExecutionError, match="no rolestack:firewall"):
         module.firewall_ruleset()
 
@@ -247,7 +247,7 @@ def test_role_sls_renders_for_its_host(make_loaders, host):
         assert _args(high, sid, "service")["watch"], sid
 
 
-@pytest.mark.parametrize(("host", "sls"), [("app1", "sessions"), ("sessions1", "memcache"), ("app1", "firewall")])
+@pytest.mark.parametrize(("host", "sls"), [("app1", "sessions"), ("sessions1", "memcache"), ("salt", "firewall")])
 def test_role_sls_refuses_a_host_without_the_role(make_loaders, host, sls):
     ret = make_loaders(host).modules.state.show_sls(sls)
     assert isinstance(ret, list) and "applies only" in str(ret), ret

@@ -25,8 +25,10 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.reversename
 import dns.zone
 import pytest
+import rolestack_dns
 import yaml
 
 from tests.support.paths import LOADER_DIRS
@@ -35,6 +37,7 @@ from tests.support.paths import STATES
 from tests.support.services import wait_for
 
 ZONE = "production.wpdn"
+REVERSE = "10.10.10.in-addr.arpa"
 FILES = STATES / "salt" / "files"
 CHECKER = FILES / "rolestack-gdnsd-check.sh"
 STATE_IDS = [
@@ -42,6 +45,7 @@ STATE_IDS = [
     "salt-dns-checker",
     "salt-dns-config",
     "salt-dns-zone",
+    "salt-dns-reverse-zone",
     "salt-dns-zones-dir",
     "salt-dns-service",
     "salt-dns-reload-zones",
@@ -58,6 +62,18 @@ def _context(high, state_id):
 
 def _render(loaders, template, **context):
     return loaders.modules.slsutil.renderer(string=(FILES / template).read_text(), default_renderer="jinja", **context)
+
+
+def _private_config(loaders, high, port, tmp_path):
+    """The SLS's gdnsd config, listening on 127.0.0.1:port with a private run and state dir."""
+    context = dict(
+        _context(high, "salt-dns-config"),
+        listen=["127.0.0.1"],
+        port=port,
+        run_dir=str(tmp_path / "run"),
+        state_dir=str(tmp_path / "state"),
+    )
+    return _render(loaders, "gdnsd.config.jinja", **context)
 
 
 def _serial(zone_text):
@@ -173,17 +189,7 @@ def test_sls_passes_the_pillar_into_the_templates(salt_host):
 def test_rendered_zone_is_served_by_a_real_gdnsd(salt_host, private_gdnsd, tmp_path):
     loaders, high = salt_host
     port = _free_dns_port()
-    config = _render(
-        loaders,
-        "gdnsd.config.jinja",
-        **dict(
-            _context(high, "salt-dns-config"),
-            listen=["127.0.0.1"],
-            port=port,
-            run_dir=str(tmp_path / "run"),
-            state_dir=str(tmp_path / "state"),
-        ),
-    )
+    config = _private_config(loaders, high, port, tmp_path)
     production_config = _render(loaders, "gdnsd.config.jinja", **_context(high, "salt-dns-config"))
     assert re.search(r"listen => \[\s+10\.10\.10\.2,\s+127\.0\.0\.1,\s+\]", production_config), production_config
     assert "dns_port => 53" in production_config and "run_dir" not in production_config
@@ -241,6 +247,47 @@ def test_serial_follows_the_records_only(salt_host):
 
     parsed = dns.zone.from_text(first, origin=ZONE, relativize=True)
     assert [r.address for r in parsed.get_rdataset("elasticsearch", "A")] == ["10.10.10.41"]
+
+
+def test_python_zone_text_is_what_the_template_renders(salt_host):
+    """rolestack_dns.zone_text (the bench's zone generation) and zone.jinja (what the SLS renders) agree."""
+    loaders, high = salt_host
+    for state_id in ("salt-dns-zone", "salt-dns-reverse-zone"):
+        context = _context(high, state_id)
+        assert rolestack_dns.zone_text(**context) == _render(loaders, "zone.jinja", **context), state_id
+
+
+@needs_gdnsd
+def test_reverse_zone_is_served_with_a_ptr_per_host(salt_host, private_gdnsd, tmp_path):
+    loaders, high = salt_host
+    context = _context(high, "salt-dns-reverse-zone")
+    assert context["zone"] == REVERSE and context["contact"] == ZONE and context["nameserver"] == f"salt.{ZONE}"
+    names = [arg["name"] for arg in high["salt-dns-reverse-zone"]["file"] if isinstance(arg, dict) and "name" in arg]
+    assert names == [f"/etc/gdnsd/zones/{REVERSE}"]
+    check = next(
+        a["check_cmd"] for a in high["salt-dns-reverse-zone"]["file"] if isinstance(a, dict) and "check_cmd" in a
+    )
+    assert check == f"/usr/local/sbin/rolestack-gdnsd-check -c /etc/gdnsd zones/{REVERSE}"
+    port = _free_dns_port()
+    config = _private_config(loaders, high, port, tmp_path)
+    forward = _render(loaders, "zone.jinja", **_context(high, "salt-dns-zone"))
+    reverse = _render(loaders, "zone.jinja", **context)
+    private_gdnsd(config, {ZONE: forward, REVERSE: reverse})
+
+    def ptr(address):
+        response = _query(port, dns.reversename.from_address(address).to_text(), "PTR")
+        return dns.rcode.to_text(response.rcode()), [
+            item.target.to_text() for rrset in response.answer for item in rrset
+        ]
+
+    assert ptr("10.10.10.12") == ("NOERROR", [f"db2.{ZONE}."])
+    assert ptr("10.10.10.2") == ("NOERROR", [f"salt.{ZONE}."])
+    assert ptr("10.10.10.11") == ("NOERROR", [f"db1-masterdb.{ZONE}."])
+    assert ptr("10.10.10.99")[0] == "NXDOMAIN"  # no host there
+    assert ptr("10.10.11.12")[0] == "REFUSED"  # outside the inventory network's zone
+    soa = _query(port, f"{REVERSE}.", "SOA").answer[0][0]
+    assert soa.serial == dns.zone.from_text(reverse, origin=REVERSE).get_rdataset("@", "SOA")[0].serial
+    assert soa.rname.to_text() == f"hostmaster.{ZONE}."
 
 
 @needs_gdnsd
@@ -332,6 +379,8 @@ for server in ("10.10.10.2", "127.0.0.1"):
         out[f"{server} {name}"] = [dns.rcode.to_text(r.rcode())] + sorted(i.address for s in r.answer for i in s)
     r = dns.query.udp(dns.message.make_query("production.wpdn.", "SOA"), server, port=53, timeout=3)
     out[f"{server} serial"] = r.answer[0][0].serial
+    r = dns.query.udp(dns.message.make_query("12.10.10.10.in-addr.arpa.", "PTR"), server, port=53, timeout=3)
+    out[f"{server} ptr12"] = [dns.rcode.to_text(r.rcode())] + sorted(i.target.to_text() for s in r.answer for i in s)
 json.dump(out, sys.stdout)
 """
 
@@ -340,7 +389,7 @@ json.dump(out, sys.stdout)
 def sandbox(tmp_path, pillar_tree):
     """
     run() applies the salt role for real, twice, then again after an inventory change, in private mount,
-    network and PID namespaces: /etc and /usr/local/sbin are overlays whose writes land under tmp_path, /run is a
+    network and PID namespaces: /etc, /usr/local/sbin and /srv are overlays whose writes land under tmp_path, /run is a
     private tmpfs, TMPDIR a directory under tmp_path, 10.10.10.2 exists only on the namespace's loopback. gdnsd is
     stopped by its PID (pidfile of the stand-in init script) when the script exits, and cannot outlive the PID
     namespace. No tmpfs on /tmp: it would hide a checkout (and its .tmp, tmp_path included) living under /tmp.
@@ -356,12 +405,13 @@ def sandbox(tmp_path, pillar_tree):
     )
     pidfile = tmp_path / "gdnsd.pid"
     upper = {}
-    for name in ("etc", "sbin"):
+    for name in ("etc", "sbin", "srv"):
         upper[name] = tmp_path / f"{name}-upper"
         (tmp_path / f"{name}-work").mkdir()
     (upper["etc"] / "init.d").mkdir(parents=True)
     (upper["etc"] / "rc2.d").mkdir()
     (upper["sbin"]).mkdir()
+    (upper["srv"]).mkdir()
     init = upper["etc"] / "init.d" / "gdnsd"
     init.write_text(STAND_IN_INIT.format(pidfile=pidfile, log=tmp_path / "gdnsd.log"))
     init.chmod(0o755)
@@ -374,7 +424,8 @@ def sandbox(tmp_path, pillar_tree):
     (tmp_path / "bin" / "runlevel").write_text("#!/bin/sh\necho unknown\nexit 1\n")
     (tmp_path / "bin" / "runlevel").chmod(0o755)
     inventory = pillar_tree / "inventory.yaml"
-    salt_call = f"{REPO}/.venv/bin/salt-call -c {conf} --local --out=json state.apply salt"
+    # salt.dns and salt.ca: salt.rsync (packages, xinetd, directories under /srv) is tested in test_salt_rsync.py
+    salt_call = f"{REPO}/.venv/bin/salt-call -c {conf} --local --out=json state.apply salt.dns,salt.ca,salt.jumpbox"
     script = f"""\
         set -e
         ip link set lo up
@@ -384,6 +435,8 @@ def sandbox(tmp_path, pillar_tree):
         mount -t overlay overlay -o lowerdir=/etc,upperdir={upper["etc"]},workdir={tmp_path / "etc-work"} /etc
         mount -t overlay overlay \
             -o lowerdir=/usr/local/sbin,upperdir={upper["sbin"]},workdir={tmp_path / "sbin-work"} /usr/local/sbin
+        # the role's /srv in git (salt.srv)
+        mount -t overlay overlay -o lowerdir=/srv,upperdir={upper["srv"]},workdir={tmp_path / "srv-work"} /srv
         # systemctl is installed here but systemd is not PID 1: salt's service states would run in "offline"
         # mode (nothing done). Hidden, salt uses debian_service and the stand-in init script; `runlevel` (a
         # link to systemctl) is replaced by one on PATH that answers like it does without an init system
@@ -458,18 +511,28 @@ def test_salt_role_applied_for_real_converges_serves_and_follows_the_inventory(s
         assert answers[f"{server} db2"] == ["NOERROR", "10.10.10.12"]
         assert answers[f"{server} masterdb"] == ["NOERROR", "10.10.10.11"]
         assert answers[f"{server} no-such-host"] == ["NXDOMAIN"]
+        assert answers[f"{server} ptr12"] == ["NOERROR", "db2.production.wpdn."]
     etc = sandbox.upper["etc"]
     assert "10.10.10.2," in (etc / "gdnsd" / "config").read_text()
     assert (sandbox.upper["sbin"] / "rolestack-gdnsd-check").stat().st_mode & 0o111
 
     # an inventory commit (db2 moves): only the zone changes, gdnsd reloads it, the serial moves on; and the CA
-    # records db2's policies with its new address (its certificate's fixed subjectAltName)
+    # records db2's policies with its new address (its certificate's fixed subjectAltName); the jump box's ssh_config
+    # names db2's new address
     third = _load(sandbox.out / "apply3.json")
     assert all(state["result"] is True for state in third.values()), third
     changed = {state["__id__"] for state in third.values() if state["changes"]}
-    assert changed == {"salt-dns-zone", "salt-dns-reload-zones", "salt-ca-policies-record"}, changed
+    assert changed == {
+        "salt-dns-zone",
+        "salt-dns-reverse-zone",
+        "salt-dns-reload-zones",
+        "salt-ca-policies-record",
+        "salt-jumpbox-ssh-config",
+    }, changed
+    assert "HostName 10.10.10.13" in (etc / "rolestack" / "ssh_config").read_text()
     after = json.loads((sandbox.out / "query2.json").read_text())
     assert after["10.10.10.2 db2"] == ["NOERROR", "10.10.10.13"]
     assert after["10.10.10.2 serial"] != answers["10.10.10.2 serial"]
+    assert after["10.10.10.2 ptr12"] == ["NXDOMAIN"]
     fourth = _load(sandbox.out / "apply4.json")
     assert {key: state["changes"] for key, state in fourth.items() if state["changes"]} == {}

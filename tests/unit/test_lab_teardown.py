@@ -65,8 +65,9 @@ def nspawn_argv(lab, host, machine=None, root=None):
     ]  # fmt: skip
 
 
-def master_argv(lab, master_dir=None):
-    return ["/venv/bin/python3", "/venv/bin/salt-master", "-c", str(master_dir or lab.master_dir), "-d"]
+def power_argv(lab, socket=None, name=None):
+    return ["/venv/bin/python", "/repo/lab/rolestack_power.py", "serve", str(socket or lab.power_socket),
+            name or lab.name]  # fmt: skip
 
 
 def test_nspawn_of_the_host_with_its_container_in_the_host_namespace(system, lab):
@@ -102,21 +103,12 @@ def test_nspawn_whose_container_is_outside_the_lab_namespace_is_not_the_lab_one(
     assert not rolestack_lab.is_lab_nspawn(lab, "db2", 200)
 
 
-@pytest.mark.parametrize("title", [False, True])
-def test_master_of_the_lab_in_the_salt_host_namespace(system, lab, title):
-    salt_ns = system.namespace(lab.netns("salt"))
-    system.process(100, master_argv(lab) + (["MainProcess"] if title else []), netns=salt_ns, title=title)
-    assert rolestack_lab.is_lab_master(lab, 100)
-
-
-def test_master_checks_namespace_and_config_dir(system, lab):
-    salt_ns = system.namespace(lab.netns("salt"))
-    db2_ns = system.namespace(lab.netns("db2"))
-    system.process(100, master_argv(lab))  # right command line, the machine's namespace
-    system.process(101, master_argv(lab, master_dir="/etc/salt"), netns=salt_ns)  # another master
-    system.process(102, master_argv(lab), netns=db2_ns)  # not the salt host's namespace
-    system.process(103, ["/usr/bin/python3", "/srv/salt-master.log", "-c", str(lab.master_dir)], netns=salt_ns)
-    assert [pid for pid in (100, 101, 102, 103) if rolestack_lab.is_lab_master(lab, pid)] == []
+def test_power_switch_of_the_lab(system, lab):
+    system.process(100, power_argv(lab))
+    system.process(101, power_argv(lab, socket="/tmp/other.sock"))  # another socket
+    system.process(102, power_argv(lab, name="otherlab"))  # another lab
+    system.process(103, ["/usr/bin/tail", "-f", *power_argv(lab)[1:]])  # not its command line: its arguments read
+    assert [pid for pid in (100, 101, 102, 103) if rolestack_lab.is_lab_power_switch(lab, pid)] == [100]
 
 
 def test_lab_processes_are_found_by_namespace_or_nspawn_never_by_a_name_in_the_command_line(system, lab):
@@ -129,13 +121,12 @@ def test_lab_processes_are_found_by_namespace_or_nspawn_never_by_a_name_in_the_c
 
 
 def test_down_signals_only_checked_pids(system, lab, monkeypatch):
-    """cmd_down: a master PID file naming someone else's process, and a stray, are checked before any signal."""
+    """cmd_down: a power switch PID naming someone else's process, and a stray, are checked before any signal."""
     salt_ns = system.namespace(lab.netns("salt"))
     system.process(100, ["/usr/bin/python3", "someone-elses-daemon"], netns=None)
     system.process(101, ["/usr/sbin/gdnsd"], netns=salt_ns)
     system.process(102, ["/usr/bin/sleep", "100"])  # listed by `ip netns pids` but no longer in it (PID reuse)
-    lab.state = {"hosts": {}, "salt_host": "salt"}
-    monkeypatch.setattr(rolestack_lab, "master_pid", lambda lab: 100)
+    lab.state = {"hosts": {}, "salt_host": "salt", "power_pid": 100}
     monkeypatch.setattr(rolestack_lab, "lab_mounts", lambda lab: [])
 
     class Proc:

@@ -2,6 +2,7 @@
 
 import copy
 import fnmatch
+import io
 import re
 
 import pytest
@@ -138,3 +139,26 @@ def test_cli_prints_the_master_d_block(example, capsys, tmp_path):
     assert cli.main(["master-acl", str(bad)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "level: got 'Bad Level'" in captured.err
+
+
+def test_cli_prints_the_salt_host(capsys, tmp_path):
+    assert cli.main(["salt-host", str(EXAMPLE_INVENTORY)]) == 0
+    assert capsys.readouterr().out == "salt\n"
+    assert cli.main(["salt-host", str(tmp_path / "missing.yaml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_names_stdin_as_told_and_never_prints_a_secret(capsys, monkeypatch):
+    secret = "leaked-SECRET-value-0123456789"
+    text = EXAMPLE_INVENTORY.read_text().replace(
+        "replication_password: example-replication-0123456789", f"replication_password: [{secret}]"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    assert cli.main(["validate", "--stdin-name", "inventory.yaml@abc123", "-"]) == 1
+    err = capsys.readouterr().err
+    assert "invalid rolestack inventory in inventory.yaml@abc123:" in err
+    assert "secrets.replication_password: got a list, expected a string" in err
+    assert secret not in err
+    monkeypatch.setattr("sys.stdin", io.StringIO(EXAMPLE_INVENTORY.read_text()))
+    assert cli.main(["validate", "--stdin-name", "inventory.yaml@abc123", "-"]) == 0
+    assert capsys.readouterr().out == "inventory.yaml@abc123: valid\n"

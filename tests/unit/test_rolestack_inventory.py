@@ -288,6 +288,7 @@ def test_derive_gives_each_role_its_topology(example):
 def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     hosts = inv.derive(example)["hosts"]
     allow = ["10.10.10.51/32", "10.10.10.52/32"]
+    ssh = {"name": "ssh", "port": 22, "allow": ["10.10.10.2/32"]}  # every host but salt: sshd from salt only
     sessions = hosts["sessions1"]
     assert sessions["sessions"]["redis"] == {"port": 6379, "maxmemory_mb": 256, "maxmemory_policy": "volatile-lru"}
     assert sessions["sessions"]["memcached"] == {"port": 11211, "memory_mb": 256}
@@ -295,6 +296,7 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
         "services": [
             {"name": "redis", "port": 6379, "allow": allow},
             {"name": "memcached", "port": 11211, "allow": allow},
+            ssh,
         ]
     }
     memcache = hosts["memcache-alpha2"]["memcache"]
@@ -305,7 +307,9 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
         "memory_mb": 256,
     }
     assert [m["name"] for m in memcache["members"]] == ["memcache-alpha1", "memcache-alpha2"]
-    assert hosts["memcache-alpha2"]["firewall"] == {"services": [{"name": "memcached", "port": 11211, "allow": allow}]}
+    assert hosts["memcache-alpha2"]["firewall"] == {
+        "services": [{"name": "memcached", "port": 11211, "allow": allow}, ssh]
+    }
     redis = hosts["redis-beta1"]["redis"]
     assert (redis["cluster"], redis["port"], redis["maxmemory_mb"], redis["maxmemory_policy"]) == (
         "beta",
@@ -315,15 +319,16 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     )
     assert "proxy_port" not in redis and "sessions_redis_password" not in hosts["redis-beta1"]["secrets"]
     assert hosts["redis-beta1"]["secrets"] == {"cache_redis_password": "example-cache-redis-0123456789"}
-    assert hosts["redis-beta1"]["firewall"] == {"services": [{"name": "redis", "port": 6379, "allow": allow}]}
-    for name in ("app1", "db2", "salt", "elastic1"):
-        assert "firewall" not in hosts[name], name
+    assert hosts["redis-beta1"]["firewall"] == {"services": [{"name": "redis", "port": 6379, "allow": allow}, ssh]}
+    for name in ("app1", "db2", "elastic1"):
+        assert hosts[name]["firewall"] == {"services": [ssh]}, name
+    assert "firewall" not in hosts["salt"]  # the jump box: operators reach it from anywhere
     # a host with both cache roles runs (and lets through) both servers
     data = copy.deepcopy(example)
     data["hosts"]["cache1"] = {"roles": ["memcache", "redis"], "cluster": "alpha", "address": "10.10.10.38"}
     data["caches"]["redis"]["alpha"] = {"proxy_port": 6381}
     both = inv.derive(data)["hosts"]["cache1"]
-    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis"]
+    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis", "ssh"]
     assert both["redis"]["cluster"] == both["memcache"]["cluster"] == "alpha"
 
 
@@ -411,7 +416,7 @@ def test_secrets_only_reach_roles_that_need_them(example):
     assert "sessions_redis_password" in hosts["app1"]["secrets"]
     assert "sessions_redis_password" in hosts["sessions1"]["secrets"]
     assert "sessions_redis_password" not in hosts["db2"]["secrets"]
-    assert "secrets" not in hosts["salt"]  # no secret is for the salt role
+    assert list(hosts["salt"]["secrets"]) == ["rsync_modules"]  # only the rsync daemon's (its secrets file)
 
 
 def test_rsync_secret_reaches_only_the_backup_host_and_db_admin_password_no_host(example):
@@ -602,3 +607,29 @@ def test_no_databases_no_db_keys(example):
     hosts = inv.derive(data)["hosts"]
     assert hosts["db2"]["db"]["users"] == {} and hosts["db2"]["db"]["databases"] == {}
     assert "db_users" not in hosts["db2"]["secrets"] and "db_client" not in hosts["app1"]
+
+
+def test_salt_host_is_the_one_host_with_role_salt(example):
+    assert inv.salt_host(example) == "salt"
+    renamed = copy.deepcopy(example)
+    renamed["hosts"]["master1"] = {**renamed["hosts"].pop("salt"), "roles": ["salt"]}
+    assert inv.salt_host(renamed) == "master1"
+    broken = copy.deepcopy(example)
+    broken["level"] = "Bad Level"
+    with pytest.raises(inv.InventoryError):
+        inv.salt_host(broken)
+
+
+def test_minion_pillar_reads_unmasked_and_refuses_a_minion_without_one():
+    from salt.exceptions import CommandExecutionError
+
+    calls = []
+
+    def pillar_get(key, default, unmask=False):
+        calls.append((key, unmask))
+        return {"platform": {"name": "webplatform"}} if key == "rolestack" else default
+
+    assert inv.minion_pillar(pillar_get) == {"platform": {"name": "webplatform"}}
+    assert calls == [("rolestack", True)]
+    with pytest.raises(CommandExecutionError, match="ext_pillar configured"):
+        inv.minion_pillar(lambda key, default, unmask=False: {})
