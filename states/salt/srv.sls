@@ -62,18 +62,32 @@ salt-srv-readme-{{ dir }}:
 {%- endfor %}
 {%- for repo in repos %}
 {%- set git_dir = '/srv/git/' ~ repo.name ~ '.git' %}
+{#- what the repository and its served tree are now, read while rendering rather than by unless/onlyif checks
+    (salt 3008 loads every state module for the first such check of a run: most of a no-op highstate's cost) #}
+{%- set exists = salt['file.directory_exists'](git_dir) %}
+{%- set grouped = exists and salt['file.get_group'](git_dir) == group %}
+{%- set tip = salt['cmd.run_stdout']('git --git-dir=' ~ git_dir ~ ' rev-parse -q --verify refs/heads/main',
+                                     python_shell=False, ignore_retcode=True, output_loglevel='quiet')
+              if exists else '' %}
+{%- set current = repo.served ~ '/current' %}
+{%- set served = salt['file.readlink'](current) if salt['file.is_link'](current) else none %}
+{%- set repo_state = 'test' if grouped else 'cmd' %}
 
-{#- created empty unless the bootstrap seeded it (bootstrap/master.sh); operators push to it #}
+{#- created empty unless the bootstrap seeded it (bootstrap/master.sh); operators push to it. Its files get the
+    group when the repository does not have it yet #}
 salt-srv-{{ repo.name }}-repo:
+{%- if grouped %}
+  test.nop: []
+{%- else %}
   cmd.run:
     - name: >-
         { test -e {{ git_dir }}/HEAD || git init -q --bare --shared=0660 -b main {{ git_dir }}; }
         && chgrp -R {{ group }} {{ git_dir }}
-    - unless: test "$(stat -c %G {{ git_dir }})" = {{ group }}
     - require:
       - pkg: salt-srv-git
       - group: salt-srv-group
       - file: salt-srv-dir-/srv/git
+{%- endif %}
 {%- for hook in repo.hooks %}
 
 salt-srv-{{ repo.name }}-{{ hook }}:
@@ -91,7 +105,7 @@ salt-srv-{{ repo.name }}-{{ hook }}:
         python: {{ python }}
         pythonpath: {{ pythonpath }}
     - require:
-      - cmd: salt-srv-{{ repo.name }}-repo
+      - {{ repo_state }}: salt-srv-{{ repo.name }}-repo
 {%- endfor %}
 
 salt-srv-{{ repo.name }}-served:
@@ -119,14 +133,14 @@ salt-srv-{{ repo.name }}-readme:
       - file: salt-srv-{{ repo.name }}-served
 
 {#- serves the tip when current is not it (after the bootstrap's seeding, or a push made while the hook was
-    missing); a push normally deploys through the post-receive hook #}
+    missing); a push normally deploys through the post-receive hook. A repository without main serves nothing #}
+{%- if tip and served != 'releases/' ~ tip %}
 salt-srv-{{ repo.name }}-current:
   cmd.run:
     - name: {{ deploy }} {{ git_dir }} {{ repo.served }} main
-    - onlyif: git --git-dir={{ git_dir }} rev-parse -q --verify refs/heads/main
-    - unless: test "$(readlink {{ repo.served }}/current)" = "releases/$(git --git-dir={{ git_dir }} rev-parse -q --verify refs/heads/main)"
     - require:
       - file: salt-srv-deploy
       - file: salt-srv-{{ repo.name }}-served
-      - cmd: salt-srv-{{ repo.name }}-repo
+      - {{ repo_state }}: salt-srv-{{ repo.name }}-repo
+{%- endif %}
 {%- endfor %}
