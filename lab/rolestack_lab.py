@@ -1101,6 +1101,24 @@ def backup_master(lab):
     return backup
 
 
+def resend_mine(lab):
+    """
+    Every minion sends its mine functions (rolestack:mine_functions of its pillar) again: a rebuilt master's mine
+    is empty, and `mine.update` sends nothing from a minion daemon started before the base role wrote its
+    mine_functions (they are read at the daemon's start).
+    """
+    proc = salt_cmd(lab, "--out=json", "--static", "-t", "60", "*", "pillar.get", "rolestack:mine_functions",
+                    check=False)  # fmt: skip
+    calls = {}
+    for host, functions in (json_documents(proc.stdout) or [{}])[0].items():
+        for function, arguments in (functions or {}).items():
+            words = tuple(f"{key}={json.dumps(value)}" for argument in arguments for key, value in argument.items())
+            calls.setdefault((function, words), []).append(host)
+    for (function, words), hosts in sorted(calls.items()):
+        salt_cmd(lab, "--out=json", "-t", "60", "-L", ",".join(sorted(hosts)), "mine.send", function, *words,
+                 check=False)  # fmt: skip
+
+
 def master_rebuild(lab):
     """
     The salt host rebuilt as docs/procedures.md says, from a bare container: its backup made (not timed), its
@@ -1138,7 +1156,7 @@ def master_rebuild(lab):
     done("minions")
     # the new master's caches are empty: every minion's pillar and mine (host keys for known_hosts) first
     salt_cmd(lab, "--out=json", "-t", "120", "*", "saltutil.refresh_pillar", "wait=True", check=False)
-    salt_cmd(lab, "--out=json", "-t", "120", "*", "mine.update", check=False)
+    resend_mine(lab)
     own = highstate(lab, target=salt)
     if not own["clean"]:
         raise LabError(f"the rebuilt {salt}'s highstate failed: {own['rows']}")

@@ -694,14 +694,18 @@ def enrollment_tokens(probe):
             tokens[data] = owner
 
     walk(probe.lab.state, None, False)
-    grains_dir = probe.master_config().get("autosign_grains_dir")
-    if grains_dir and Path(grains_dir).is_dir():
+    # the master's, or where salt looks when it names none (/etc/salt/autosign_grains of the salt host)
+    grains_dir = probe.master_config().get("autosign_grains_dir") or probe.lab.salt_host_path(
+        "/etc/salt/autosign_grains"
+    )
+    if Path(grains_dir).is_dir():
         for path in Path(grains_dir).iterdir():
             for line in path.read_text().split():
                 tokens.setdefault(line, None)
     return tokens
 
 
+MASTER_AUTOSIGN_DIR = "/etc/salt/autosign_grains"
 TOKEN_PLACES = ["/etc", "/root", "/srv", "/tmp", "/home", "/var/cache/salt", "/var/log/salt", "/run/salt"]
 
 
@@ -734,6 +738,8 @@ def check_enrollment_tokens_are_private(target):
         )
     for host in probe.hosts:
         for path, (mode, found) in files[host].items():
+            if host == probe.salt_host and path.startswith(MASTER_AUTOSIGN_DIR + "/"):
+                continue  # the master's own list of the tokens it accepts (enrollment_tokens read it)
             if mode & 0o077:
                 readable.append(f"{host}:{path} ({mode:04o})")
             for token in found:

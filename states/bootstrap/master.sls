@@ -18,6 +18,10 @@ bootstrap-master-config:
     - mode: '0644'
     - makedirs: True
     - dataset:
+        # the master's own id, fixed: salt 3008 names the master's key pair after it (pki/master/<id>.pem, master.pem a
+        # link to it) and, when unset, derives it from the host's FQDN, which the salt role sets later (the base role's
+        # domain): the next restart then looked for another key, made a new one, and every minion refused the master
+        id: {{ grains['id'] }}
         # the trees /srv/git's post-receive hooks keep current (salt.srv): the states (a clone of rolestack,
         # whose loader directories the master loads directly: no saltutil.sync_all on the master) and the pillar
         file_roots: {base: ['{{ served }}/states', '{{ served }}']}

@@ -218,9 +218,12 @@ def test_the_secret_and_ca_checks_can_fail(lab):
 def planted_token(handle, readable_on, also_on):
     """An accepted enrollment token (added to the master's autosign grains) left 0644 on one host, 0600 on another."""
     probe = checks.Probe(handle)
-    grains_dir = Path(probe.master_config()["autosign_grains_dir"])
+    # the lab enrols by fingerprint: the master's configuration names no autosign_grains_dir (salt's default then)
+    grains_dir = Path(
+        probe.master_config().get("autosign_grains_dir") or probe.lab.salt_host_path("/etc/salt/autosign_grains")
+    )
     made = not grains_dir.exists()
-    grains_dir.mkdir(exist_ok=True)  # the lab enrols by fingerprint: the master has no autosign_grains_dir
+    grains_dir.mkdir(exist_ok=True)
     files = sorted(grains_dir.iterdir())
     accepted = files[0] if files else grains_dir / "rolestack_enroll"
     original = accepted.read_text() if accepted.exists() else None
