@@ -43,6 +43,7 @@ from salt.exceptions import SaltInvocationError
 
 MISSING_UTIL = None
 try:  # a util is a top-level module, synced or pip-installed: docs/development.md, "Importing utils"
+    import rolestack_extmods as extmods
     import rolestack_inventory as logic
     import rolestack_inventory_schema as schema
 except ImportError as err:  # __virtual__ names it
@@ -349,6 +350,10 @@ def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key
         data = _read_entry(entry_dir, minion_id)
     if data is None:
         raise SaltInvocationError(f"rolestack ext_pillar: the derived inventory of {source.name} vanished while read")
+    # what the master serves of _modules, _states, _utils: the base role syncs them only when this minion's differ
+    served = extmods.served_dirs(__opts__)
+    if served is not None:
+        data["extensions_digest"] = extmods.digest(served)
     # the salt host (the CA) reads its signing policies at the top level, where x509_v2 looks for them
     policies = data.pop("x509_signing_policies", None)
     return {key: data, **({"x509_signing_policies": policies} if policies else {})}

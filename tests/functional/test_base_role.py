@@ -4,6 +4,9 @@ The base role through the state compiler, with the pillar the ext_pillar derives
 the e2e tier applies the role for real inside lab hosts.
 """
 
+import shutil
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -53,3 +56,23 @@ def test_resolver_untouched_while_the_dns_server_address_is_pending(make_loaders
     ret = make_loaders("app1").modules.state.sls("base", test=True)
     assert not ret.failed, ret.raw
     assert "base-resolv-conf" not in {state.id for state in ret}
+
+
+def test_the_extensions_are_synced_only_when_this_minion_does_not_hold_what_the_master_serves(make_loaders, tmp_path):
+    """The ext_pillar's extensions_digest (of what the file roots serve) against this minion's copies: syncs in
+    the run while they differ, none once the minion holds the same files (each sync asks the master for every
+    file's hash)."""
+    from tests.support.paths import REPO
+
+    # without salt's own sync at each run, as the base role configures minions (autoload_dynamic_modules)
+    loaders = make_loaders("app1", file_roots={"base": [str(STATES), str(REPO)]}, autoload_dynamic_modules=False)
+    ext = Path(loaders.opts["extension_modules"])
+    shutil.rmtree(ext, ignore_errors=True)
+    syncs = {f"base-sync-{kind}" for kind in ("utils", "modules", "states")}
+    assert loaders.modules.pillar.get("rolestack:extensions_digest")
+    assert syncs <= set(loaders.modules.state.show_sls("base")), "no copies here: sync"
+    for kind in ("utils", "modules", "states"):
+        shutil.copytree(REPO / f"_{kind}", ext / kind, ignore=shutil.ignore_patterns("__pycache__"))
+    assert not syncs & set(loaders.modules.state.show_sls("base")), "the same files: no sync"
+    (ext / "utils" / "rolestack_gtid.py").write_text("# an older copy\n")
+    assert syncs <= set(loaders.modules.state.show_sls("base")), "one file differs: sync"
