@@ -5,6 +5,7 @@ through salt-factories loaders of a masterless minion whose pillar holds that ``
 
 - through the proxy a redis SET with AUTH lands on the backend, one without AUTH is refused;
 - a memcached set through the proxy lands on the server;
+- at the service's log level (``--verbose=4``) nutcracker still logs its errors;
 - the module's stats and health report the pools and servers; killing one server of a cache pool (auto_eject) makes
   health report it ejected while its keys move to the other server;
 - the state writes a config nutcracker accepts (0640 root:nutcracker), then refuses one nutcracker rejects, naming
@@ -91,7 +92,11 @@ def loaders(salt_factories, test_root, proxy_pillar, backends):
 def nutcracker(test_root, proxy_pillar, backends, loaders):
     text = tw.render(proxy_pillar, {"sessions_redis_password": backends["redis"].password})
     proxy = PrivateNutcracker(
-        test_root, text, [pool["port"] for pool in proxy_pillar["pools"]], stats_port=proxy_pillar["stats_port"]
+        test_root,
+        text,
+        [pool["port"] for pool in proxy_pillar["pools"]],
+        stats_port=proxy_pillar["stats_port"],
+        verbose=tw.LOG_LEVEL,  # the service's level (daemon_opts)
     ).start()
     yield proxy
     proxy.stop()
@@ -131,6 +136,15 @@ def test_redis_without_auth_is_refused(nutcracker, proxy_pillar, backends):
     wrong = redis_cli(port, "SET", "session:unauth", "x", password="not-the-password")
     assert wrong != "OK", wrong
     assert redis_cli(redis.port, "EXISTS", "session:unauth", password=redis.password) == "0"
+
+
+def test_errors_still_reach_the_log_at_the_services_log_level(nutcracker, proxy_pillar, backends):
+    """--verbose=LOG_LEVEL (below nutcracker's default) drops the per-request notice work, not the error messages."""
+    redis, port = backends["redis"], port_of(proxy_pillar, "sessions_redis")
+    assert f"--verbose={tw.LOG_LEVEL}" in nutcracker.command()
+    refused = redis_cli(port, "CONFIG", "GET", "maxmemory", password=redis.password)
+    assert "maxmemory" not in refused, refused  # nutcracker does not forward CONFIG
+    wait_for(lambda: "parsed unsupported command 'CONFIG'" in nutcracker.log.read_text(), 10, "the error in the log")
 
 
 def test_memcached_set_lands_on_the_server(nutcracker, proxy_pillar, backends):

@@ -18,12 +18,15 @@ class PrivateNutcracker(PrivateService):
     kind = "nutcracker"
     binary = "nutcracker"
 
-    def __init__(self, root, config_text, listen_ports, stats_port=None, stats_interval_ms=100, **options):
+    def __init__(
+        self, root, config_text, listen_ports, stats_port=None, stats_interval_ms=100, verbose=None, **options
+    ):
         super().__init__(root, port=stats_port or free_port(), **options)
         self.config = self.root / "nutcracker.yml"
         self.config_text = config_text
         self.listen_ports = list(listen_ports)
         self.stats_interval_ms = stats_interval_ms
+        self.verbose = verbose  # nutcracker's log level (None: its default)
 
     @property
     def stats_port(self):
@@ -42,6 +45,7 @@ class PrivateNutcracker(PrivateService):
             f"--stats-interval={self.stats_interval_ms}",
             f"--pid-file={self.root / 'nutcracker.pid'}",
             f"--output={self.log}",
+            *([f"--verbose={self.verbose}"] if self.verbose is not None else []),
         ]
 
     def ready(self):

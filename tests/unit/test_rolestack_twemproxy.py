@@ -156,13 +156,22 @@ def test_several_problems_reported_at_once():
 
 def test_daemon_opts_keep_stats_on_loopback():
     assert tw.daemon_opts(22222) == (
-        "--conf-file=/etc/nutcracker/nutcracker.yml --stats-addr=127.0.0.1 --stats-port=22222 --stats-interval=2000"
+        "--conf-file=/etc/nutcracker/nutcracker.yml --stats-addr=127.0.0.1 --stats-port=22222 --stats-interval=2000 "
+        "--verbose=4"
     )
     assert 'DAEMON_OPTS="--conf-file=' in tw.render_defaults(22223) and "--stats-port=22223" in tw.render_defaults(
         22223
     )
     assert tw.stats_port(PROXY) == 22222 and tw.stats_port({"stats_port": "x"}) == 22222
     assert tw.stats_port(proxy(stats_port=23000)) == 23000
+
+
+def test_log_level_keeps_errors_and_warnings_below_notice():
+    # nutcracker: log_error is level 1 (LOG_ALERT), log_warn 4 (LOG_WARN); 5 (LOG_NOTICE, its default) costs every
+    # request a getpeername(2) and a formatted address for a debug-build-only log line
+    assert tw.LOG_LEVEL == 4
+    assert f"--verbose={tw.LOG_LEVEL}" in tw.daemon_opts()
+    assert f"--verbose={tw.LOG_LEVEL}" in tw.render_defaults()
 
 
 def test_check_command_and_verdict():
