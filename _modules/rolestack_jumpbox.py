@@ -18,7 +18,6 @@ except ImportError as err:  # __virtual__ names it
 log = logging.getLogger(__name__)
 
 __virtualname__ = "rolestack_jumpbox"
-MINE_FUNCTION = "ssh.host_keys"
 
 
 def __virtual__():
@@ -50,7 +49,7 @@ def known_hosts():
         salt salt rolestack_jumpbox.known_hosts
     """
     box = _jumpbox()
-    mine = __salt__["mine.get"]("*", MINE_FUNCTION) or {}
+    mine = __salt__["mine.get"]("*", jumpbox.HOST_KEYS_FUNCTION) or {}
     return jumpbox.known_hosts(box.get("hosts") or [], mine)
 
 

@@ -46,6 +46,7 @@ try:  # a util is a top-level module, synced or pip-installed: docs/development.
     import rolestack_extmods as extmods
     import rolestack_inventory as logic
     import rolestack_inventory_schema as schema
+    import rolestack_jumpbox as jumpbox
 except ImportError as err:  # __virtual__ names it
     MISSING_UTIL = err.name
 
@@ -215,6 +216,16 @@ def _mine_fingerprint(cache, hosts):
     return "|".join(marks)
 
 
+def _mine_of(cache, minion):
+    """The mine data the master holds for this minion id, {} when none (or unreadable)."""
+    location = _mine_location(cache, minion)
+    try:
+        mine = cache.fetch(*location) if location else None
+    except Exception:  # pylint: disable=broad-except
+        mine = None
+    return mine if isinstance(mine, dict) else {}
+
+
 def _mine_addresses(cache, hosts):
     """
     The mine addresses of hosts without an inventory address, read under the host name only: a host's one
@@ -222,14 +233,22 @@ def _mine_addresses(cache, hosts):
     """
     found = {}
     for host in hosts:
-        location = _mine_location(cache, host)
-        try:
-            mine = (cache.fetch(*location) if location else None) or {}
-        except Exception:  # pylint: disable=broad-except
-            mine = {}
-        addresses = mine.get("network.ip_addrs")
+        addresses = _mine_of(cache, host).get("network.ip_addrs")
         if addresses:
             found[host] = addresses
+    return found
+
+
+def _mine_host_keys(cache, hosts):
+    """
+    The public host keys each host published in the mine (``ssh.host_keys``), read under the host name only;
+    a host that has not published them is left out (rolestack_jumpbox.known_hosts says so in a comment).
+    """
+    found = {}
+    for host in hosts:
+        keys = _mine_of(cache, host).get(jumpbox.HOST_KEYS_FUNCTION)
+        if isinstance(keys, dict):
+            found[host] = keys
     return found
 
 
@@ -354,6 +373,12 @@ def ext_pillar(minion_id, pillar, inventory=None, git=None, pillar_key=None, key
     served = extmods.served_dirs(__opts__)
     if served is not None:
         data["extensions_digest"] = extmods.digest(served)
+    # the jump box's known_hosts, from the mine as it is now (not cached with the derivation: a replaced host's new
+    # keys are there at the salt host's next highstate)
+    box = data.get("jumpbox")
+    if box:
+        names = [entry["name"] for entry in box.get("hosts") or []]
+        box["known_hosts"] = jumpbox.known_hosts(box.get("hosts") or [], _mine_host_keys(_mine_cache(), names))
     # the salt host (the CA) reads its signing policies at the top level, where x509_v2 looks for them
     policies = data.pop("x509_signing_policies", None)
     return {key: data, **({"x509_signing_policies": policies} if policies else {})}

@@ -37,7 +37,8 @@ SSH_PORT = 22
 SSH_CONFIG = "/etc/rolestack/ssh_config"
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 # the mine function every host publishes its public host keys with (base role's minion config)
-HOST_KEYS_MINE = {"ssh.host_keys": [{"private": False}, {"certs": False}]}
+HOST_KEYS_FUNCTION = "ssh.host_keys"
+HOST_KEYS_MINE = {HOST_KEYS_FUNCTION: [{"private": False}, {"certs": False}]}
 
 
 def _fmt(value):

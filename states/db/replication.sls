@@ -23,7 +23,7 @@ db-replication-writable:
     - ssl_key: {{ ssl_dir }}/client.key
     - masterdb: {{ master.name | json }}
     - require:
-      - service: db-server-service
+      - rolestack_service: db-server-service
       - rolestack_x509: db-certs-client-cert
 
 {#- one account per db host, from its address only; it must present a certificate from the platform's CA.
@@ -66,7 +66,7 @@ db-replication-read-only:
     - ssl_key: {{ ssl_dir }}/client.key
     - masterdb: {{ master.name | json }}
     - require:
-      - service: db-server-service
+      - rolestack_service: db-server-service
       - rolestack_x509: db-certs-client-cert
 
 {#- a fresh replica is provisioned from masterdb: source_minion is masterdb's minion id, which is its inventory

@@ -30,7 +30,7 @@ db-server-config:
       - pkg: db-server-packages
 
 db-server-service:
-  service.running:
+  rolestack_service.running:
     - name: mariadb
     - enable: True
     - require:

@@ -31,7 +31,7 @@ firewall-boot-unit:
     - mode: '0644'
 
 firewall-boot:
-  service.enabled:
+  rolestack_service.enabled:
     - name: rolestack-firewall
     - require:
       - file: firewall-boot-unit

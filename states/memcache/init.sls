@@ -24,7 +24,7 @@ memcache-config:
       - pkg: memcache-package
 
 memcache-service:
-  service.running:
+  rolestack_service.running:
     - name: memcached
     - enable: True
     - watch:

@@ -30,7 +30,7 @@ proxy-config:
 
 {#- nutcracker has no reload: a changed config or option restarts it #}
 proxy-service:
-  service.running:
+  rolestack_service.running:
     - name: nutcracker
     - enable: True
     - watch:
@@ -39,7 +39,7 @@ proxy-service:
 {%- else %}
 
 proxy-service:
-  service.dead:
+  rolestack_service.dead:
     - name: nutcracker
     - enable: False
     - require:

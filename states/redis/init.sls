@@ -28,7 +28,7 @@ redis-config:
       - pkg: redis-package
 
 redis-service:
-  service.running:
+  rolestack_service.running:
     - name: redis-server
     - enable: True
     - watch:

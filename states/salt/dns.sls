@@ -86,7 +86,7 @@ salt-dns-zones-dir:
 
 {#- a config change is picked up by reload (systemd ExecReload: gdnsdctl replace, no downtime) #}
 salt-dns-service:
-  service.running:
+  rolestack_service.running:
     - name: gdnsd
     - enable: True
     - reload: True
@@ -103,5 +103,5 @@ salt-dns-reload-zones:
       - file: salt-dns-reverse-zone
       - file: salt-dns-zones-dir
     - require:
-      - service: salt-dns-service
+      - rolestack_service: salt-dns-service
 {%- endif %}

@@ -14,11 +14,10 @@ salt-jumpbox-ssh-config:
     - mode: '0644'
     - contents: {{ box.ssh_config | json }}
 
-{#- rendered when the state runs (after the base role synced rolestack_jumpbox), from the mine at that moment:
-    a host that publishes its keys later is added by the next highstate of this host #}
+{#- the ext_pillar builds it from the master's mine when the pillar is compiled: a host that publishes its keys
+    later is added by the next highstate of this host #}
 salt-jumpbox-known-hosts:
   file.managed:
     - name: {{ box.known_hosts_path }}
-    - source: salt://salt/files/ssh_known_hosts.jinja
-    - template: jinja
+    - contents: {{ box.known_hosts | json }}
     - mode: '0644'

@@ -39,7 +39,7 @@ salt-rsync-pkgs:
 {#- Debian's rsync.service starts a standalone daemon as soon as /etc/rsyncd.conf exists: it would hold port 873
     that xinetd listens on #}
 salt-rsync-standalone-off:
-  service.dead:
+  rolestack_service.dead:
     - name: rsync
     - enable: False
     - require:
@@ -96,16 +96,37 @@ salt-rsync-xinetd-entry:
     - mode: '0644'
     - require:
       - pkg: salt-rsync-pkgs
-      - service: salt-rsync-standalone-off
+      - rolestack_service: salt-rsync-standalone-off
+
+{#- a native unit in place of the one generated from the init script (whose "is it enabled?" costs ~0.2 s) #}
+salt-rsync-xinetd-unit:
+  file.managed:
+    - name: /etc/systemd/system/xinetd.service
+    - source: salt://salt/files/xinetd.service
+    - user: root
+    - group: root
+    - mode: '0644'
+    - require:
+      - pkg: salt-rsync-pkgs
+
+{#- the xinetd running under the generated unit is stopped before the native one starts (systemd reloaded first:
+    salt's service functions do it when a unit file changed) #}
+salt-rsync-xinetd-unit-switch:
+  module.run:
+    - service.stop:
+      - name: xinetd
+    - onchanges:
+      - file: salt-rsync-xinetd-unit
 
 {#- xinetd reloads (SIGHUP) when its entry changed: the new entry is listened on without dropping the others #}
 salt-rsync-xinetd:
-  service.running:
+  rolestack_service.running:
     - name: xinetd
     - enable: True
     - reload: True
     - require:
       - file: salt-rsync-config
+      - module: salt-rsync-xinetd-unit-switch
     - watch:
       - file: salt-rsync-xinetd-entry
 {%- endif %}

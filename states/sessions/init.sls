@@ -30,7 +30,7 @@ sessions-redis-config:
       - pkg: sessions-packages
 
 sessions-redis-service:
-  service.running:
+  rolestack_service.running:
     - name: redis-server
     - enable: True
     - watch:
@@ -48,7 +48,7 @@ sessions-memcached-config:
       - pkg: sessions-packages
 
 sessions-memcached-service:
-  service.running:
+  rolestack_service.running:
     - name: memcached
     - enable: True
     - watch:

@@ -119,7 +119,7 @@ base-sshd-banner:
 
 {#- reload (Debian's unit: sshd -t of the whole configuration, then SIGHUP): sessions in progress stay up #}
 ssh-service:
-  service.running:
+  rolestack_service.running:
     - name: ssh
     - enable: True
     - reload: True

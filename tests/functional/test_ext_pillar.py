@@ -263,3 +263,21 @@ def test_pillar_errors_and_the_master_log_never_show_a_secret(make_loaders, pill
     assert "invalid rolestack inventory" in errors and "rolestack" not in {k for k in pillar if k != "_errors"}
     assert "SENTINEL" not in errors  # not even a part of it (PyYAML's snippet shows the start of a long line)
     assert "invalid rolestack inventory" in caplog.text and "SENTINEL" not in caplog.text
+
+
+def test_the_jump_box_known_hosts_follow_the_mine_at_each_compile(ext_pillar, tmp_path):
+    # the salt host's known_hosts is built from the master's mine when its pillar is compiled (not cached with the
+    # derivation): a replaced host's new keys are in it at once; only a host's own id speaks for it
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keydir / "key")], check=True)
+    key_type, blob = (keydir / "key.pub").read_text().split()[:2]
+    before = ext_pillar("salt")["rolestack"]["jumpbox"]["known_hosts"]
+    assert "# db2: no host key in the mine yet (its next highstate sends them)" in before.splitlines()
+    cache = salt.cache.factory(ext_pillar.opts)
+    cache.store("mine", "db2", {"ssh.host_keys": {"ssh_host_ed25519_key.pub": f"{key_type} {blob} root@db2"}})
+    cache.store("mine", "db2.production.wpdn", {"ssh.host_keys": {"x.pub": f"{key_type} {blob}"}})
+    lines = ext_pillar("salt")["rolestack"]["jumpbox"]["known_hosts"].splitlines()
+    assert f"db2,db2.production.wpdn,10.10.10.12 {key_type} {blob}" in lines
+    assert sum(blob in line for line in lines) == 1
+    assert "jumpbox" not in ext_pillar("db2")["rolestack"]  # the salt host's only

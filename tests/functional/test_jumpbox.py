@@ -49,7 +49,7 @@ def test_ssh_sls_on_a_host_admits_the_salt_host_only_and_reloads_sshd(make_loade
     config = _args(high, "ssh-sshd-config", "file")
     assert config["name"] == "/etc/ssh/sshd_config.d/00-rolestack.conf"
     assert config["check_cmd"] == "/usr/sbin/sshd -t -f"  # the candidate is checked before it replaces the file
-    service = _args(high, "ssh-service", "service")
+    service = _args(high, "ssh-service", "rolestack_service")
     assert service["reload"] is True and service["name"] == "ssh"
     assert {"file": "ssh-sshd-config"} in service["watch"] and {"file": "base-sshd-banner"} in service["watch"]
     text = _sshd_config(loaders, high)

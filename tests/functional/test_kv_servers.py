@@ -242,9 +242,9 @@ def test_role_sls_renders_for_its_host(make_loaders, host):
         if "redis" in state_id and state_id != "firewall-ruleset":
             assert _args(high, state_id, "file")["show_changes"] is False  # the password never in a diff
             assert _args(high, state_id, "file")["mode"] == "0640"
-    services = [sid for sid, body in high.items() if "service" in body and sid != "firewall-boot"]
+    services = [sid for sid, body in high.items() if "rolestack_service" in body and sid != "firewall-boot"]
     for sid in services:
-        assert _args(high, sid, "service")["watch"], sid
+        assert _args(high, sid, "rolestack_service")["watch"], sid
 
 
 @pytest.mark.parametrize(("host", "sls"), [("app1", "sessions"), ("sessions1", "memcache"), ("salt", "firewall")])

@@ -309,7 +309,7 @@ def test_sls_validates_the_config_and_restarts_on_change(salt_factories, test_ro
     high = _by_state(loaders.modules.state.show_sls("proxy"))
     assert {"proxy-package", "proxy-defaults", "proxy-config", "proxy-service"} == {name for name, _ in high}
     assert ("proxy-config", "twemproxy") in high and ("proxy-defaults", "twemproxy") in high
-    service = high[("proxy-service", "service")]["service"]
+    service = high[("proxy-service", "rolestack_service")]["rolestack_service"]
     assert (
         "running" in service and {"watch": [{"twemproxy": "proxy-config"}, {"twemproxy": "proxy-defaults"}]} in service
     )
@@ -319,7 +319,10 @@ def test_sls_validates_the_config_and_restarts_on_change(salt_factories, test_ro
 def test_sls_stops_the_proxy_without_pools_and_refuses_a_host_without_proxy(salt_factories, test_root):
     loaders = _sls_loaders(salt_factories, test_root, "twemproxy-sls-empty", {"stats_port": 22222, "pools": []})
     high = _by_state(loaders.modules.state.show_sls("proxy"))
-    assert "dead" in high[("proxy-service", "service")]["service"] and ("proxy-config", "twemproxy") not in high
+    assert (
+        "dead" in high[("proxy-service", "rolestack_service")]["rolestack_service"]
+        and ("proxy-config", "twemproxy") not in high
+    )
     loaders.reset_state()
     loaders = _sls_loaders(salt_factories, test_root, "twemproxy-sls-none", None)
     refused = loaders.modules.state.show_sls("proxy")
