@@ -15,6 +15,7 @@ unit tests, the CLI and the bench.
 
 import ipaddress
 
+import rolestack_backup as backup_engine
 import rolestack_dns as zones
 import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
@@ -70,10 +71,11 @@ DB_CERT_DAYS_REMAINING = 30
 
 
 def validate(inventory):
-    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync)."""
+    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync), the backup key's."""
     errors = validate_schema(inventory)
     if isinstance(inventory, dict):
         errors += rsync.validate(inventory)
+        errors += backup_engine.validate(inventory)  # the backup key (rolestack_backup)
     return errors
 
 
@@ -336,6 +338,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
             pillar["mail"] = dict(mail, relay_clients=relay_clients)
         if "backup" in roles:
             pillar["backup"] = dict(backup, sources=backup_sources, nfs_clients=[member(e) for e in by_role["elastic"]])
+            pillar["backup"].update(backup_engine.derive(inventory, hosts.values()))  # engine: sources with paths
         if "db" in roles:
             pillar["db"] = {
                 "masterdb": core["masterdb"],

@@ -67,6 +67,7 @@ TOP_KEYS = (
     "secrets",
     "rsync",
     "operators",
+    "backup",  # the backup role's paths, retention, schedule (validated by rolestack_backup.validate)
 )
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {

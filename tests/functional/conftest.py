@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+import yaml
 from saltfactories.utils.functional import Loaders
 
 from tests.support.mariadb import Instances
@@ -42,6 +43,20 @@ def make_loaders(salt_factories, pillar_tree):
     yield make
     for loaders in made:
         loaders.reset_state()
+
+
+@pytest.fixture
+def pillar_loaders(make_loaders, tmp_path):
+    """pillar_loaders(minion_id, pillar) -> Loaders of a masterless minion whose whole pillar is ``pillar``."""
+
+    def make(minion_id, pillar):
+        tree = tmp_path / f"pillar-{len(list(tmp_path.glob('pillar-*')))}"
+        tree.mkdir()
+        (tree / "top.sls").write_text("base:\n  '*':\n    - rolestack\n")
+        (tree / "rolestack.sls").write_text(yaml.safe_dump(pillar))
+        return make_loaders(minion_id, ext_pillar=[], pillar_roots={"base": [str(tree)]})
+
+    return make
 
 
 @pytest.fixture

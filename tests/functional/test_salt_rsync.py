@@ -15,7 +15,7 @@ import rolestack_rsync as rsync
 import yaml
 from salt.exceptions import CommandExecutionError
 
-from tests.support.services import PrivateService
+from tests.support.services import PrivateRsyncd
 
 SECRET = "files-secret-0123456789"
 WRONG = "wrong-secret-9876543210"
@@ -36,28 +36,6 @@ def _module(path, hosts_allow, read_only=True):
         "comment": f"test module {path.name}",
     }
     return dict(spec, readme=rsync.module_readme(path.name, spec))
-
-
-class PrivateRsyncd(PrivateService):
-    """rsync --daemon in the foreground on 127.0.0.1, with the config rolestack_rsync renders (the salt host's)."""
-
-    kind = "rsyncd"
-    binary = "rsync"
-
-    def __init__(self, root, config, **options):
-        super().__init__(root, **options)
-        self.config = config
-
-    def command(self):
-        return [
-            self.binary,
-            "--daemon",
-            "--no-detach",
-            f"--config={self.config}",
-            f"--port={self.port}",
-            f"--address={self.host}",
-            f"--log-file={self.log}",
-        ]
 
 
 @pytest.fixture
@@ -98,13 +76,10 @@ def _nobody():
 
 
 @pytest.fixture
-def client_loaders(make_loaders, tmp_path):
+def client_loaders(pillar_loaders):
     """client(modules, secrets) -> the rolestack_rsync module of minion app1 with that rsync_client pillar."""
 
     def client(port, modules, secrets):
-        tree = tmp_path / f"pillar-{len(list(tmp_path.glob('pillar-*')))}"
-        tree.mkdir()
-        (tree / "top.sls").write_text("base:\n  '*':\n    - rolestack\n")
         pillar = {
             "rolestack": {
                 "platform": {"zone": "production.wpdn"},
@@ -118,8 +93,7 @@ def client_loaders(make_loaders, tmp_path):
                 "secrets": {"rsync_modules": secrets},
             }
         }
-        (tree / "rolestack.sls").write_text(yaml.safe_dump(pillar))
-        return make_loaders("app1", ext_pillar=[], pillar_roots={"base": [str(tree)]}).modules.rolestack_rsync
+        return pillar_loaders("app1", pillar).modules.rolestack_rsync
 
     return client
 

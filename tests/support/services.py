@@ -198,6 +198,28 @@ class PrivateMariaDB(PrivateService):
             conn.close()
 
 
+class PrivateRsyncd(PrivateService):
+    """rsync --daemon in the foreground on 127.0.0.1 with a given config file (the roles render it)."""
+
+    kind = "rsyncd"
+    binary = "rsync"
+
+    def __init__(self, root, config, **options):
+        super().__init__(root, **options)
+        self.config = config
+
+    def command(self):
+        return [
+            self.binary,
+            "--daemon",
+            "--no-detach",
+            f"--config={self.config}",
+            f"--port={self.port}",
+            f"--address={self.host}",
+            f"--log-file={self.log}",
+        ]
+
+
 KINDS = {"redis": PrivateRedis, "memcached": PrivateMemcached, "mariadb": PrivateMariaDB}
 
 

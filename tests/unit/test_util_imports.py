@@ -21,6 +21,7 @@ LOADED = [
     ("_states/twemproxy.py", "rolestack_twemproxy", {"__salt__": {"twemproxy.render": None}}),
     ("_modules/rolestack_kv.py", "rolestack_kv", {}),
     ("_modules/rolestack_rsync.py", "rolestack_rsync", {}),
+    ("_modules/rolestack_backup.py", "rolestack_backup", {}),
     ("_modules/rolestack_jumpbox.py", "rolestack_jumpbox", {}),
     ("_runners/cache.py", "rolestack_kv", {"__opts__": {"__role": "master"}}),
 ]
