@@ -53,7 +53,8 @@ MODULE = "rolestack-backup"  # the source's read-only daemon module (path /, fil
 RESTORE_MODULE = "rolestack-restore"  # the source's write-only module for restores (same filter)
 USER = "backup"  # the daemon user of both modules
 PORT = 873
-TIMEOUT_S = 3600
+TIMEOUT_S = 6 * 3600  # a whole pull or restore
+IO_TIMEOUT_S = 600  # rsync --timeout: no data for that long
 CONTIMEOUT_S = 20
 LOG_FILE = "/var/log/rolestack/backup.log"
 MAX_AGE_HOURS = 26  # status: a host without a success for longer is stale
@@ -338,7 +339,7 @@ def pull_command(source, config, partial, previous, password_file, rsync="rsync"
     The argv of one pull: ``rsync -a --delete --numeric-ids --link-dest=<previous> ... rsync://<user>@<host>/
     <module>/ <partial>/`` with ``--password-file``, filtered to the source's paths.
     """
-    argv = [rsync, "-a", "--delete", "--numeric-ids", "--stats", f"--timeout={config.get('timeout', TIMEOUT_S)}"]
+    argv = [rsync, "-a", "--delete", "--numeric-ids", "--stats", f"--timeout={IO_TIMEOUT_S}"]
     argv.append(f"--contimeout={CONTIMEOUT_S}")
     if previous:
         argv.append(f"--link-dest={previous}")
@@ -371,12 +372,13 @@ def restore_command(snapshot_dir, path, target, rsync="rsync", delete=False, pas
     return [*argv, source, target if target.startswith("rsync://") else target.rstrip("/") + "/"]
 
 
-def render_source_config(config, backup_address, secrets_file, root="/"):
+def render_source_config(config, backup_address, secrets_file, root="/", restore=True):
     """
-    A source host's rsync daemon configuration: the read-only module the backup host pulls from and the write-only
-    module it restores into, both rooted at ``root``, reading/writing as root (numeric ids), only from
-    ``backup_address``, only the user ``config["user"]`` with the host's secret, only the host's paths (daemon
-    filter). ``config``: {"module", "restore_module", "user", "paths"}.
+    A source host's rsync daemon configuration: the read-only module the backup host pulls from and (``restore``)
+    the write-only module it restores into, both rooted at ``root``, reading/writing as root (numeric ids), only
+    from ``backup_address``, only the user ``config["user"]`` with the host's secret, only the host's paths (daemon
+    filter). ``config``: {"module", "restore_module", "user", "paths"}. Without the restore module the backup host
+    cannot write to the host at all (restores then go into a directory: ``restore(..., target=...)``).
     """
     rules = " ".join(filter_rules(config["paths"]))
     common = [
@@ -395,19 +397,22 @@ def render_source_config(config, backup_address, secrets_file, root="/"):
         "# managed by salt (rolestack backup role): what the backup host may pull and restore. Edit the inventory.",
         "list = no",
         "reverse lookup = no",
-        f"timeout = {TIMEOUT_S}",
+        f"timeout = {IO_TIMEOUT_S}",
         "",
         f"[{config['module']}]",
         "    comment = rolestack backup: pulled by the backup host",
         *common,
         "    read only = yes",
-        "",
-        f"[{config['restore_module']}]",
-        "    comment = rolestack backup: restores pushed by the backup host",
-        *common,
-        "    read only = no",
-        "    write only = yes",
     ]
+    if restore:
+        lines += [
+            "",
+            f"[{config['restore_module']}]",
+            "    comment = rolestack backup: restores pushed by the backup host",
+            *common,
+            "    read only = no",
+            "    write only = yes",
+        ]
     return "\n".join(lines) + "\n"
 
 

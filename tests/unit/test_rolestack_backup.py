@@ -301,6 +301,7 @@ def test_source_config_allows_the_backup_host_only_and_filters_both_modules():
         assert "hosts allow = 10.10.10.4" in section and "hosts deny = *" in section and mode in section
         assert "filter = + /etc/*** - *" in section and "auth users = backup" in section
     assert "list = no" in text
+    assert "rolestack-restore" not in logic.render_source_config(spec, "10.10.10.4", "/s", restore=False)
 
 
 def test_stats_and_errors():
