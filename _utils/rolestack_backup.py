@@ -438,6 +438,8 @@ def rsync_error(returncode, stderr, secret=None):
     text = stderr.replace(secret, "<secret>") if secret else stderr
     refusal = re.search(r"@ERROR: [^\n]*", text)
     what = refusal.group(0) if refusal else " ".join(text.split())[-400:]
+    if "Unknown module" in what:
+        what += " (the daemon also answers so to a host outside the module's hosts allow)"
     return f"rsync exit {returncode}: {what}" if what else f"rsync exit {returncode}"
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import rolestack_backup as logic
@@ -20,6 +21,7 @@ from salt.exceptions import SaltInvocationError
 
 from tests.support.paths import REPO
 from tests.support.services import PrivateRsyncd
+from tests.support.services import wait_for
 
 SECRET = "example-rsync-backup-0123456789"
 WRONG = "wrong-rsync-backup-9876543210"
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 class Source:
     """A source host: its tree (its /), its daemon's config and secrets, and the daemon."""
 
-    def __init__(self, base, name, paths=PATHS, secret=SECRET):
+    def __init__(self, base, name, paths=PATHS, secret=SECRET, allow="127.0.0.1", pull_delay=0):
         self.name = name
         self.tree = base / f"host-{name}"
         for relative, text in {
@@ -57,7 +59,12 @@ class Source:
         self.secrets.chmod(0o600)
         self.config = base / f"rsyncd-{name}.conf"
         spec = {"module": logic.MODULE, "restore_module": logic.RESTORE_MODULE, "user": logic.USER, "paths": paths}
-        self.config.write_text(logic.render_source_config(spec, "127.0.0.1", str(self.secrets), root=str(self.tree)))
+        text = logic.render_source_config(spec, allow, str(self.secrets), root=str(self.tree))
+        if pull_delay:  # a pull that takes a while: the daemon runs this before each transfer of the module
+            text = text.replace(
+                "    read only = yes\n", f"    read only = yes\n    pre-xfer exec = /bin/sleep {pull_delay}\n"
+            )
+        self.config.write_text(text)
         self.paths = paths
         self.daemon = PrivateRsyncd(base, self.config)
 
@@ -347,6 +354,33 @@ def test_the_lock_refuses_a_concurrent_run_naming_the_holder(sources, engine):
         holder.kill()
         holder.wait(10)
     assert module.run()["app1"]["result"] == "ok", "the lock is free once its holder is gone"
+
+
+def test_a_run_in_progress_refuses_a_second_one(sources, engine):
+    app1 = sources("app1", pull_delay=3)
+    module = engine([app1])
+    first = {}
+    running = threading.Thread(target=lambda: first.update(module.run()))
+    running.start()
+    try:
+        lock = module.root / logic.LOCK_FILE
+        wait_for(lambda: lock.exists() and lock.read_text().strip(), 10, "the first run to take the lock")
+        with pytest.raises(CommandExecutionError, match=rf"another backup run holds the lock .* \(pid {os.getpid()}\)"):
+            module.run()
+    finally:
+        running.join(60)
+    assert first["app1"]["result"] == "ok" and len(module.snapshots("app1")["snapshots"]) == 1
+    assert module.root.joinpath(logic.LOCK_FILE).read_text() == "", "the lock names no holder once released"
+
+
+def test_a_pull_from_a_host_outside_hosts_allow_is_refused(sources, engine):
+    app1 = sources("app1", allow="10.10.10.4")
+    module = engine([app1])
+    # rsync 3.x answers a host outside hosts allow as if the module did not exist, and logs the denial
+    with pytest.raises(CommandExecutionError, match=r"@ERROR: Unknown module 'rolestack-backup'.* \(the daemon also"):
+        module.run()
+    assert "rsync denied on module rolestack-backup from UNDETERMINED (127.0.0.1)" in app1.daemon.log.read_text()
+    assert module.snapshots("app1")["snapshots"] == []
 
 
 def test_verify_finds_a_changed_a_missing_and_an_added_file(sources, engine):
