@@ -52,7 +52,10 @@ ROOT = "/srv/backup"  # on the backup host: <root>/<host>/<snapshot>
 MODULE = "rolestack-backup"  # the source's read-only daemon module (path /, filtered to the host's paths)
 RESTORE_MODULE = "rolestack-restore"  # the source's write-only module for restores (same filter)
 USER = "backup"  # the daemon user of both modules
-PORT = 873
+# the sources' backup daemon: its own port and configuration (the salt host's rsync daemon for its modules has 873
+# and /etc/rsyncd.conf: docs/roles/salt.md), started with --config and --port
+PORT = 8873
+RSYNC_DEFAULT_PORT = 873
 TIMEOUT_S = 6 * 3600  # a whole pull or restore
 IO_TIMEOUT_S = 600  # rsync --timeout: no data for that long
 CONTIMEOUT_S = 20
@@ -330,7 +333,7 @@ def source_url(source, module, user, path=""):
     """``rsync://<user>@<host>[:port]/<module>/<path>``: the address (or fqdn) and a port other than 873."""
     host = source.get("address") or source["fqdn"]
     port = source.get("port") or PORT
-    where = host if port == PORT else f"{host}:{port}"
+    where = host if port == RSYNC_DEFAULT_PORT else f"{host}:{port}"
     return f"rsync://{user}@{where}/{module}/{path}"
 
 
@@ -414,6 +417,31 @@ def render_source_config(config, backup_address, secrets_file, root="/", restore
             "    write only = yes",
         ]
     return "\n".join(lines) + "\n"
+
+
+SOURCE_CONFIG_FILE = "/etc/rsyncd-backup.conf"
+SOURCE_SECRETS_FILE = "/etc/rsyncd-backup.secrets"
+
+
+def source_pillar(derived, name, backup_address, secret, restore=True):
+    """
+    What a source host needs for its daemon (not wired into the inventory yet: docs/roles/backup.md, "Source
+    hosts' daemon"): ``derived`` is :func:`derive`'s result, ``secret`` the inventory's rsync_backup_secret.
+    Returns None for a host that is no source, else ``{"port", "config_file", "config", "secrets_file", "secrets"}``
+    (``secrets``: the secrets file's text, the host's own derived secret only).
+    """
+    source = next((entry for entry in derived["sources"] if entry["name"] == name), None)
+    if source is None:
+        return None
+    spec = {key: derived[key] for key in ("module", "restore_module", "user")}
+    spec["paths"] = source["paths"]
+    return {
+        "port": source["port"],
+        "config_file": SOURCE_CONFIG_FILE,
+        "config": render_source_config(spec, backup_address, SOURCE_SECRETS_FILE, restore=restore),
+        "secrets_file": SOURCE_SECRETS_FILE,
+        "secrets": f"{derived['user']}:{host_secret(secret, name)}\n",
+    }
 
 
 _STATS = {

@@ -65,7 +65,7 @@ def test_the_backup_key_is_optional_and_derived_for_the_backup_host_only(example
         "name": "salt",
         "fqdn": "salt.production.wpdn",
         "address": "10.10.10.2",
-        "port": 873,
+        "port": logic.PORT,
         "paths": ["/etc", "/srv"],
     }
     assert backup["nfs_clients"] and backup["host"]["name"] == "backup"  # the inventory's own keys stay
@@ -257,7 +257,7 @@ def test_retention_properties(seed):
 
 # --- rsync commands ----------------------------------------------------------------------------------------------
 
-SOURCE = {"name": "app1", "fqdn": "app1.production.wpdn", "address": "10.10.10.51", "port": 873, "paths": ["/etc"]}
+SOURCE = {"name": "app1", "fqdn": "app1.production.wpdn", "address": "10.10.10.51", "port": 8873, "paths": ["/etc"]}
 
 
 def test_filter_rules_select_the_paths_and_their_parents_only():
@@ -276,11 +276,11 @@ def test_pull_command():
     argv = logic.pull_command(SOURCE, config, "/srv/backup/app1/N.partial", "/srv/backup/app1/P", "/run/pw", "rsync")
     assert argv[:4] == ["rsync", "-a", "--delete", "--numeric-ids"]
     assert "--link-dest=/srv/backup/app1/P" in argv and "--password-file=/run/pw" in argv
-    assert argv[-2:] == ["rsync://backup@10.10.10.51/rolestack-backup/", "/srv/backup/app1/N.partial/"]
+    assert argv[-2:] == ["rsync://backup@10.10.10.51:8873/rolestack-backup/", "/srv/backup/app1/N.partial/"]
     assert argv[-4:-2] == ["--filter=+ /etc/***", "--filter=- *"]
-    first = logic.pull_command(dict(SOURCE, port=8873, address=None), config, "/d.partial", None, "/pw")
+    first = logic.pull_command(dict(SOURCE, port=873, address=None), config, "/d.partial", None, "/pw")
     assert not [arg for arg in first if arg.startswith("--link-dest")]
-    assert first[-2] == "rsync://backup@app1.production.wpdn:8873/rolestack-backup/"
+    assert first[-2] == "rsync://backup@app1.production.wpdn/rolestack-backup/"  # rsync's own port: not named
 
 
 def test_restore_command():
@@ -302,6 +302,25 @@ def test_source_config_allows_the_backup_host_only_and_filters_both_modules():
         assert "filter = + /etc/*** - *" in section and "auth users = backup" in section
     assert "list = no" in text
     assert "rolestack-restore" not in logic.render_source_config(spec, "10.10.10.4", "/s", restore=False)
+
+
+def test_source_pillar_gives_a_source_its_config_and_own_secret_only(example):
+    derived = logic.derive(example, _entries(example))
+    assert derived["sources"] == inv.derive(example)["hosts"]["backup"]["backup"]["sources"]
+    secret = example["secrets"]["rsync_backup_secret"]
+    app1 = logic.source_pillar(derived, "app1", "10.10.10.4", secret)
+    assert app1["secrets"] == f"backup:{logic.host_secret(secret, 'app1')}\n" and secret not in app1["secrets"]
+    assert app1["port"] == logic.PORT and app1["config_file"] != "/etc/rsyncd.conf"  # the salt role's
+    assert "hosts allow = 10.10.10.4" in app1["config"] and "filter = + /etc/*** - *" in app1["config"]
+    db2 = logic.source_pillar(derived, "db2", "10.10.10.4", secret, restore=False)
+    assert "+ /var/backups/rolestack/db/***" in db2["config"] and "rolestack-restore" not in db2["config"]
+    assert logic.source_pillar(derived, "backup", "10.10.10.4", secret) is None
+
+
+def _entries(example):
+    """The derivation's host entries (name, fqdn, address, roles) of the example, as the inventory util builds them."""
+    hosts = inv.derive(example)["hosts"]
+    return [dict(pillar["host"]) for pillar in hosts.values()]
 
 
 def test_stats_and_errors():
