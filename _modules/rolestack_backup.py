@@ -103,7 +103,7 @@ def _rsync():
     return found
 
 
-def _run_rsync(argv, secret=None, timeout=None):
+def _run_rsync(argv, timeout=None):
     env = {key: value for key, value in os.environ.items() if key != "RSYNC_PASSWORD"}
     env["LC_ALL"] = "C"
     try:
@@ -151,7 +151,11 @@ def _pull(config, source, rsync):
         if done.returncode not in logic.RSYNC_OK:
             raise logic.BackupError(logic.rsync_error(done.returncode, done.stderr))
         record.update(logic.parse_stats(done.stdout))
-        previous_manifest = _read_manifest(previous) if previous else None
+        try:
+            previous_manifest = _read_manifest(previous) if previous else None
+        except logic.BackupError as error:  # every file is hashed again; verify reports that snapshot's manifest
+            log.warning("rolestack_backup: %s%s: %s", previous, logic.MANIFEST, error)
+            previous_manifest = None
         manifest = logic.build_manifest(partial, previous, previous_manifest)
         temporary = os.path.join(host_dir, snapshot + logic.PARTIAL + logic.MANIFEST)
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -199,7 +203,7 @@ def run(host=None, prune=True):
             f"host: {host!r} is not a backup source (sources: {', '.join(sorted(config['sources'])) or 'none'})"
         )
     rsync = _rsync()
-    os.makedirs(config["root"], mode=0o711, exist_ok=True)
+    os.makedirs(config["root"], mode=0o700, exist_ok=True)
     records = {}
     try:
         with logic.RunLock(os.path.join(config["root"], logic.LOCK_FILE)):
@@ -214,6 +218,8 @@ def run(host=None, prune=True):
                 records[name] = record
     except logic.BackupError as error:
         raise CommandExecutionError(f"rolestack_backup.run: {error}") from None
+    except OSError as error:  # the status file, a prune
+        raise CommandExecutionError(f"rolestack_backup.run: {error.filename}: {error.strerror}") from None
     failed = [logic.result_line(record) for record in records.values() if record["result"] != "ok"]
     if failed:
         raise CommandExecutionError(f"rolestack_backup.run: {len(failed)} host(s) failed: " + "; ".join(failed))

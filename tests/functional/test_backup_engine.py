@@ -394,3 +394,17 @@ def test_verify_finds_a_changed_a_missing_and_an_added_file(sources, engine):
     assert not verified["ok"]
     assert verified["changed"] == ["etc/hostname"] and verified["missing"] == ["srv/www/index.html"]
     assert verified["unlisted"] == ["etc/added"]
+
+
+def test_a_broken_manifest_is_reported_by_verify_and_does_not_stop_the_next_run(sources, engine):
+    app1 = sources("app1")
+    module = engine([app1])
+    first = module.run()["app1"]["snapshot"]
+    (module.root / "app1" / (first + logic.MANIFEST)).write_text("not a manifest\n")
+    with pytest.raises(CommandExecutionError, match=r"\.sha256: manifest line 1: expected '<sha256>  \./<path>'"):
+        module.verify("app1")
+    second = module.run(prune=False)["app1"]
+    assert second["result"] == "ok" and module.verify("app1")["ok"] and module.verify("app1")["checked"] == 203
+    (module.root / "app1" / (second["snapshot"] + logic.MANIFEST)).unlink()
+    with pytest.raises(CommandExecutionError, match="no manifest"):
+        module.verify("app1")
