@@ -18,6 +18,7 @@ import ipaddress
 import rolestack_dns as zones
 import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
+import rolestack_nfs as nfs
 import rolestack_rsync as rsync
 from rolestack_inventory_schema import CACHE_SETTINGS
 from rolestack_inventory_schema import CLUSTER_ROLES
@@ -70,10 +71,11 @@ DB_CERT_DAYS_REMAINING = 30
 
 
 def validate(inventory):
-    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync)."""
+    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync), backup.nfs's."""
     errors = validate_schema(inventory)
     if isinstance(inventory, dict):
         errors += rsync.validate(inventory)
+        errors += nfs.validate(inventory)  # backup.nfs (rolestack_nfs)
     return errors
 
 
@@ -315,6 +317,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
     operators = jumpbox.operators_pillar(inventory.get("operators"))  # the jump box (rolestack_jumpbox)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
     db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
+    nfs_share = nfs.derive(inventory, core["backup"], [member(e) for e in by_role["elastic"]])  # rolestack_nfs
 
     out = {}
     for name, entry in hosts.items():
@@ -386,6 +389,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
         if password_users:
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
         _rsync_pillar(pillar, granted, rsync_pillar, name)
+        _nfs_pillar(pillar, nfs_share)
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
@@ -519,6 +523,15 @@ def _rsync_pillar(pillar, granted, derived, name):
         pillar["rsync_client"] = derived["clients"][name]
     if derived["secrets"].get(name):
         granted[rsync.RSYNC_SECRET] = derived["secrets"][name]
+
+
+def _nfs_pillar(pillar, share):
+    """The NFS share of ElasticSearch snapshots (rolestack_nfs.derive): rolestack:backup:nfs, rolestack:elastic:nfs."""
+    roles = pillar["host"]["roles"]
+    if "backup" in roles:  # every host has rolestack:backup (its host); the backup host gets the export
+        pillar["backup"] = dict(pillar["backup"], nfs=share["server"])
+    if "elastic" in roles:
+        pillar["elastic"]["nfs"] = share["client"]
 
 
 def _etc_hosts(core_lines, entry):
