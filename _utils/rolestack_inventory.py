@@ -530,6 +530,9 @@ def _nfs_pillar(pillar, share):
     roles = pillar["host"]["roles"]
     if "backup" in roles:  # every host has rolestack:backup (its host); the backup host gets the export
         pillar["backup"] = dict(pillar["backup"], nfs=share["server"])
+        if share["server"]:  # port 2049 from the elastic hosts only (a new list: the others are shared)
+            services = (pillar.get("firewall") or {}).get("services", [])
+            pillar["firewall"] = {"services": [*services, nfs.firewall_service(share["server"])]}
     if "elastic" in roles:
         pillar["elastic"]["nfs"] = share["client"]
 

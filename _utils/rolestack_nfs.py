@@ -140,10 +140,11 @@ def derive(inventory, backup_host, elastic_hosts):
     """
     The NFS share's pillar of a valid inventory. ``backup_host``: the backup host's member entry (name, fqdn,
     address) or None; ``elastic_hosts``: the member entries of the elastic hosts that have an address. Returns
-    ``{"server": rolestack:backup:nfs, "client": rolestack:elastic:nfs}``; both are None when there is no share
-    (no backup host, its address still pending, or no elastic host: nothing is exported, nothing mounted).
+    ``{"server": rolestack:backup:nfs, "client": rolestack:elastic:nfs}``; both are None when there is no backup
+    host or its address is still pending. Without an elastic host the export allows nobody (a former client is
+    removed from the configuration, not left in it).
     """
-    if not backup_host or not backup_host.get("address") or not elastic_hosts:
+    if not backup_host or not backup_host.get("address"):
         return {"server": None, "client": None}
     spec = settings(inventory)
     account = {"user": USER, "group": GROUP, "uid": spec["uid"], "gid": spec["gid"]}
@@ -176,6 +177,15 @@ def derive(inventory, backup_host, elastic_hosts):
         "path_repo": path_repo_line(MOUNT_POINT),
     }
     return {"server": server, "client": client}
+
+
+def firewall_service(server):
+    """
+    The backup host's firewall service of the share (rolestack:firewall:services): port 2049 from the elastic hosts
+    only. Beside the export's CLIENT list: ganesha 4.3 ignores ``Bind_addr`` on a host without an IPv6 address
+    other than ::1 (its IPv6 socket then listens on every address), the firewall still drops other hosts.
+    """
+    return {"name": "nfs", "port": server["port"], "allow": [f"{address}/32" for address in server["clients"]]}
 
 
 def path_repo_line(mount_point):
@@ -249,8 +259,8 @@ def render_exports(server):
     The kernel server's exports file (``/etc/exports.d/``): the directory, read-write for each client, root
     squashed to the fixed uid/gid, synchronous writes. Not run here (no nfsd in this kernel): unit-tested only.
     """
-    if not server["clients"]:  # a path without a client is exported to every host
-        raise ValueError("an exports line needs at least one client")
+    if not server["clients"]:  # never a path without a client: it would be exported to every host
+        return HEADER + "# no elastic host with an address in the inventory: nothing is exported\n"
     options = f"rw,sync,no_subtree_check,root_squash,anonuid={server['uid']},anongid={server['gid']},sec=sys"
     clients = " ".join(f"{address}({options})" for address in server["clients"])
     return HEADER + f"{server['path']} {clients}\n"

@@ -115,12 +115,17 @@ def test_the_backup_host_exports_to_the_elastic_hosts_only(example):
         and client["path_repo"] == 'path.repo: ["/mnt/elasticsearch-snapshots"]'
     )
     assert "hard" in client["opts"].split(",") and "soft" not in client["opts"]
+    # the firewall guards port 2049 too: the elastic hosts only (besides loopback)
+    assert {"name": "nfs", "port": 2049, "allow": ["10.10.10.41/32"]} in hosts["backup"]["firewall"]["services"]
+    assert hosts["backup"]["firewall"]["services"][0]["name"] == "ssh"
     # nobody else gets the share's pillar
     for name, pillar in hosts.items():
         if name != "backup":
             assert "nfs" not in pillar["backup"], name
         if name != "elastic1":
             assert "nfs" not in (pillar.get("elastic") or {}), name
+        if name != "backup":
+            assert "nfs" not in [service["name"] for service in (pillar.get("firewall") or {}).get("services", [])]
 
 
 def test_more_elastic_hosts_are_all_clients_and_pending_ones_none(example):
@@ -133,11 +138,13 @@ def test_more_elastic_hosts_are_all_clients_and_pending_ones_none(example):
     assert hosts["elastic2"]["elastic"]["nfs"] == hosts["elastic1"]["elastic"]["nfs"]
 
 
-def test_no_elastic_host_or_no_backup_host_means_no_share(example):
+def test_no_elastic_host_closes_the_export_and_no_backup_host_means_no_share(example):
     data = copy.deepcopy(example)
     del data["hosts"]["elastic1"]
     data["aliases"].pop("elasticsearch")
-    assert inv.derive(data)["hosts"]["backup"]["backup"]["nfs"] is None
+    share = inv.derive(data)["hosts"]["backup"]["backup"]["nfs"]
+    assert share["clients"] == [] and "CLIENT" not in share["config"] and "Access_Type = RW" not in share["config"]
+    assert nfs.firewall_service(share) == {"name": "nfs", "port": 2049, "allow": []}  # loopback only
     data = copy.deepcopy(example)
     del data["hosts"]["backup"]
     del data["secrets"]["rsync_backup_secret"]
@@ -234,6 +241,6 @@ def test_kernel_exports_line_allows_the_clients_only_root_squashed():
     assert path == "/srv/exports/elasticsearch"
     options = "rw,sync,no_subtree_check,root_squash,anonuid=3001,anongid=3002,sec=sys"
     assert clients == [f"10.10.10.41({options})", f"10.10.10.42({options})"]
-    # a path without a client would be exported to every host
-    with pytest.raises(ValueError, match="at least one client"):
-        nfs.render_exports(_server(clients=[]))
+    # never a path without a client: it would be exported to every host
+    closed = nfs.render_exports(_server(clients=[]))
+    assert [line for line in closed.splitlines() if not line.startswith("#")] == []
