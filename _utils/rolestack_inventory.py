@@ -75,6 +75,7 @@ def validate(inventory):
     errors = validate_schema(inventory)
     if isinstance(inventory, dict):
         errors += rsync.validate(inventory)
+        errors += nfs.validate_backup(inventory)  # the backup mapping's keys (rolestack_nfs.BACKUP_KEYS)
         errors += nfs.validate(inventory)  # backup.nfs (rolestack_nfs)
     return errors
 

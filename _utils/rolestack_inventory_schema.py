@@ -69,8 +69,6 @@ TOP_KEYS = (
     "operators",
     "backup",
 )
-# the backup role's keys (``backup.<key>``), each validated by its util: nfs by rolestack_nfs.validate
-BACKUP_KEYS = ("nfs",)
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {
     "semi_sync_timeout_ms": (10000, 100, 3600000, "how long masterdb waits for a replica's acknowledgement"),

@@ -25,7 +25,6 @@ become that account anyway). Other local users of an elastic host keep their own
 import ipaddress
 import posixpath
 
-from rolestack_inventory_schema import BACKUP_KEYS
 from rolestack_inventory_schema import _fmt
 from rolestack_inventory_schema import _got
 from rolestack_inventory_schema import _key
@@ -33,6 +32,9 @@ from rolestack_inventory_schema import _kind
 from rolestack_rsync import FORBIDDEN_PATHS
 from rolestack_rsync import PATH_RE
 
+# the backup key's keys this branch knows (validate_backup): the backup engine's validator checks the mapping too;
+# when both are merged, one check with every key stays (docs/roles/backup.md, "NFS share")
+BACKUP_KEYS = ("nfs",)
 NFS_KEYS = ("server", "uid", "gid", "path")
 SERVERS = ("ganesha", "kernel")
 # uid/gid of the elasticsearch account: outside Debian's system range (100-999, given out per host by packages in
@@ -43,7 +45,7 @@ USER = GROUP = "elasticsearch"  # the account ElasticSearch's package creates (a
 NFS_PORT = 2049
 DIR_MODE = "0770"
 # the elastic hosts' side: where the share is mounted, ElasticSearch's configuration holding path.repo
-MOUNT_POINT = "/mnt/elasticsearch-snapshots"
+MOUNT_POINT = "/mnt/elastic-snapshots"  # rolestack_elastic (the snapshot repositories) uses the same
 MOUNT_OPTS = "rw,hard,noatime,_netdev,proto=tcp,port=2049,sec=sys"
 ES_CONFIG = "/etc/elasticsearch/elasticsearch.yml"
 GANESHA_CONFIG = "/etc/ganesha/ganesha.conf"
@@ -69,21 +71,26 @@ SERVER_SETTINGS = {
 HEADER = "# Managed by salt (rolestack, states/backup/nfs.sls): derived from the inventory; edits are overwritten.\n"
 
 
+def validate_backup(inventory):
+    """The ``backup`` key of an inventory mapping: a mapping (or nothing) with known keys only."""
+    backup = inventory.get("backup")
+    if backup is None:
+        return []
+    if not isinstance(backup, dict):
+        return [f"backup: got {_kind(backup)}, expected a mapping with keys {', '.join(BACKUP_KEYS)} (or nothing)"]
+    return [
+        f"backup.{_key(key)}: unknown key (value: {_kind(value)}), expected one of {', '.join(BACKUP_KEYS)}"
+        for key, value in backup.items()
+        if key not in BACKUP_KEYS
+    ]
+
+
 def validate(inventory):
-    """The ``backup`` key's mapping and its ``nfs`` key of an inventory mapping: the list of every problem."""
+    """``backup.nfs`` of an inventory mapping (when ``backup`` is a mapping): the list of every problem."""
     errors = []
     err = errors.append
     backup = inventory.get("backup")
-    if backup is None:
-        return errors
-    if not isinstance(backup, dict):
-        return [f"backup: got {_kind(backup)}, expected a mapping with keys {', '.join(BACKUP_KEYS)} (or nothing)"]
-    for key in backup:
-        if key not in BACKUP_KEYS:
-            err(
-                f"backup.{_key(key)}: unknown key (value: {_kind(backup[key])}), expected one of {', '.join(BACKUP_KEYS)}"
-            )
-    spec = backup.get("nfs")
+    spec = backup.get("nfs") if isinstance(backup, dict) else None
     if spec is None:
         return errors
     if not isinstance(spec, dict):

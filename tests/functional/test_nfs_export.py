@@ -171,6 +171,16 @@ def test_the_server_listens_on_the_backup_hosts_address_only(elastic_view):
     assert elsewhere.returncode != 0, elsewhere
 
 
+def test_the_backup_hosts_firewall_admits_nfs_from_the_elastic_hosts_only(make_loaders):
+    module = make_loaders("backup").modules.rolestack_kv
+    text = module.firewall_ruleset()
+    assert "tcp dport 2049 ip saddr @nfs_allow_v4 accept" in text and "tcp dport 2049 drop" in text
+    assert "elements = { 10.10.10.41/32 }" in text and 'tcp dport 2049 iif "lo" accept' in text
+    assert "tcp dport 22 ip saddr @ssh_allow_v4 accept" in text  # the host's other guarded port stays
+    if shutil.which("nft"):
+        assert module.firewall_check() is True  # nft -c: nothing loaded
+
+
 # the states: rendered and dry-run only
 
 
@@ -223,7 +233,7 @@ def test_elastic_nfs_dry_run_mounts_the_share_and_sets_path_repo(make_loaders):
     assert isinstance(high, dict), high
     assert _arg(high, "elastic-nfs-mount", "device") == share["device"] == "10.10.10.4:/srv/exports/elasticsearch"
     assert _arg(high, "elastic-nfs-mount", "fstype") == "nfs4"
-    assert _arg(high, "elastic-nfs-mount", "name") == "/mnt/elasticsearch-snapshots"
+    assert _arg(high, "elastic-nfs-mount", "name") == "/mnt/elastic-snapshots"
     assert _arg(high, "elastic-nfs-user", "uid") == 2500 and _arg(high, "elastic-nfs-group", "gid") == 2500
     # no ElasticSearch here: path.repo waits for its configuration file (checked while rendering)
     assert "test" in high["elastic-nfs-path-repo"] and share["es_config"] in _arg(high, "elastic-nfs-path-repo", "text")
@@ -245,13 +255,13 @@ def test_elastic_nfs_sets_path_repo_once_elasticsearch_is_installed(make_loaders
     loaders = make_loaders("elastic1", ext_pillar=[], pillar_roots={"base": [str(tree)]})
     high = loaders.modules.state.show_sls("elastic.nfs")
     assert isinstance(high, dict), high
-    assert _arg(high, "elastic-nfs-path-repo", "content") == 'path.repo: ["/mnt/elasticsearch-snapshots"]'
+    assert _arg(high, "elastic-nfs-path-repo", "content") == 'path.repo: ["/mnt/elastic-snapshots"]'
     assert _arg(high, "elastic-nfs-path-repo", "name") == str(es_config)
     assert _arg(high, "elastic-nfs-path-repo", "require") == [{"mount": "elastic-nfs-mount"}]
     ret = loaders.modules.state.sls("elastic.nfs", test=True)
     assert not ret.failed, ret.raw
     path_repo = next(state for state in ret if state.id == "elastic-nfs-path-repo")
-    assert path_repo.result is None and 'path.repo: ["/mnt/elasticsearch-snapshots"]' in str(path_repo.changes)
+    assert path_repo.result is None and 'path.repo: ["/mnt/elastic-snapshots"]' in str(path_repo.changes)
     assert es_config.read_text() == "cluster.name: main\n"  # a dry run
 
 

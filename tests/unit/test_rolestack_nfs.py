@@ -110,10 +110,7 @@ def test_the_backup_host_exports_to_the_elastic_hosts_only(example):
         "elasticsearch",
         "elasticsearch",
     )
-    assert (
-        client["mount_point"] == nfs.MOUNT_POINT
-        and client["path_repo"] == 'path.repo: ["/mnt/elasticsearch-snapshots"]'
-    )
+    assert client["mount_point"] == nfs.MOUNT_POINT and client["path_repo"] == 'path.repo: ["/mnt/elastic-snapshots"]'
     assert "hard" in client["opts"].split(",") and "soft" not in client["opts"]
     # the firewall guards port 2049 too: the elastic hosts only (besides loopback)
     assert {"name": "nfs", "port": 2049, "allow": ["10.10.10.41/32"]} in hosts["backup"]["firewall"]["services"]
