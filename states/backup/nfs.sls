@@ -8,9 +8,10 @@
 {%- set nfs = rs.backup.get('nfs') %}
 
 {%- if not nfs %}
+{#- the export is bound to the host's address: it waits for the mine to report it (the next run) #}
 backup-nfs-pending:
-  test.fail_without_changes:
-    - name: "no rolestack:backup:nfs for {{ grains['id'] }}: its address is not known yet (rolestack:pending)"
+  test.show_notification:
+    - text: "no NFS export yet: the address of {{ grains['id'] }} is not known yet (rolestack:pending)"
 {%- else %}
 {#- an NFSv4-only ganesha needs none of these; rpcbind would listen on port 111 on every address. Masked before
     the packages are installed (their installation would start them) #}

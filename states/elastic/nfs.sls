@@ -8,8 +8,8 @@
 
 {%- if not nfs %}
 elastic-nfs-no-backup-host:
-  test.fail_without_changes:
-    - name: "no rolestack:elastic:nfs for {{ grains['id'] }}: the inventory has no backup host with an address"
+  test.show_notification:
+    - text: "nothing to mount: the inventory has no backup host with a known address"
 {%- else %}
 elastic-nfs-packages:
   pkg.installed:

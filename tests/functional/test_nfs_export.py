@@ -265,6 +265,17 @@ def test_elastic_nfs_sets_path_repo_once_elasticsearch_is_installed(make_loaders
     assert es_config.read_text() == "cluster.name: main\n"  # a dry run
 
 
+def test_without_a_backup_host_the_elastic_hosts_mount_nothing(make_loaders, pillar_tree):
+    inventory = pillar_tree / "inventory.yaml"
+    data = yaml.safe_load(inventory.read_text())
+    del data["hosts"]["backup"], data["secrets"]["rsync_backup_secret"]
+    inventory.write_text(yaml.safe_dump(data))
+    ret = make_loaders("elastic1").modules.state.sls("elastic.nfs", test=True)
+    assert not ret.failed, ret.raw
+    assert [state.id for state in ret] == ["elastic-nfs-no-backup-host"]
+    assert "no backup host" in next(iter(ret)).comment
+
+
 @pytest.mark.parametrize(
     ("sls", "minion", "refusal"),
     [
