@@ -31,6 +31,7 @@ from rolestack_inventory_schema import _key
 from rolestack_inventory_schema import _kind
 from rolestack_rsync import FORBIDDEN_PATHS
 from rolestack_rsync import PATH_RE
+from rolestack_rsync import _nested
 
 # the backup key's keys this branch knows (validate_backup): the backup engine's validator checks the mapping too;
 # when both are merged, one check with every key stays (docs/roles/backup.md, "NFS share")
@@ -131,10 +132,6 @@ def _check_path(path, value, err):
         err(
             f"{path}: got {_fmt(value)}, expected a directory outside {', '.join(FORBIDDEN_PATHS)} (such as under /srv)"
         )
-
-
-def _nested(path, other):
-    return path == other or path.startswith(other.rstrip("/") + "/")
 
 
 def settings(inventory):
