@@ -3,10 +3,10 @@ The NFS share of ElasticSearch snapshots (docs/roles/backup.md, "NFS share").
 
 A real ganesha.nfsd runs with the configuration rolestack_nfs renders for the backup host (NFSv4 only, FSAL VFS,
 root squashed to the fixed uid/gid), in a private network namespace (``unshare --net``: loopback up, 127.0.0.2/8
-added, so nothing listens or is sent outside it), its own directories, log and pid file, stopped by its PID. The
-libnfs client (``nfs-ls``, ``nfs-cp``, ``nfs-cat``) runs inside that namespace (``nsenter --net``) and always
-connects from 127.0.0.1: the server allowing 127.0.0.1 stands for an elastic host's view, the one allowing only
-127.0.0.2 for a host that is not elastic. The states are only rendered and dry-run (test=True): they install
+added, so nothing listens or is sent outside it) and a private /run, with its own directories, log and pid file,
+stopped by its PID. The libnfs client (``nfs-ls``, ``nfs-cp``, ``nfs-cat``) runs inside that network namespace
+(``nsenter --net``) and always connects from 127.0.0.1: the server allowing 127.0.0.1 stands for an elastic host's
+view, the one allowing only 127.0.0.2 for a host that is not elastic. The states are only rendered and dry-run (test=True): they install
 packages and mount file systems.
 """
 
@@ -64,9 +64,14 @@ class PrivateGanesha(PrivateService):
         # 127.0.0.2/8 on lo: a second local address, and an IPv4 address other than 127.0.0.1; fd00::1 an IPv6
         # address other than ::1 (ganesha resolves Bind_addr with getaddrinfo's AI_ADDRCONFIG, which counts neither
         # loopback address: with no IPv4 one it refuses to start, with no IPv6 one its IPv6 socket ignores
-        # Bind_addr and listens on every address). exec: the PID we hold is ganesha's
-        script = 'ip link set lo up && ip addr add 127.0.0.2/8 dev lo && ip -6 addr add fd00::1/128 dev lo && exec "$@"'
-        return ["unshare", "--net", "sh", "-c", script, "sh", self.binary, "-F", "-f", str(self.config)] + [
+        # Bind_addr and listens on every address). A private /run (a mount namespace): ganesha keeps its callback
+        # credentials in /run/ganesha. exec: the PID we hold is ganesha's
+        script = (
+            "ip link set lo up && ip addr add 127.0.0.2/8 dev lo && ip -6 addr add fd00::1/128 dev lo"
+            ' && mount -t tmpfs tmpfs /run && exec "$@"'
+        )
+        namespaces = ["unshare", "--net", "--mount", "--propagation", "private"]
+        return [*namespaces, "sh", "-c", script, "sh", self.binary, "-F", "-f", str(self.config)] + [
             "-L",
             str(self.nfsd_log),
             "-p",
