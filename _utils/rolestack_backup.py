@@ -64,7 +64,7 @@ MAX_AGE_HOURS = 26  # status: a host without a success for longer is stale
 RETENTION_DEFAULTS = {"daily": 7, "weekly": 4, "monthly": 6}
 RETENTION_MAX = 3660
 SCHEDULE_DEFAULT = "01:30"  # UTC
-BACKUP_KEYS = ("paths", "retention", "schedule")
+BACKUP_KEYS = ("paths", "retention", "schedule", "nfs")  # nfs: the NFS share, validated by rolestack_nfs.validate
 PATH_RE = re.compile(r"^/[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
 # never backed up: kernel and runtime file systems, and the backup tree itself
 FORBIDDEN_PATHS = ("/dev", "/proc", "/run", "/sys", "/tmp", ROOT)

@@ -19,6 +19,7 @@ import rolestack_backup as backup_engine
 import rolestack_dns as zones
 import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
+import rolestack_nfs as nfs
 import rolestack_rsync as rsync
 from rolestack_inventory_schema import CACHE_SETTINGS
 from rolestack_inventory_schema import CLUSTER_ROLES
@@ -76,6 +77,7 @@ def validate(inventory):
     if isinstance(inventory, dict):
         errors += rsync.validate(inventory)
         errors += backup_engine.validate(inventory)  # the backup key (rolestack_backup)
+        errors += nfs.validate(inventory)  # backup.nfs (rolestack_nfs)
     return errors
 
 
@@ -317,6 +319,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
     operators = jumpbox.operators_pillar(inventory.get("operators"))  # the jump box (rolestack_jumpbox)
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
     db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
+    nfs_share = nfs.derive(inventory, core["backup"], [member(e) for e in by_role["elastic"]])  # rolestack_nfs
 
     out = {}
     for name, entry in hosts.items():
@@ -389,6 +392,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
         if password_users:
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
         _rsync_pillar(pillar, granted, rsync_pillar, name)
+        _nfs_pillar(pillar, nfs_share)
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
@@ -522,6 +526,18 @@ def _rsync_pillar(pillar, granted, derived, name):
         pillar["rsync_client"] = derived["clients"][name]
     if derived["secrets"].get(name):
         granted[rsync.RSYNC_SECRET] = derived["secrets"][name]
+
+
+def _nfs_pillar(pillar, share):
+    """The NFS share of ElasticSearch snapshots (rolestack_nfs.derive): rolestack:backup:nfs, rolestack:elastic:nfs."""
+    roles = pillar["host"]["roles"]
+    if "backup" in roles:  # every host has rolestack:backup (its host); the backup host gets the export
+        pillar["backup"] = dict(pillar["backup"], nfs=share["server"])
+        if share["server"]:  # port 2049 from the elastic hosts only (a new list: the others are shared)
+            services = (pillar.get("firewall") or {}).get("services", [])
+            pillar["firewall"] = {"services": [*services, nfs.firewall_service(share["server"])]}
+    if "elastic" in roles:
+        pillar["elastic"]["nfs"] = share["client"]
 
 
 def _etc_hosts(core_lines, entry):

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   mariadb-server mariadb-client mariadb-backup
   redis-server memcached nutcracker libmemcached-tools nftables gdnsd rsync xinetd
   systemd-container debootstrap
+  nfs-ganesha nfs-ganesha-vfs libnfs-utils
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
