@@ -16,6 +16,7 @@ unit tests, the CLI and the bench.
 import ipaddress
 
 import rolestack_dns as zones
+import rolestack_elastic as elastic
 import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
 import rolestack_rsync as rsync
@@ -70,10 +71,11 @@ DB_CERT_DAYS_REMAINING = 30
 
 
 def validate(inventory):
-    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync)."""
+    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync) and elastic's."""
     errors = validate_schema(inventory)
     if isinstance(inventory, dict):
         errors += rsync.validate(inventory)
+        errors += elastic.validate(inventory)
     return errors
 
 
@@ -357,6 +359,11 @@ def derive(inventory, mine_addresses=None, published_records=None):
                     "allow": key_value_allow,
                     **key_value["caches"].get(role, {}).get(entry["cluster"], {}),
                 }
+        if "elastic" in roles:  # the snapshot repository and the scheduled snapshots (rolestack_elastic)
+            snapshot_members = [m["name"] for m in cluster_members["elastic"].get(entry["cluster"], [])]
+            pillar["elastic"]["snapshots"] = elastic.snapshots_pillar(
+                inventory, entry["cluster"], snapshot_members, name
+            )
         services = [service for role in KEY_VALUE_ROLES if role in roles for service in key_value["services"][role]]
         ssh_service = jumpbox.firewall_service(pillar["ssh"]["allow_from"])  # sshd: from the salt host only
         if ssh_service:

@@ -67,6 +67,7 @@ TOP_KEYS = (
     "secrets",
     "rsync",
     "operators",
+    "elastic",  # the elastic role's snapshots (validated by rolestack_elastic.validate)
 )
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {
