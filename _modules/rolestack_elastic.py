@@ -101,14 +101,10 @@ def repository_changes(name=None, location=None, compress=True, url=None):
 
         salt elastic1 rolestack_elastic.repository_changes
     """
-    spec = _settings(repository=name, location=location, url=url)
-    if not spec.get("location"):
-        raise SaltInvocationError("rolestack_elastic.repository_changes: location: missing, expected a directory path")
-    try:
-        found = _client(spec).get_repository(spec["repository"])
-    except logic.ElasticError as error:
-        raise _fail("repository_changes", error) from None
-    return logic.repository_changes(found, logic.repository_body(spec["location"], compress))
+    _name, body, found = _wanted_repository(
+        "repository_changes", name, location, compress, url, lambda client, repo, body: client.get_repository(repo)
+    )
+    return logic.repository_changes(found, body)
 
 
 def register_repository(name=None, location=None, compress=True, url=None):
@@ -134,15 +130,24 @@ def register_repository(name=None, location=None, compress=True, url=None):
 
         salt elastic1 rolestack_elastic.register_repository
     """
+    name, body, answer = _wanted_repository("register_repository", name, location, compress, url, _put)
+    return {"name": name, "body": body, "acknowledged": bool(answer.get("acknowledged"))}
+
+
+def _put(client, repository, body):
+    return client.put_repository(repository, body)
+
+
+def _wanted_repository(function, name, location, compress, url, call):
+    """(name, body, ``call(client, name, body)``) for the wanted repository; a failure is named after ``function``."""
     spec = _settings(repository=name, location=location, url=url)
     if not spec.get("location"):
-        raise SaltInvocationError("rolestack_elastic.register_repository: location: missing, expected a directory path")
+        raise SaltInvocationError(f"rolestack_elastic.{function}: location: missing, expected a directory path")
     body = logic.repository_body(spec["location"], compress)
     try:
-        answer = _client(spec).put_repository(spec["repository"], body)
+        return spec["repository"], body, call(_client(spec), spec["repository"], body)
     except logic.ElasticError as error:
-        raise _fail("register_repository", error) from None
-    return {"name": spec["repository"], "body": body, "acknowledged": bool(answer.get("acknowledged"))}
+        raise _fail(function, error) from None
 
 
 def _list(client, spec, function):

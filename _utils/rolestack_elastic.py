@@ -23,6 +23,7 @@ never one newer than the oldest good snapshot kept, never one this platform did 
 
 import datetime
 import http.client
+import ipaddress
 import json
 import re
 import ssl
@@ -97,8 +98,6 @@ def _check_url(path, value, err):
 
 
 def _is_ip(text):
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -106,34 +105,37 @@ def _is_ip(text):
     return True
 
 
+def _matches(pattern):
+    return lambda value: isinstance(value, str) and bool(pattern.match(value))
+
+
+def _in_range(value):
+    return not isinstance(value, bool) and isinstance(value, int) and RETENTION_RANGE[0] <= value <= RETENTION_RANGE[1]
+
+
+# key -> (is it valid, what was expected)
+CHECKS = {
+    "snapshot_repository": (
+        _matches(REPOSITORY_RE),
+        "a repository name of lowercase letters, digits, _ and - (at most 64, not starting with _ or -) such as "
+        f"{DEFAULT_REPOSITORY!r}",
+    ),
+    "snapshot_retention": (
+        _in_range,
+        f"an integer from {RETENTION_RANGE[0]} to {RETENTION_RANGE[1]} (how many good snapshots to keep)",
+    ),
+    "snapshot_time": (_matches(TIME_RE), f"a quoted time of day HH:MM in UTC such as {DEFAULT_TIME!r}"),
+}
+
+
 def validate(inventory):
     """The inventory's ``elastic`` key: the list of every problem (each naming the key path)."""
     errors = []
     err = errors.append
     spec = _check_mapping("elastic", inventory.get("elastic"), ELASTIC_KEYS, err) or {}
-    if "snapshot_repository" in spec:
-        value = spec["snapshot_repository"]
-        if not isinstance(value, str) or not REPOSITORY_RE.match(value):
-            err(
-                f"elastic.snapshot_repository: got {_fmt(value)} ({_kind(value)}), expected a repository name of "
-                f"lowercase letters, digits, _ and - (at most 64, not starting with _ or -) such as "
-                f"{DEFAULT_REPOSITORY!r}"
-            )
-    if "snapshot_retention" in spec:
-        value = spec["snapshot_retention"]
-        low, high = RETENTION_RANGE
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            err(
-                f"elastic.snapshot_retention: got {_fmt(value)} ({_kind(value)}), expected an integer from {low} to "
-                f"{high} (how many good snapshots to keep)"
-            )
-    if "snapshot_time" in spec:
-        value = spec["snapshot_time"]
-        if not isinstance(value, str) or not TIME_RE.match(value):
-            err(
-                f"elastic.snapshot_time: got {_fmt(value)} ({_kind(value)}), expected a quoted time of day HH:MM "
-                f"in UTC such as {DEFAULT_TIME!r}"
-            )
+    for key, (valid, expected) in CHECKS.items():
+        if key in spec and not valid(spec[key]):
+            err(f"elastic.{key}: got {_fmt(spec[key])} ({_kind(spec[key])}), expected {expected}")
     if "url" in spec:
         _check_url("elastic.url", spec["url"], err)
     return errors
