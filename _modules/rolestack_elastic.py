@@ -48,9 +48,22 @@ def _settings(**overrides):
     return spec
 
 
+def _password():
+    """The password of rolestack:elastic:snapshots:username, from this host's secrets (never shown)."""
+    secrets = inventory.minion_pillar(__salt__["pillar.get"]).get("secrets") or {}
+    password = secrets.get(logic.PASSWORD_SECRET)
+    if not password:
+        raise CommandExecutionError(
+            f"rolestack_elastic: no secrets.{logic.PASSWORD_SECRET} in this host's pillar, expected the password of "
+            "the inventory's elastic.username"
+        )
+    return password
+
+
 def _client(spec):
+    auth = (spec["username"], _password()) if spec.get("username") else None
     try:
-        return logic.Client(spec["url"])
+        return logic.Client(spec["url"], cafile=spec.get("ca_file"), auth=auth)
     except logic.ElasticError as error:
         raise SaltInvocationError(f"rolestack_elastic: {error}") from None
 

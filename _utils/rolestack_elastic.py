@@ -21,6 +21,7 @@ and never gives a name twice; :func:`retention_plan` picks what a prune deletes 
 never one newer than the oldest good snapshot kept, never one this platform did not name).
 """
 
+import base64
 import datetime
 import http.client
 import ipaddress
@@ -33,7 +34,9 @@ from rolestack_inventory_schema import _check_mapping
 from rolestack_inventory_schema import _fmt
 from rolestack_inventory_schema import _kind
 
-ELASTIC_KEYS = ("snapshot_repository", "snapshot_retention", "snapshot_time", "url")
+ELASTIC_KEYS = ("snapshot_repository", "snapshot_retention", "snapshot_time", "url", "username", "ca_file")
+# the password of elastic.username (a cluster with security enabled): given to the elastic hosts only
+PASSWORD_SECRET = "elastic_snapshot_password"
 DEFAULT_REPOSITORY = "rolestack_backup"
 DEFAULT_RETENTION = 14
 RETENTION_RANGE = (1, 1000)
@@ -55,6 +58,8 @@ SNAPSHOT_TIMEOUT_S = 3600
 REPOSITORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SNAPSHOT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,199}$")
 TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+PATH_RE = re.compile(r"^(/[A-Za-z0-9_.@+-]+)+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 # the names this platform gives: rolestack-2026.12.02-013000, then -1, -2... within the same second
 NAME_FORMAT = "%Y.%m.%d-%H%M%S"
@@ -125,6 +130,11 @@ CHECKS = {
         f"an integer from {RETENTION_RANGE[0]} to {RETENTION_RANGE[1]} (how many good snapshots to keep)",
     ),
     "snapshot_time": (_matches(TIME_RE), f"a quoted time of day HH:MM in UTC such as {DEFAULT_TIME!r}"),
+    "username": (_matches(USERNAME_RE), "a user name of letters, digits and _.@- (at most 64) such as 'snapshots'"),
+    "ca_file": (
+        lambda value: _matches(PATH_RE)(value) and ".." not in value.split("/"),
+        "an absolute path to the CA certificate of the node's https, such as '/etc/elasticsearch/certs/http_ca.crt'",
+    ),
 }
 
 
@@ -138,6 +148,12 @@ def validate(inventory):
             err(f"elastic.{key}: got {_fmt(spec[key])} ({_kind(spec[key])}), expected {expected}")
     if "url" in spec:
         _check_url("elastic.url", spec["url"], err)
+    secrets = inventory.get("secrets")
+    has_password = isinstance(secrets, dict) and PASSWORD_SECRET in secrets  # its value: the schema's check
+    if "username" in spec and not has_password:
+        err(f"secrets.{PASSWORD_SECRET}: missing, expected the password of elastic.username (at least 16 characters)")
+    if has_password and "username" not in spec:
+        err(f"elastic.username: missing, expected the user whose password secrets.{PASSWORD_SECRET} is")
     return errors
 
 
@@ -149,6 +165,8 @@ def settings(inventory):
         "retention": spec.get("snapshot_retention", DEFAULT_RETENTION),
         "time": spec.get("snapshot_time", DEFAULT_TIME),
         "url": spec.get("url", DEFAULT_URL).rstrip("/"),
+        "username": spec.get("username"),
+        "ca_file": spec.get("ca_file"),
     }
 
 
@@ -167,6 +185,8 @@ def snapshots_pillar(inventory, cluster, members, host):
         "compress": True,
         "retention": spec["retention"],
         "url": spec["url"],
+        "username": spec["username"],  # its password: secrets.elastic_snapshot_password
+        "ca_file": spec["ca_file"],
         "scheduler": bool(members) and host == min(members),
         "on_calendar": on_calendar(spec["time"]),
         "timer_unit": TIMER_UNIT,
@@ -366,10 +386,11 @@ def error_message(method, path, status, body):
 class Client:
     """
     A client of the snapshot API of one node (``url``: scheme, host and port; https checks the certificate with
-    the system's CAs, or ``cafile``). Each request opens its own connection.
+    the system's CAs, or ``cafile``; ``auth``: (user, password) sent as HTTP basic authentication, never shown).
+    Each request opens its own connection.
     """
 
-    def __init__(self, url, timeout=TIMEOUT_S, cafile=None):
+    def __init__(self, url, timeout=TIMEOUT_S, cafile=None, auth=None):
         errors = []
         _check_url("url", url, errors.append)
         if errors:
@@ -380,6 +401,10 @@ class Client:
         self.port = parsed.port or (443 if parsed.scheme == "https" else 9200)
         self.timeout = timeout
         self.cafile = cafile
+        self._authorization = None  # never in a message
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            self._authorization = f"Basic {token}"
 
     def _connection(self, timeout):
         if self.scheme == "https":
@@ -391,6 +416,8 @@ class Client:
         """(status, parsed JSON body); ElasticError for a failed connection or an answer of 400 or more."""
         target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()

@@ -46,6 +46,8 @@ SECRETS = {
     "replication_password": {"roles": ("db",), "required": ("db",)},
     "db_admin_password": {"roles": (), "required": ()},
     "rsync_backup_secret": {"roles": ("backup",), "required": ("backup",)},
+    # the password of elastic.username, needed only by a cluster with security enabled (rolestack_elastic)
+    "elastic_snapshot_password": {"roles": ("elastic",), "required": ()},
 }
 MIN_SECRET_LENGTH = 16
 

@@ -36,7 +36,7 @@ def standin(tmp_path):
 def elastic_loaders(make_loaders, tmp_path, standin):
     """loaders(**snapshots) -> the loaders of minion elastic1 whose rolestack:elastic:snapshots is that."""
 
-    def loaders(**overrides):
+    def loaders(secrets=None, **overrides):
         tree = tmp_path / f"pillar-{len(list(tmp_path.glob('pillar-*')))}"
         tree.mkdir()
         (tree / "top.sls").write_text("base:\n  '*':\n    - rolestack\n")
@@ -54,6 +54,7 @@ def elastic_loaders(make_loaders, tmp_path, standin):
                 "platform": {"zone": "production.wpdn"},
                 "host": {"name": "elastic1", "roles": ["elastic"]},
                 "elastic": {"cluster": "main", "snapshots": snapshots},
+                "secrets": secrets or {},
             }
         }
         (tree / "rolestack.sls").write_text(yaml.safe_dump(pillar))
@@ -65,6 +66,13 @@ def elastic_loaders(make_loaders, tmp_path, standin):
 def _one_line(text):
     assert "\n" not in text and "Traceback" not in text, text
     return text
+
+
+def _refusal(call, **kwargs):
+    """The message of the CommandExecutionError ``call`` raises: one line, no traceback."""
+    with pytest.raises(CommandExecutionError) as caught:
+        call(**kwargs)
+    return _one_line(str(caught.value))
 
 
 def test_the_sls_renders_from_the_derived_pillar(make_loaders, pillar_tree, standin):
@@ -92,6 +100,19 @@ def test_the_sls_renders_from_the_derived_pillar(make_loaders, pillar_tree, stan
         f"rolestack_elastic.register_repository: ElasticSearch PUT /_snapshot/{REPO}: HTTP 500 repository_exception: "
         f"[{REPO}] location [/mnt/elastic-snapshots/main] doesn't match any of the locations specified by path.repo"
     )
+
+
+def test_only_one_member_of_a_cluster_runs_the_timer(make_loaders, pillar_tree):
+    inventory = pillar_tree / "inventory.yaml"
+    data = yaml.safe_load(inventory.read_text())
+    data["hosts"]["elastic2"] = {"address": "10.10.10.42", "cluster": "main"}
+    inventory.write_text(yaml.safe_dump(data))
+    high = make_loaders("elastic2").modules.state.show_sls("elastic.snapshots")
+    assert isinstance(high, dict), high
+    assert "dead" in high["elastic-snapshot-timer"]["rolestack_service"]
+    absent = high["elastic-snapshot-units-absent"]["file"]
+    assert {"names": [f"/etc/systemd/system/{es.TIMER_UNIT}", f"/etc/systemd/system/{es.SERVICE_UNIT}"]} in absent
+    assert "elastic-snapshot-timer-unit" not in high and "elastic-snapshot-repository" in high
 
 
 def test_the_sls_refuses_another_host(make_loaders):
@@ -206,30 +227,51 @@ def test_the_scheduled_run_takes_a_snapshot_then_prunes(elastic_loaders, standin
 
 def test_failures_are_one_line_without_a_traceback(elastic_loaders, standin):
     module = elastic_loaders().modules.rolestack_elastic
-    with pytest.raises(CommandExecutionError) as missing:
-        module.snapshot()
-    assert _one_line(str(missing.value)) == (
+    assert _refusal(module.snapshot) == (
         f"rolestack_elastic.snapshot: ElasticSearch GET /_snapshot/{REPO}/_all: HTTP 404 repository_missing_exception: "
         f"[{REPO}] missing"
     )
     module.register_repository()
-    with pytest.raises(CommandExecutionError) as outside:
-        module.register_repository(name="other", location="/var/tmp/not-in-path-repo")
-    assert "HTTP 500 repository_exception: [other] location [/var/tmp/not-in-path-repo] doesn't match" in _one_line(
-        str(outside.value)
-    )
+    outside = _refusal(module.register_repository, name="other", location="/var/tmp/not-in-path-repo")
+    assert "HTTP 500 repository_exception: [other] location [/var/tmp/not-in-path-repo] doesn't match" in outside
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     down = elastic_loaders(url=f"http://127.0.0.1:{port}").modules.rolestack_elastic
-    with pytest.raises(CommandExecutionError) as refused:
-        down.snapshots()
-    assert _one_line(str(refused.value)) == (
+    assert _refusal(down.snapshots) == (
         f"rolestack_elastic.snapshots: ElasticSearch at http://127.0.0.1:{port}: GET /_snapshot/{REPO}/_all: "
         "Connection refused"
     )
     ret = elastic_loaders(url=f"http://127.0.0.1:{port}").states.rolestack_elastic.repository_registered(name=REPO)
     assert ret.result is False and _one_line(ret.comment).endswith("Connection refused"), ret
+
+
+def test_a_secured_node_gets_the_users_password_and_never_shows_it(elastic_loaders, standin):
+    password = "elastic-snapshots-0123456789"
+    standin.users = {"snapshots": password}
+    anonymous = elastic_loaders().modules.rolestack_elastic
+    assert _refusal(anonymous.repository) == (
+        f"rolestack_elastic.repository: ElasticSearch GET /_snapshot/{REPO}: HTTP 401 security_exception: "
+        f"missing authentication credentials for REST request [/_snapshot/{REPO}]"
+    )
+    wrong = elastic_loaders(username="snapshots", secrets={"elastic_snapshot_password": "wrong-password-0123456789"})
+    refused = _refusal(wrong.modules.rolestack_elastic.register_repository)
+    assert "HTTP 401 security_exception: unable to authenticate user [snapshots]" in refused
+    assert "wrong-password" not in refused
+    unset = elastic_loaders(username="snapshots")
+    with pytest.raises(CommandExecutionError, match=r"no secrets\.elastic_snapshot_password in this host's pillar"):
+        unset.modules.rolestack_elastic.snapshots()
+    right = elastic_loaders(username="snapshots", secrets={"elastic_snapshot_password": password})
+    done = right.states.rolestack_elastic.repository_registered(name=REPO)
+    assert done.result is True and password not in str(done.raw), done
+    taken = right.modules.rolestack_elastic.snapshot()
+    assert taken["state"] == "SUCCESS"
+    assert standin.writes() == [
+        ("PUT", f"/_snapshot/{REPO}", {}),  # the wrong password's PUT was refused before it changed anything
+        ("PUT", f"/_snapshot/{REPO}", {}),
+        ("PUT", f"/_snapshot/{REPO}/{taken['name']}", {"wait_for_completion": "true"}),
+    ]
+    assert list(standin.repositories) == [REPO]
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")

@@ -16,12 +16,14 @@ with ElasticSearch's documented answers and error bodies:
 - ``DELETE /_snapshot/<repo>/<snapshot>``: 404 ``snapshot_missing_exception``; removes its files
 
 Anything else: 400 ``no handler found for uri [...] and method [...]`` (a string ``error``, as ElasticSearch answers).
-What was NOT reproduced: shards, indices' data, cluster state, concurrency limits, repository verification on
-several nodes, security. ``requests`` logs every (method, path, query) for the tests; ``hold = True`` leaves new
+With ``users`` set, a request without the right HTTP basic credentials gets 401 ``security_exception`` (the reasons
+ElasticSearch gives). What was NOT reproduced: shards, indices' data, cluster state, concurrency limits, repository
+verification on several nodes, TLS, roles and privileges. ``requests`` logs every (method, path, query) for the tests; ``hold = True`` leaves new
 snapshots IN_PROGRESS; ``hidden`` holds names that a PUT refuses as taken but GET _all does not show (a snapshot
 another client is starting at that moment).
 """
 
+import base64
 import datetime
 import http.server
 import json
@@ -45,6 +47,7 @@ class ElasticStandin:
         self.requests = []
         self.hold = False
         self.hidden = set()
+        self.users = {}  # user -> password: when set, every request needs HTTP basic authentication
         self.lock = threading.Lock()
         self.server = None
 
@@ -57,7 +60,7 @@ class ElasticStandin:
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                status, body = standin.handle(self.command, self.path, raw)
+                status, body = standin.handle(self.command, self.path, raw, self.headers.get("Authorization"))
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -96,10 +99,14 @@ class ElasticStandin:
 
     # -- the endpoints
 
-    def handle(self, method, target, raw):
+    def handle(self, method, target, raw, authorization=None):
         parsed = urllib.parse.urlsplit(target)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         self.requests.append((method, parsed.path, query))
+        if self.users:
+            refused = self._authenticate(parsed.path, authorization)
+            if refused:
+                return refused
         parts = [urllib.parse.unquote(p) for p in parsed.path.strip("/").split("/")]
         with self.lock:
             if parts[0] == "_snapshot" and len(parts) == 2 and method in ("GET", "PUT"):
@@ -111,6 +118,15 @@ class ElasticStandin:
             if parts[0] == "_snapshot" and len(parts) == 3 and method == "DELETE":
                 return self._delete(parts[1], parts[2])
         return 400, {"error": f"no handler found for uri [{target}] and method [{method}]"}
+
+    def _authenticate(self, path, authorization):
+        """None when the basic credentials are a user's; else the 401 security_exception ElasticSearch answers."""
+        if not authorization or not authorization.startswith("Basic "):
+            return _error(401, "security_exception", f"missing authentication credentials for REST request [{path}]")
+        user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        if self.users.get(user) != password:
+            return _error(401, "security_exception", f"unable to authenticate user [{user}] for REST request [{path}]")
+        return None
 
     def _repository(self, method, repo, raw):
         if method == "GET":

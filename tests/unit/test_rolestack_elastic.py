@@ -58,6 +58,8 @@ REFUSALS = [
     ({"url": "http://x:9200/_snapshot"}, "elastic.url: got 'http://x:9200/_snapshot', expected scheme, host and port"),
     ({"url": "http://x:99999"}, "elastic.url: got 'http://x:99999'"),
     ({"url": "http://bad_host!:9200"}, "elastic.url: got host 'bad_host!', expected a host name or an IP address"),
+    ({"ca_file": "certs/ca.crt"}, "elastic.ca_file: got 'certs/ca.crt' (a str of length 12), expected an absolute"),
+    ({"ca_file": "/etc/../ca.crt"}, "elastic.ca_file: got '/etc/../ca.crt'"),
 ]
 
 
@@ -76,6 +78,38 @@ def test_a_url_with_credentials_is_refused_without_echoing_them(example):
     with pytest.raises(es.ElasticError) as caught:
         es.Client("http://admin:s3cret-pass@127.0.0.1:9200")
     assert "s3cret" not in str(caught.value)
+
+
+PASSWORD = "example-elastic-snapshots-0123456789"
+
+
+def test_a_user_and_its_password_go_together(example):
+    data = _with(example, {"username": "snapshots"})
+    assert inv.validate(data) == [
+        "secrets.elastic_snapshot_password: missing, expected the password of elastic.username (at least 16 characters)"
+    ]
+    data["secrets"]["elastic_snapshot_password"] = "short"
+    assert inv.validate(data) == [
+        "secrets.elastic_snapshot_password: got a str of length 5, expected a string of at least 16 characters"
+    ]
+    data["secrets"]["elastic_snapshot_password"] = PASSWORD
+    assert inv.validate(data) == []
+    data["elastic"]["username"] = "snap shots"
+    assert inv.validate(data) == [
+        "elastic.username: got 'snap shots' (a str of length 10), expected a user name of letters, digits and _.@- "
+        "(at most 64) such as 'snapshots'"
+    ]
+    data["elastic"]["username"] = "snapshots"
+    hosts = inv.derive(data)["hosts"]
+    assert hosts["elastic1"]["elastic"]["snapshots"]["username"] == "snapshots"
+    assert hosts["elastic1"]["secrets"] == {"elastic_snapshot_password": PASSWORD}
+    assert [name for name, pillar in hosts.items() if "elastic_snapshot_password" in pillar.get("secrets", {})] == [
+        "elastic1"
+    ]
+    del data["elastic"]
+    assert inv.validate(data) == [
+        "elastic.username: missing, expected the user whose password secrets.elastic_snapshot_password is"
+    ]
 
 
 def test_every_problem_is_reported_at_once(example):
