@@ -158,9 +158,9 @@ def test_a_repository_changed_by_hand_is_put_back(elastic_loaders, standin):
 def test_snapshot_names_never_repeat_and_their_files_land_in_the_repository(elastic_loaders, standin):
     module = elastic_loaders().modules.rolestack_elastic
     module.register_repository()
-    # every name of the next seconds is taken already: the new one gets a suffix
+    # every name of the next 30 seconds is taken already: each new one gets a suffix
     now = datetime.datetime.now(datetime.UTC)
-    for second in range(4):
+    for second in range(30):
         standin.add_snapshot(REPO, es.snapshot_name(now + datetime.timedelta(seconds=second), []))
     names = [module.snapshot()["name"] for _ in range(3)]
     assert len(set(names)) == 3 and all(es.is_ours(name) for name in names), names
@@ -171,7 +171,7 @@ def test_snapshot_names_never_repeat_and_their_files_land_in_the_repository(elas
     listed = module.snapshots()
     assert [s["name"] for s in listed][-3:] == names and {s["state"] for s in listed} == {"SUCCESS"}
     location = standin.root / "main"
-    assert len(list(location.glob("snap-*.dat"))) == 7 and len(list(location.glob("meta-*.dat"))) == 7
+    assert len(list(location.glob("snap-*.dat"))) == 33 and len(list(location.glob("meta-*.dat"))) == 33
 
 
 def test_a_name_taken_meanwhile_is_replaced_by_the_next(elastic_loaders, standin):

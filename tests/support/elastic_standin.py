@@ -44,6 +44,7 @@ class ElasticStandin:
         self.path_repo = [os.path.realpath(path) for path in path_repo]
         self.repositories = {}  # name -> {"type", "settings" (strings)}
         self.snapshots = {}  # repo -> {name: info}
+        self.generations = {}  # repo -> the generation of its index-N
         self.requests = []
         self.hold = False
         self.hidden = set()
@@ -167,7 +168,7 @@ class ElasticStandin:
 
     def _write_index(self, repo):
         location = self._location(repo)
-        generation = len(list(location.glob("index-*")))
+        generation = self.generations[repo] = self.generations.get(repo, -1) + 1
         names = sorted(self.snapshots[repo])
         for old in location.glob("index-*"):
             old.unlink()
