@@ -17,6 +17,7 @@ import ipaddress
 
 import rolestack_backup as backup_engine
 import rolestack_dns as zones
+import rolestack_elastic as elastic
 import rolestack_jumpbox as jumpbox
 import rolestack_mariadb_sql as sql
 import rolestack_nfs as nfs
@@ -72,12 +73,13 @@ DB_CERT_DAYS_REMAINING = 30
 
 
 def validate(inventory):
-    """Every problem of an inventory: the schema's, then the rsync key's (rolestack_rsync), the backup key's."""
+    """Every problem of an inventory: the schema's, then the rsync, backup (and backup.nfs) and elastic keys'."""
     errors = validate_schema(inventory)
     if isinstance(inventory, dict):
         errors += rsync.validate(inventory)
         errors += backup_engine.validate(inventory)  # the backup key (rolestack_backup)
         errors += nfs.validate(inventory)  # backup.nfs (rolestack_nfs)
+        errors += elastic.validate(inventory)  # the elastic key (rolestack_elastic)
     return errors
 
 
@@ -363,6 +365,11 @@ def derive(inventory, mine_addresses=None, published_records=None):
                     "allow": key_value_allow,
                     **key_value["caches"].get(role, {}).get(entry["cluster"], {}),
                 }
+        if "elastic" in roles:  # the snapshot repository and the scheduled snapshots (rolestack_elastic)
+            snapshot_members = [m["name"] for m in cluster_members["elastic"].get(entry["cluster"], [])]
+            pillar["elastic"]["snapshots"] = elastic.snapshots_pillar(
+                inventory, entry["cluster"], snapshot_members, name
+            )
         services = [service for role in KEY_VALUE_ROLES if role in roles for service in key_value["services"][role]]
         ssh_service = jumpbox.firewall_service(pillar["ssh"]["allow_from"])  # sshd: from the salt host only
         if ssh_service:

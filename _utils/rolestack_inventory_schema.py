@@ -46,6 +46,8 @@ SECRETS = {
     "replication_password": {"roles": ("db",), "required": ("db",)},
     "db_admin_password": {"roles": (), "required": ()},
     "rsync_backup_secret": {"roles": ("backup",), "required": ("backup",)},
+    # the password of elastic.username, needed only by a cluster with security enabled (rolestack_elastic)
+    "elastic_snapshot_password": {"roles": ("elastic",), "required": ()},
 }
 MIN_SECRET_LENGTH = 16
 
@@ -68,6 +70,7 @@ TOP_KEYS = (
     "rsync",
     "operators",
     "backup",  # the backup role's paths, retention, schedule (validated by rolestack_backup.validate)
+    "elastic",  # the elastic role's snapshots (validated by rolestack_elastic.validate)
 )
 # settings of the db/masterdb roles: (default, minimum, maximum, what it is)
 DB_SETTINGS = {

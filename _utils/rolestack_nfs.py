@@ -26,6 +26,7 @@ import ipaddress
 import posixpath
 
 from rolestack_backup import ROOT as BACKUP_ROOT
+from rolestack_elastic import MOUNT_PATH
 from rolestack_inventory_schema import _fmt
 from rolestack_inventory_schema import _got
 from rolestack_inventory_schema import _key
@@ -44,7 +45,7 @@ USER = GROUP = "elasticsearch"  # the account ElasticSearch's package creates (a
 NFS_PORT = 2049
 DIR_MODE = "0770"
 # the elastic hosts' side: where the share is mounted, ElasticSearch's configuration holding path.repo
-MOUNT_POINT = "/mnt/elastic-snapshots"  # rolestack_elastic (the snapshot repositories) uses the same
+MOUNT_POINT = MOUNT_PATH  # rolestack_elastic's: its snapshot repositories are directories under the mount
 MOUNT_OPTS = "rw,hard,noatime,_netdev,proto=tcp,port=2049,sec=sys"
 ES_CONFIG = "/etc/elasticsearch/elasticsearch.yml"
 GANESHA_CONFIG = "/etc/ganesha/ganesha.conf"

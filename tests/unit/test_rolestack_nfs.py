@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+import rolestack_elastic as es
 import rolestack_inventory as inv
 import rolestack_nfs as nfs
 import yaml
@@ -130,6 +131,14 @@ def test_the_backup_host_exports_to_the_elastic_hosts_only(example):
             assert "nfs" not in (pillar.get("elastic") or {}), name
         if name != "backup":
             assert "nfs" not in [service["name"] for service in (pillar.get("firewall") or {}).get("services", [])]
+
+
+def test_the_share_is_mounted_where_the_snapshot_repositories_live(example):
+    # one value (rolestack_elastic.MOUNT_PATH): the mount and path.repo hold every cluster's repository location
+    elastic = inv.derive(example)["hosts"]["elastic1"]["elastic"]
+    assert elastic["nfs"]["mount_point"] == elastic["snapshots"]["mount"] == es.MOUNT_PATH
+    assert elastic["snapshots"]["location"].startswith(elastic["nfs"]["mount_point"] + "/")
+    assert elastic["nfs"]["path_repo"] == nfs.path_repo_line(elastic["snapshots"]["mount"])
 
 
 def test_more_elastic_hosts_are_all_clients_and_pending_ones_none(example):
