@@ -32,6 +32,7 @@ import posixpath
 import re
 import stat
 
+from rolestack_elastic import MOUNT_PATH as ELASTIC_MOUNT
 from rolestack_inventory_schema import ROLES
 from rolestack_inventory_schema import _check_mapping
 from rolestack_inventory_schema import _fmt
@@ -66,8 +67,9 @@ RETENTION_MAX = 3660
 SCHEDULE_DEFAULT = "01:30"  # UTC
 BACKUP_KEYS = ("paths", "retention", "schedule", "nfs")  # nfs: the NFS share, validated by rolestack_nfs.validate
 PATH_RE = re.compile(r"^/[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
-# never backed up: kernel and runtime file systems, and the backup tree itself
-FORBIDDEN_PATHS = ("/dev", "/proc", "/run", "/sys", "/tmp", ROOT)
+# never backed up: kernel and runtime file systems, the backup tree itself, and the elastic hosts' mount of the backup
+# host's NFS share (rolestack_nfs): its snapshots already live on the backup host
+FORBIDDEN_PATHS = ("/dev", "/proc", "/run", "/sys", "/tmp", ROOT, ELASTIC_MOUNT)
 TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 # --- snapshot names ----------------------------------------------------------------------------------------------

@@ -100,6 +100,11 @@ REFUSALS = [
     ({"paths": {"app": [7]}}, "backup.paths.app[0]: got 7 (an int), expected an absolute"),
     ({"paths": {"app": ["/proc/x"]}}, "backup.paths.app[0]: got '/proc/x', expected a path outside /dev, /proc"),
     ({"paths": {"app": ["/srv"]}}, "backup.paths.app[0]: got '/srv', expected a path outside"),  # holds the root
+    # the elastic hosts' NFS mount of the backup host's own share (rolestack_elastic.MOUNT_PATH)
+    (
+        {"paths": {"elastic": ["/mnt/elastic-snapshots/main"]}},
+        "backup.paths.elastic[0]: got '/mnt/elastic-snapshots/main', expected a path outside",
+    ),
     ({"paths": {"app": ["/a", "/a"]}}, "backup.paths.app[1]: '/a' listed twice, expected each path once"),
     ({"retention": 7}, "backup.retention: got an int, expected a mapping with keys daily, weekly, monthly"),
     ({"retention": {"daily": -1}}, "backup.retention.daily: got -1 (an int), expected an integer from 0 to 3660"),
