@@ -39,6 +39,8 @@ from rolestack_inventory_schema import _fmt
 from rolestack_inventory_schema import _key
 from rolestack_inventory_schema import _kind
 from rolestack_inventory_schema import _optional_mapping
+from rolestack_rsync import PATH_RE  # one definition of a path's characters and of 'a path inside another'
+from rolestack_rsync import _nested
 
 # --- what is backed up -------------------------------------------------------------------------------------------
 
@@ -66,7 +68,6 @@ RETENTION_DEFAULTS = {"daily": 7, "weekly": 4, "monthly": 6}
 RETENTION_MAX = 3660
 SCHEDULE_DEFAULT = "01:30"  # UTC
 BACKUP_KEYS = ("paths", "retention", "schedule", "nfs")  # nfs: the NFS share, validated by rolestack_nfs.validate
-PATH_RE = re.compile(r"^/[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
 # never backed up: kernel and runtime file systems, the backup tree itself, and the elastic hosts' mount of the backup
 # host's NFS share (rolestack_nfs): its snapshots already live on the backup host
 FORBIDDEN_PATHS = ("/dev", "/proc", "/run", "/sys", "/tmp", ROOT, ELASTIC_MOUNT)
@@ -98,7 +99,7 @@ def _path_error(path, value):
             "and _.@+- such as '/var/www/uploads'"
         )
     for forbidden in FORBIDDEN_PATHS:
-        if value == forbidden or value.startswith(forbidden + "/") or forbidden.startswith(value + "/"):
+        if _nested(value, forbidden) or _nested(forbidden, value):
             return f"{path}: got {value!r}, expected a path outside {', '.join(FORBIDDEN_PATHS)}"
     return None
 
@@ -150,7 +151,7 @@ def validate(inventory):
 def minimal_paths(paths):
     """The paths without those inside another listed path, sorted."""
     unique = sorted(set(paths))
-    return [p for p in unique if not any(p != other and p.startswith(other.rstrip("/") + "/") for other in unique)]
+    return [p for p in unique if not any(p != other and _nested(p, other) for other in unique)]
 
 
 def host_paths(roles, additions=None):
