@@ -144,10 +144,19 @@ def test_a_dead_cache_member_is_ejected_and_comes_back(lab):
         assert victim in json.dumps(health.get("ejected", health)), health
     finally:
         lab.sh(victim, "systemctl", "start", "memcached")
+    # systemctl returns once memcached is forked, before it listens: count holders only once it answers
+    wait_answering(lab, victim)
     deadline = time.monotonic() + 120  # server_retry_timeout: the proxy tries the member again
     while victim not in json.dumps(memcached_holders(lab, port)):
         assert time.monotonic() < deadline, f"{victim} never came back into {pool}"
         time.sleep(2)
+
+
+def wait_answering(lab, host, timeout=30):
+    deadline = time.monotonic() + timeout
+    while lab.sh(host, "python3", "-c", MEMCACHED, "11211", "version", check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"memcached on {host} does not answer {timeout} s after its start"
+        time.sleep(0.5)
 
 
 def memcached_holders(lab, port):
