@@ -622,6 +622,12 @@ def boot_host(lab, host):
 
 
 def wait_booted(lab, host, timeout=120):
+    """
+    The host's boot finished with every unit up. A unit that failed to start at boot is started once more: on a
+    busy machine systemd in a container sometimes fails to set up a unit's cgroup (status 219/CGROUP), and a
+    systemd-user-sessions.service failed so leaves /run/nologin in place, which refuses every login but root's.
+    Raises LabError naming the units that fail again.
+    """
     wait_for(lambda: container_pid1(lab, host) is not None, 30, f"{host}'s init")
     seen = []
 
@@ -630,7 +636,24 @@ def wait_booted(lab, host, timeout=120):
         return seen[-1] in ("running", "degraded")
 
     wait_for(booted, timeout, lambda: f"{host} to finish booting (systemctl is-system-running: {seen[-1]})")
+    if seen[-1] == "degraded":
+        failed = failed_units(lab, host)
+        say(f"    {host}: units failed at boot, started again: {', '.join(failed) or '(none listed)'}")
+        in_host(lab, host, "systemctl", "reset-failed", check=False)
+        if failed:
+            in_host(lab, host, "systemctl", "start", "--", *failed, check=False, timeout=120)
+        still = failed_units(lab, host)
+        if still:
+            raise LabError(f"{host}: units failed at boot and again when started: {', '.join(still)}")
+        return "running"
     return seen[-1]
+
+
+def failed_units(lab, host):
+    """The names of the host's failed units (systemctl list-units --failed)."""
+    proc = in_host(lab, host, "systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager",
+                   check=False)  # fmt: skip
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
 
 
 def stop_host(lab, host, timeout=20):
