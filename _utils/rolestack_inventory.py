@@ -323,7 +323,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
         pillar["host"] = {**entry, "level": level}
         pillar["etc_hosts"] = _etc_hosts(core_lines, entry)
         if "salt" in roles:
-            pillar["dns_zone"] = {"zone": zone, "records": records, "reverse": reverse}
+            pillar["dns_zone"] = _dns_zone(zone, entry, records, reverse)
             # the CA (states/salt/ca.sls): its certificate in the mine, the policies db hosts are signed under
             pillar["mine_functions"] = dict(
                 common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
@@ -532,6 +532,20 @@ def _etc_hosts(core_lines, entry):
     return [
         [address, *names] for address, names in sorted(lines.items(), key=lambda item: ipaddress.ip_address(item[0]))
     ]
+
+
+def _dns_zone(zone, server, records, reverse):
+    """
+    The salt host's ``rolestack:dns_zone``: the zone's and the reverse zone's records and, once ``server`` (the
+    salt host's entry) has an address, the files gdnsd reads (``text``, ``reverse.text``, ``config``: it listens
+    on that address and loopback), written by states/salt/dns.sls as they are.
+    """
+    out = {"zone": zone, "records": records, "reverse": dict(reverse)}
+    if server["address"]:
+        out["text"] = zones.zone_text(zone, server["fqdn"], records)
+        out["reverse"]["text"] = zones.zone_text(reverse["zone"], server["fqdn"], reverse["records"], zone)
+        out["config"] = zones.config_text(zone, list(dict.fromkeys([server["address"], "127.0.0.1"])))
+    return out
 
 
 def _dns_records(hosts, core, aliases, cluster_members):
