@@ -65,8 +65,19 @@ def _code_version(*paths):
     return digest.hexdigest()[:12]
 
 
-# the derivation's code: this module, the inventory util, its schema and the catalogue it takes privilege names from
-CACHE_FORMAT = None if MISSING_UTIL else _code_version(__file__, logic.__file__, schema.__file__, logic.sql.__file__)
+# the derivation's code: this module, the inventory util, its schema, the catalogue it takes privilege names from
+# and the utils it derives with, those writing the files' texts (banners, resolv.conf, sshd, the firewall) included:
+# a new version of one reaches the minions without a change of the inventory
+CACHE_FORMAT = (
+    None
+    if MISSING_UTIL
+    else _code_version(
+        __file__,
+        logic.__file__,
+        schema.__file__,
+        *(module.__file__ for module in (logic.sql, logic.base, logic.zones, logic.jumpbox, logic.kv, logic.rsync)),
+    )
+)
 
 
 def __virtual__():
