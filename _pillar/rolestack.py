@@ -95,6 +95,9 @@ def _code_version(modules):
     return digest.hexdigest()[:12]
 
 
+# the derivation's code: this module and every util it derives with, those writing the files' texts (banners,
+# resolv.conf, sshd, the firewall, the zones) included: a new version of one reaches the minions without a change
+# of the inventory, once the master runs it
 CACHE_FORMAT = None if MISSING_UTIL else _code_version(_derivation_modules(logic, schema))
 
 

@@ -15,8 +15,10 @@ unit tests, the CLI and the bench.
 
 import ipaddress
 
+import rolestack_base as base
 import rolestack_dns as zones
 import rolestack_jumpbox as jumpbox
+import rolestack_kv as kv
 import rolestack_mariadb_sql as sql
 import rolestack_rsync as rsync
 from rolestack_inventory_schema import CACHE_SETTINGS
@@ -274,6 +276,8 @@ def derive(inventory, mine_addresses=None, published_records=None):
         "network": str(network),
     }
     dns = {"servers": [core["salt"]["address"]] if core["salt"] else [], "search": [zone]}
+    # /etc/resolv.conf's text (the base role writes it, no template; none while the DNS server's address is unknown)
+    dns["resolv_conf"] = base.resolv_conf_text(dns["servers"], dns["search"]) if dns["servers"] else None
     hosts_entries = {role: core[role] for role in CORE_ROLE_NAMES if core[role]}
     mail = {"relay": core["mail"]}
     backup = {"host": core["backup"]}
@@ -317,6 +321,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
     db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
 
     out = {}
+    rulesets = {}  # the firewall's texts, one per distinct list of services (_file_texts)
     for name, entry in hosts.items():
         roles = entry["roles"]
         pillar = dict(common)
@@ -386,10 +391,12 @@ def derive(inventory, mine_addresses=None, published_records=None):
         if password_users:
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
         _rsync_pillar(pillar, granted, rsync_pillar, name)
+        _file_texts(pillar, rulesets)
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
     common_unknown = dict(common, host=None, etc_hosts=_etc_hosts(core_lines, {"address": None}))
+    _file_texts(common_unknown, rulesets)
     return {"hosts": out, "common": common_unknown}
 
 
@@ -519,6 +526,26 @@ def _rsync_pillar(pillar, granted, derived, name):
         pillar["rsync_client"] = derived["clients"][name]
     if derived["secrets"].get(name):
         granted[rsync.RSYNC_SECRET] = derived["secrets"][name]
+
+
+def _file_texts(pillar, rulesets):
+    """
+    The texts the SLS write with ``contents`` (derived once here, so a minion fetches and renders no template):
+    ``banner`` (issue_net, motd; the jump box's motd shows its ssh_config), ``ssh:sshd_config`` (a minion the
+    inventory does not know gets an ``ssh`` of that text only: sshd unrestricted, no accounts) and
+    ``firewall:ruleset`` (a host with a port to guard; ``rulesets`` keeps one text per distinct list of services:
+    hosts of the same roles share their allow-lists, hundreds of addresses each in a large fleet).
+    ``dns:resolv_conf`` is in the common part (derive).
+    """
+    pillar["banner"] = base.banners(pillar["platform"], pillar["host"], (pillar.get("jumpbox") or {}).get("ssh_config"))
+    ssh = pillar.setdefault("ssh", {})
+    ssh["sshd_config"] = jumpbox.sshd_config_text(ssh.get("allow_users"), ssh.get("jump_host"))
+    firewall = pillar.get("firewall")
+    if firewall:
+        key = tuple((service["name"], service["port"], tuple(service["allow"])) for service in firewall["services"])
+        if key not in rulesets:
+            rulesets[key] = kv.nft_ruleset(firewall["services"])
+        firewall["ruleset"] = rulesets[key]
 
 
 def _etc_hosts(core_lines, entry):

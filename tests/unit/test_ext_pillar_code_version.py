@@ -42,7 +42,9 @@ def forget_utils():
         del sys.modules[name]
 
 
-@pytest.mark.parametrize("changed", ["rolestack_inventory.py", "rolestack_dns.py", "rolestack_jumpbox.py"])
+@pytest.mark.parametrize(
+    "changed", ["rolestack_inventory.py", "rolestack_dns.py", "rolestack_base.py", "rolestack_kv.py"]
+)
 def test_new_util_code_is_a_new_format_only_once_it_runs(utils, changed):
     first = load_ext_pillar()
     assert load_ext_pillar() == first
