@@ -10,10 +10,7 @@ PYTEST_ARGS ?= -q -rfEs --timeout=900 --durations=40
 setup:
 	@tests/bootstrap.sh
 
-# make test: the lab's base (cold in a fresh clone: debootstrap, the packages) is built in the background while the
-# unit, functional and integration tiers run; the e2e tier's `lab up` waits for it (a lock) and finds it cached
 test: setup lint
-	@mkdir -p .tmp && { $(PY) lab/rolestack_lab.py build-base > .tmp/lab-build-base.log 2>&1 & }
 	$(PYTEST) $(PYTEST_ARGS) tests/unit tests/functional tests/integration tests/e2e
 
 test-unit: setup

@@ -12,8 +12,6 @@ The rolestack lab: the platform of pillar.example/ on one machine, one systemd-n
     rolestack_lab.py [--name LAB] fence HOST                  power HOST off (db.failover's fencing hook)
     rolestack_lab.py [--name LAB] push-pillar                 push lab/run/LAB/share/pillar's main to the master
     rolestack_lab.py [--name LAB] push-states                 serve the checkout as it is now (tracked files)
-    rolestack_lab.py build-base                               only the cached base and apt repository (make test
-                                                              builds them while the other tiers run)
 
 Network: a bridge inside its own namespace (rolestack-LAB-sw); every host gets a namespace with one veth into it
 and the inventory's address. Nothing is added to the machine's own namespace. The salt host's container is made
@@ -1246,7 +1244,6 @@ def main(argv=None):
     shell.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a login shell")
     sub.add_parser("push-pillar")
     sub.add_parser("push-states")
-    sub.add_parser("build-base")
     salt = sub.add_parser("salt")
     salt.add_argument("args", nargs=argparse.REMAINDER)
     args, unknown = parser.parse_known_args(argv)
@@ -1281,9 +1278,6 @@ def main(argv=None):
             return proc.returncode
         elif args.action == "push-states":
             say(f"==> serving {push_states(lab)}")
-        elif args.action == "build-base":
-            with step("base root filesystem and local apt repository"):
-                build_base()
         elif args.action == "salt":
             if not lab.hosts:
                 raise LabError(f"lab {args.name} is not up")
