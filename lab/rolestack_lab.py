@@ -920,10 +920,30 @@ WAVES = (
 )
 
 
+def mine_address_hosts(lab):
+    """The hosts the lab's inventory gives no address: the platform learns theirs from the mine (their first run)."""
+    inventory = rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
+    return sorted(name for name, spec in inventory["hosts"].items() if not (spec or {}).get("address"))
+
+
+def wave_steps(lab):
+    """
+    WAVES as salt targets; the hosts whose address comes from the mine run first in the wave of every other host
+    (and again in it): a host that guards a port for one of them (a key-value firewall for a web host), or names one
+    in /etc/hosts, then has its address, and the fleet's next highstate changes nothing.
+    """
+    steps = [(f"{name}: {compound}", ["-C", compound]) for name, compound in WAVES]
+    learned = mine_address_hosts(lab)
+    if learned:
+        at = next(index for index, (name, _) in enumerate(WAVES) if name == "every other host")
+        steps.insert(at, (f"the hosts the mine gives an address: {', '.join(learned)}", ["-L", ",".join(learned)]))
+    return steps
+
+
 def highstate(lab, target="*", extra=(), waves=False):
     start = time.monotonic()
     returns = {}
-    steps = [(f"{name}: {compound}", ["-C", compound]) for name, compound in WAVES] if waves else [(None, [target])]
+    steps = wave_steps(lab) if waves else [(None, [target])]
     if waves:
         # pillar targeting (-C I@...) matches the master's cached pillar: make sure every minion's is there
         salt_cmd(lab, "--out=json", "-t", "120", "*", "saltutil.refresh_pillar", "wait=True", check=False)
