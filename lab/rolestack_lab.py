@@ -23,6 +23,7 @@ lab/run/LAB/share/pillar, then push-pillar (a git push inside the salt container
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -1146,15 +1147,22 @@ def resend_mine(lab):
     """
     Every minion sends its mine functions (rolestack:mine_functions of its pillar) again: a rebuilt master's mine
     is empty, and `mine.update` sends nothing from a minion daemon started before the base role wrote its
-    mine_functions (they are read at the daemon's start).
+    mine_functions (they are read at the daemon's start). The pillar is read on the master (salt-run
+    pillar.show_pillar): the minions' `pillar.get` output masks values in salt 3008 (a cidr of "**********" made
+    frontend1 send no address, and the fleet's highstate then dropped it from four firewalls).
     """
-    proc = salt_cmd(lab, "--out=json", "--static", "-t", "60", "*", "pillar.get", "rolestack:mine_functions",
-                    check=False)  # fmt: skip
+
+    def functions(host):
+        proc = salt_run(lab, "--out=json", "pillar.show_pillar", host, check=False)
+        pillar = (json_documents(proc.stdout) or [{}])[0]
+        return host, ((pillar.get("rolestack") or {}).get("mine_functions") or {}) if isinstance(pillar, dict) else {}
+
     calls = {}
-    for host, functions in (json_documents(proc.stdout) or [{}])[0].items():
-        for function, arguments in (functions or {}).items():
-            words = tuple(f"{key}={json.dumps(value)}" for argument in arguments for key, value in argument.items())
-            calls.setdefault((function, words), []).append(host)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        for host, found in pool.map(functions, sorted(lab.hosts)):
+            for function, arguments in found.items():
+                words = tuple(f"{key}={json.dumps(value)}" for argument in arguments for key, value in argument.items())
+                calls.setdefault((function, words), []).append(host)
     for (function, words), hosts in sorted(calls.items()):
         salt_cmd(lab, "--out=json", "-t", "60", "-L", ",".join(sorted(hosts)), "mine.send", function, *words,
                  check=False)  # fmt: skip
