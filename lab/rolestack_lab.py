@@ -923,8 +923,9 @@ WAVES = (
 
 def mine_address_hosts(lab):
     """The hosts the lab's inventory gives no address: the platform learns theirs from the mine (their first run)."""
-    inventory = rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
-    return sorted(name for name, spec in inventory["hosts"].items() if not (spec or {}).get("address"))
+    return rolestack_inventory.missing_addresses(
+        rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
+    )
 
 
 def wave_steps(lab):
