@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
-PYTEST_ARGS ?= -q -rfEs --timeout=900
+PYTEST_ARGS ?= -q -rfEs --timeout=900 --durations=40
 
 .PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db bench-dns bench-proxy security clean \
 	lab lab-down lab-shell lab-salt lab-replace lab-status

@@ -222,8 +222,10 @@ def memcached_conf(role):
 
 def firewall_ruleset():
     """
-    This host's nftables ruleset (the table ``inet rolestack``) from its pillar ``rolestack:firewall``: each
-    guarded port (sshd, the key-value ports) admitted from loopback and its allow-list, dropped from anyone else.
+    This host's nftables ruleset (the table ``inet rolestack``), as its pillar ``rolestack:firewall:ruleset`` holds
+    it (the ext_pillar derives it with ``rolestack_kv.nft_ruleset`` from ``rolestack:firewall:services``; the
+    firewall SLS writes it to /etc/rolestack/firewall.nft): each guarded port (sshd, the key-value ports) admitted
+    from loopback and its allow-list, dropped from anyone else.
 
     CLI Example:
 
@@ -231,10 +233,10 @@ def firewall_ruleset():
 
         salt sessions1 rolestack_kv.firewall_ruleset
     """
-    services = (_rolestack().get("firewall") or {}).get("services")
-    if not services:
+    ruleset = (_rolestack().get("firewall") or {}).get("ruleset")
+    if not ruleset:
         raise CommandExecutionError("this host has no rolestack:firewall pillar (no port to guard: the salt host)")
-    return kv.nft_ruleset(services)
+    return ruleset
 
 
 def _nft():

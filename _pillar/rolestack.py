@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import types
 
 import salt.cache
 from salt.exceptions import SaltConfigurationError
@@ -55,18 +56,49 @@ log = logging.getLogger(__name__)
 __virtualname__ = "rolestack"
 
 
-def _code_version(*paths):
-    """A digest of the code that derives pillars: a new derivation starts a new cache."""
+def _source_digest(module):
+    """
+    The digest of ``module``'s source as it was when the module was imported into this process: taken once, the
+    first time this ext_pillar meets the module (just after importing it), and kept on the module object. The master
+    imports a util once and keeps it while the ext_pillar module itself is loaded again from disk: a digest of the
+    files on disk would name code that has not run yet, and file a derivation by the old code under the new code's
+    name (a push of new code, one pillar compile, a master restart: the stale entry looked current).
+    """
+    stamp = "_rolestack_source_digest"
+    if not hasattr(module, stamp):
+        with open(module.__file__, "rb") as handle:
+            setattr(module, stamp, hashlib.sha256(handle.read()).hexdigest())
+    return getattr(module, stamp)
+
+
+def _derivation_modules(*roots):
+    """``roots`` and every rolestack util they import, directly or not (the zones, jump box, rsync, sql utils...)."""
+    found, todo = {}, list(roots)
+    while todo:
+        module = todo.pop()
+        if module.__name__ in found:
+            continue
+        found[module.__name__] = module
+        todo += [value for value in vars(module).values() if isinstance(value, types.ModuleType)
+                 and value.__name__.startswith("rolestack_") and getattr(value, "__file__", None)]  # fmt: skip
+    return [found[name] for name in sorted(found)]
+
+
+def _code_version(modules):
+    """A digest of the code that derives pillars: this module and every util the derivation runs. New code starts
+    a new cache."""
     digest = hashlib.sha256()
-    for path in paths:
-        if path:
-            with open(path, "rb") as handle:
-                digest.update(handle.read())
+    with open(__file__, "rb") as handle:
+        digest.update(handle.read())
+    for module in modules:
+        digest.update(f"{module.__name__}={_source_digest(module)};".encode())
     return digest.hexdigest()[:12]
 
 
-# the derivation's code: this module, the inventory util, its schema and the catalogue it takes privilege names from
-CACHE_FORMAT = None if MISSING_UTIL else _code_version(__file__, logic.__file__, schema.__file__, logic.sql.__file__)
+# the derivation's code: this module and every util it derives with, those writing the files' texts (banners,
+# resolv.conf, sshd, the firewall, the zones) included: a new version of one reaches the minions without a change
+# of the inventory, once the master runs it
+CACHE_FORMAT = None if MISSING_UTIL else _code_version(_derivation_modules(logic, schema))
 
 
 def __virtual__():

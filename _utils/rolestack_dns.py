@@ -5,8 +5,9 @@ The salt role's zones (docs/roles/salt.md): pure logic, no Salt dunders.
   per host with an address, beside the forward zone's A records (the inventory util's ``_dns_records``);
 - :func:`published_records`: the place for records other roles publish into the forward zone (the mail role's
   DKIM TXT, for instance): checked here, appended by the derivation; none yet;
-- :func:`zone_text`: the zone file exactly as ``states/salt/files/zone.jinja`` renders it (sorted, de-duplicated
-  records, the serial from a hash of the rest), for the bench and the tests; the SLS renders the template.
+- :func:`zone_text`: a zone file (sorted, de-duplicated records, the serial from a hash of the rest) and
+  :func:`config_text`: gdnsd's configuration; the inventory derivation gives both to the salt host's pillar
+  (``rolestack:dns_zone``), the SLS writes them as they are (no template to fetch and render on each run).
 """
 
 import hashlib
@@ -69,7 +70,12 @@ def published_records(records, source="published records"):
 
 
 def zone_text(zone, nameserver, records, contact=None):
-    """The zone file zone.jinja renders from the same context (``contact``: the SOA mailbox's domain)."""
+    """
+    The zone file of ``zone`` served by ``nameserver`` (its FQDN, the SOA and NS), ``records`` ``{name, type, data}``
+    sorted and de-duplicated, so the file depends only on the set of records; the SOA serial is derived from a hash
+    of everything else: it changes when (and only when) the data changes. ``contact``: the SOA mailbox's domain
+    (``hostmaster.<contact>``; default the zone itself; the reverse zone gives the forward zone's).
+    """
     lines = sorted({f"{r['name']:<32} {r['type'].upper():<5} {r['data']}" for r in records})
     body = (
         "$TTL 300\n"
@@ -87,3 +93,21 @@ def zone_text(zone, nameserver, records, contact=None):
         f"; managed by salt (rolestack salt role): the internal zone {zone}, generated from the inventory.\n"
         "; Edit the inventory (pillar), not this file.\n" + body.replace("@SERIAL@", str(serial)) + "\n"
     )
+
+
+def config_text(zone, listen, port=53, conf_dir="/etc/gdnsd", run_dir=None, state_dir=None):
+    """
+    gdnsd's configuration: listen on each address of ``listen`` at ``port``, the zones under ``conf_dir``/zones.
+    ``run_dir``/``state_dir``: a private instance's directories (the tests'); default gdnsd's own.
+    """
+    lines = [
+        f"# managed by salt (rolestack salt role): gdnsd serves the internal zone {zone}",
+        f"# (zone data: {conf_dir}/zones/{zone}). Edit the inventory, not this file.",
+        "options => {",
+        "  listen => [",
+        *(f"    {address}," for address in listen),
+        "  ]",
+        f"  dns_port => {port}",
+    ]
+    lines += [f'  {key} => "{value}"' for key, value in (("run_dir", run_dir), ("state_dir", state_dir)) if value]
+    return "\n".join([*lines, "}"]) + "\n"

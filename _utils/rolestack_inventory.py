@@ -16,9 +16,11 @@ unit tests, the CLI and the bench.
 import ipaddress
 
 import rolestack_backup as backup_engine
+import rolestack_base as base
 import rolestack_dns as zones
 import rolestack_elastic as elastic
 import rolestack_jumpbox as jumpbox
+import rolestack_kv as kv
 import rolestack_mariadb_sql as sql
 import rolestack_nfs as nfs
 import rolestack_rsync as rsync
@@ -280,6 +282,8 @@ def derive(inventory, mine_addresses=None, published_records=None):
         "network": str(network),
     }
     dns = {"servers": [core["salt"]["address"]] if core["salt"] else [], "search": [zone]}
+    # /etc/resolv.conf's text (the base role writes it, no template; none while the DNS server's address is unknown)
+    dns["resolv_conf"] = base.resolv_conf_text(dns["servers"], dns["search"]) if dns["servers"] else None
     hosts_entries = {role: core[role] for role in CORE_ROLE_NAMES if core[role]}
     mail = {"relay": core["mail"]}
     backup = {"host": core["backup"]}
@@ -324,13 +328,14 @@ def derive(inventory, mine_addresses=None, published_records=None):
     nfs_share = nfs.derive(inventory, core["backup"], [member(e) for e in by_role["elastic"]])  # rolestack_nfs
 
     out = {}
+    rulesets = {}  # the firewall's texts, one per distinct list of services (_file_texts)
     for name, entry in hosts.items():
         roles = entry["roles"]
         pillar = dict(common)
         pillar["host"] = {**entry, "level": level}
         pillar["etc_hosts"] = _etc_hosts(core_lines, entry)
         if "salt" in roles:
-            pillar["dns_zone"] = {"zone": zone, "records": records, "reverse": reverse}
+            pillar["dns_zone"] = _dns_zone(zone, entry, records, reverse)
             # the CA (states/salt/ca.sls): its certificate in the mine, the policies db hosts are signed under
             pillar["mine_functions"] = dict(
                 common["mine_functions"], **{"x509.get_pem_entries": [{"glob_path": CA_CERT}]}
@@ -400,10 +405,12 @@ def derive(inventory, mine_addresses=None, published_records=None):
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
         _rsync_pillar(pillar, granted, rsync_pillar, name)
         _nfs_pillar(pillar, nfs_share)
+        _file_texts(pillar, rulesets)
         if granted:
             pillar["secrets"] = granted
         out[name] = pillar
     common_unknown = dict(common, host=None, etc_hosts=_etc_hosts(core_lines, {"address": None}))
+    _file_texts(common_unknown, rulesets)
     return {"hosts": out, "common": common_unknown}
 
 
@@ -545,6 +552,24 @@ def _nfs_pillar(pillar, share):
             pillar["firewall"] = {"services": [*services, nfs.firewall_service(share["server"])]}
     if "elastic" in roles:
         pillar["elastic"]["nfs"] = share["client"]
+def _file_texts(pillar, rulesets):
+    """
+    The texts the SLS write with ``contents`` (derived once here, so a minion fetches and renders no template):
+    ``banner`` (issue_net, motd; the jump box's motd shows its ssh_config), ``ssh:sshd_config`` (a minion the
+    inventory does not know gets an ``ssh`` of that text only: sshd unrestricted, no accounts) and
+    ``firewall:ruleset`` (a host with a port to guard; ``rulesets`` keeps one text per distinct list of services:
+    hosts of the same roles share their allow-lists, hundreds of addresses each in a large fleet).
+    ``dns:resolv_conf`` is in the common part (derive).
+    """
+    pillar["banner"] = base.banners(pillar["platform"], pillar["host"], (pillar.get("jumpbox") or {}).get("ssh_config"))
+    ssh = pillar.setdefault("ssh", {})
+    ssh["sshd_config"] = jumpbox.sshd_config_text(ssh.get("allow_users"), ssh.get("jump_host"))
+    firewall = pillar.get("firewall")
+    if firewall:
+        key = tuple((service["name"], service["port"], tuple(service["allow"])) for service in firewall["services"])
+        if key not in rulesets:
+            rulesets[key] = kv.nft_ruleset(firewall["services"])
+        firewall["ruleset"] = rulesets[key]
 
 
 def _etc_hosts(core_lines, entry):
@@ -558,6 +583,20 @@ def _etc_hosts(core_lines, entry):
     return [
         [address, *names] for address, names in sorted(lines.items(), key=lambda item: ipaddress.ip_address(item[0]))
     ]
+
+
+def _dns_zone(zone, server, records, reverse):
+    """
+    The salt host's ``rolestack:dns_zone``: the zone's and the reverse zone's records and, once ``server`` (the
+    salt host's entry) has an address, the files gdnsd reads (``text``, ``reverse.text``, ``config``: it listens
+    on that address and loopback), written by states/salt/dns.sls as they are.
+    """
+    out = {"zone": zone, "records": records, "reverse": dict(reverse)}
+    if server["address"]:
+        out["text"] = zones.zone_text(zone, server["fqdn"], records)
+        out["reverse"]["text"] = zones.zone_text(reverse["zone"], server["fqdn"], reverse["records"], zone)
+        out["config"] = zones.config_text(zone, list(dict.fromkeys([server["address"], "127.0.0.1"])))
+    return out
 
 
 def _dns_records(hosts, core, aliases, cluster_members):

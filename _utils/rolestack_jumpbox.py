@@ -1,8 +1,9 @@
 """
 The salt host as the platform's SSH jump box (docs/roles/salt.md, "Jump box"): the inventory's ``operators``
 (validation), what the derivation gives every host (``rolestack:ssh``: who may connect, the operators' accounts)
-and the salt host (``rolestack:jumpbox``: the ssh_config operators copy, the hosts of known_hosts), the ssh_config
-text and the known_hosts text built from the host keys the hosts publish in the mine. Pure logic, no Salt dunders.
+and the salt host (``rolestack:jumpbox``: the ssh_config operators copy, the hosts of known_hosts), the text of
+sshd's drop-in (``rolestack:ssh:sshd_config``), the ssh_config text and the known_hosts text built from the host
+keys the hosts publish in the mine. Pure logic, no Salt dunders.
 
 Used by ``rolestack_inventory_schema`` (validation), ``rolestack_inventory`` (derivation) and
 ``_modules/rolestack_jumpbox.py`` (known_hosts from the mine). Unit tests: tests/unit/test_rolestack_jumpbox.py.
@@ -160,6 +161,32 @@ def firewall_service(allow_from):
     if not allow_from:
         return None
     return {"name": "ssh", "port": SSH_PORT, "allow": [str(ipaddress.ip_network(a)) for a in allow_from]}
+
+
+# sshd's drop-in of every host (states/ssh, /etc/ssh/sshd_config.d/00-rolestack.conf)
+SSHD_SETTINGS = (
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "PermitRootLogin no",
+    "PubkeyAuthentication yes",
+    "PermitEmptyPasswords no",
+)
+
+
+def sshd_config_text(allow_users, jump_host):
+    """
+    sshd's drop-in (``rolestack:ssh:sshd_config``): keys only, no root login; with ``allow_users`` (every host but
+    the salt host, :func:`ssh_pillar`) ``AllowUsers`` those patterns only, naming the jump host (its member entry).
+    """
+    head = "# managed by salt (rolestack, states/ssh): keys only, no root login"
+    lines = [head + (", connections from the jump box only" if allow_users else ""), *SSHD_SETTINGS]
+    if allow_users:
+        lines += [
+            f"# only the salt host ({jump_host['name']}) and loopback may connect: operators come through the jump "
+            "box (ssh -J)",
+            f"AllowUsers {' '.join(allow_users)}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def ssh_config(platform, hosts, jump_host):

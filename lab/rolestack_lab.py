@@ -23,6 +23,7 @@ lab/run/LAB/share/pillar, then push-pillar (a git push inside the salt container
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -63,9 +64,7 @@ PROFILES = {
         "memcache-alpha2",
         "redis-beta1",
         "app1",
-        "backup",
-        "mail",
-    ],
+    ],  # one host per role the platform has so far, two where a role's test needs a pair (db, a cache cluster)
 }
 
 # What the base root filesystem holds: systemd and the libraries the host's Python needs (salt runs from the
@@ -725,6 +724,12 @@ def boot_host(lab, host):
 
 
 def wait_booted(lab, host, timeout=120):
+    """
+    The host's boot finished with every unit up. A unit that failed to start at boot is started once more: on a
+    busy machine systemd in a container sometimes fails to set up a unit's cgroup (status 219/CGROUP), and a
+    systemd-user-sessions.service failed so leaves /run/nologin in place, which refuses every login but root's.
+    Raises LabError naming the units that fail again.
+    """
     wait_for(lambda: container_pid1(lab, host) is not None, 30, f"{host}'s init")
     seen = []
 
@@ -733,7 +738,24 @@ def wait_booted(lab, host, timeout=120):
         return seen[-1] in ("running", "degraded")
 
     wait_for(booted, timeout, lambda: f"{host} to finish booting (systemctl is-system-running: {seen[-1]})")
+    if seen[-1] == "degraded":
+        failed = failed_units(lab, host)
+        say(f"    {host}: units failed at boot, started again: {', '.join(failed) or '(none listed)'}")
+        in_host(lab, host, "systemctl", "reset-failed", check=False)
+        if failed:
+            in_host(lab, host, "systemctl", "start", "--", *failed, check=False, timeout=120)
+        still = failed_units(lab, host)
+        if still:
+            raise LabError(f"{host}: units failed at boot and again when started: {', '.join(still)}")
+        return "running"
     return seen[-1]
+
+
+def failed_units(lab, host):
+    """The names of the host's failed units (systemctl list-units --failed)."""
+    proc = in_host(lab, host, "systemctl", "list-units", "--failed", "--plain", "--no-legend", "--no-pager",
+                   check=False)  # fmt: skip
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
 
 
 def stop_host(lab, host, timeout=20):
@@ -899,10 +921,31 @@ WAVES = (
 )
 
 
+def mine_address_hosts(lab):
+    """The hosts the lab's inventory gives no address: the platform learns theirs from the mine (their first run)."""
+    return rolestack_inventory.missing_addresses(
+        rolestack_inventory.load_yaml((lab.pillar_repo / "inventory.yaml").read_text())
+    )
+
+
+def wave_steps(lab):
+    """
+    WAVES as salt targets; the hosts whose address comes from the mine run first in the wave of every other host
+    (and again in it): a host that guards a port for one of them (a key-value firewall for a web host), or names one
+    in /etc/hosts, then has its address, and the fleet's next highstate changes nothing.
+    """
+    steps = [(f"{name}: {compound}", ["-C", compound]) for name, compound in WAVES]
+    learned = mine_address_hosts(lab)
+    if learned:
+        at = next(index for index, (name, _) in enumerate(WAVES) if name == "every other host")
+        steps.insert(at, (f"the hosts the mine gives an address: {', '.join(learned)}", ["-L", ",".join(learned)]))
+    return steps
+
+
 def highstate(lab, target="*", extra=(), waves=False):
     start = time.monotonic()
     returns = {}
-    steps = [(f"{name}: {compound}", ["-C", compound]) for name, compound in WAVES] if waves else [(None, [target])]
+    steps = wave_steps(lab) if waves else [(None, [target])]
     if waves:
         # pillar targeting (-C I@...) matches the master's cached pillar: make sure every minion's is there
         salt_cmd(lab, "--out=json", "-t", "120", "*", "saltutil.refresh_pillar", "wait=True", check=False)
@@ -1105,15 +1148,22 @@ def resend_mine(lab):
     """
     Every minion sends its mine functions (rolestack:mine_functions of its pillar) again: a rebuilt master's mine
     is empty, and `mine.update` sends nothing from a minion daemon started before the base role wrote its
-    mine_functions (they are read at the daemon's start).
+    mine_functions (they are read at the daemon's start). The pillar is read on the master (salt-run
+    pillar.show_pillar): the minions' `pillar.get` output masks values in salt 3008 (a cidr of "**********" made
+    frontend1 send no address, and the fleet's highstate then dropped it from four firewalls).
     """
-    proc = salt_cmd(lab, "--out=json", "--static", "-t", "60", "*", "pillar.get", "rolestack:mine_functions",
-                    check=False)  # fmt: skip
+
+    def functions(host):
+        proc = salt_run(lab, "--out=json", "pillar.show_pillar", host, check=False)
+        pillar = (json_documents(proc.stdout) or [{}])[0]
+        return host, ((pillar.get("rolestack") or {}).get("mine_functions") or {}) if isinstance(pillar, dict) else {}
+
     calls = {}
-    for host, functions in (json_documents(proc.stdout) or [{}])[0].items():
-        for function, arguments in (functions or {}).items():
-            words = tuple(f"{key}={json.dumps(value)}" for argument in arguments for key, value in argument.items())
-            calls.setdefault((function, words), []).append(host)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        for host, found in pool.map(functions, sorted(lab.hosts)):
+            for function, arguments in found.items():
+                words = tuple(f"{key}={json.dumps(value)}" for argument in arguments for key, value in argument.items())
+                calls.setdefault((function, words), []).append(host)
     for (function, words), hosts in sorted(calls.items()):
         salt_cmd(lab, "--out=json", "-t", "60", "-L", ",".join(sorted(hosts)), "mine.send", function, *words,
                  check=False)  # fmt: skip

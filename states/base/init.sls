@@ -1,7 +1,5 @@
 {#- base role: applied to every host of the platform. #}
 {%- from 'rolestack.jinja' import rs with context %}
-{%- set platform = rs.platform %}
-{%- set host = rs.host or {} %}
 
 {#- ssh (operators, sshd; docs/roles/salt.md "Jump box") on every host; the host firewall on every host it guards
     a port of (rolestack:firewall: sshd on every host but the salt host, the key-value ports) #}
@@ -11,17 +9,15 @@ include:
   - firewall
 {%- endif %}
 
-{#- never leave a host without a resolver: wait until the DNS server's address is known #}
-{%- if rs.dns.servers %}
+{#- the files' texts are derived by the ext_pillar (_utils/rolestack_base.py): no template for the minion to fetch
+    and render. Never leave a host without a resolver: no resolv_conf until the DNS server's address is known #}
+{%- if rs.dns.resolv_conf %}
 base-resolv-conf:
   file.managed:
     - name: /etc/resolv.conf
-    - source: salt://base/files/resolv.conf.jinja
-    - template: jinja
     - follow_symlinks: False
     - mode: '0644'
-    - context:
-        dns: {{ rs.dns | json }}
+    - contents: {{ rs.dns.resolv_conf | json }}
 {%- endif %}
 
 base-hosts-entries:
@@ -35,18 +31,13 @@ base-hosts-entries:
         {{ line | join(' ') }}
 {%- endfor %}
 
-{%- for banner in ('/etc/issue.net', '/etc/motd') %}
+{#- the jump box prints the ssh configuration after login (motd), not before it (issue.net) #}
+{%- for banner, text in (('/etc/issue.net', rs.banner.issue_net), ('/etc/motd', rs.banner.motd)) %}
 base-banner-{{ banner }}:
   file.managed:
     - name: {{ banner }}
-    - source: salt://base/files/banner.jinja
-    - template: jinja
     - mode: '0644'
-    - context:
-        platform: {{ platform | json }}
-        host: {{ host | json }}
-        {#- the jump box prints the ssh configuration after login (motd), not before it (issue.net) #}
-        ssh_config: {{ ((rs.get('jumpbox') or {}).get('ssh_config') if banner == '/etc/motd' else none) | json }}
+    - contents: {{ text | json }}
 {%- endfor %}
 
 {#- salt syncs 22 extension types on every highstate, loading the minion key once per type (~0.8 s); rolestack

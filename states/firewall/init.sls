@@ -13,11 +13,11 @@ firewall-pkg:
   pkg.installed:
     - name: nftables
 
+{#- the text is derived by the ext_pillar (rolestack_kv.nft_ruleset of rolestack:firewall:services) #}
 firewall-ruleset:
   file.managed:
     - name: /etc/rolestack/firewall.nft
-    - source: salt://firewall/files/firewall.nft.jinja
-    - template: jinja
+    - contents: {{ rs.firewall.ruleset | json }}
     - makedirs: True
     - mode: '0600'
     - check_cmd: /usr/sbin/nft -c -f

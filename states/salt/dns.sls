@@ -1,4 +1,6 @@
-{#- salt role, DNS: the salt master serves the platform's internal zone with gdnsd (docs/roles/salt.md). #}
+{#- salt role, DNS: the salt master serves the platform's internal zone with gdnsd (docs/roles/salt.md). The
+    files gdnsd reads come whole from the pillar (rolestack:dns_zone: config, text, reverse.text), derived from the
+    inventory by _utils/rolestack_dns.py. #}
 {%- from 'rolestack.jinja' import rs, require_role with context %}
 {{- require_role('salt', "no rolestack:dns_zone pillar for " ~ grains['id'] ~ ": the salt role (the DNS server "
                  ~ "of the zone) only applies to a host with role salt in the inventory") }}
@@ -31,15 +33,9 @@ salt-dns-checker:
 salt-dns-config:
   file.managed:
     - name: {{ conf_dir }}/config
-    - source: salt://salt/files/gdnsd.config.jinja
-    - template: jinja
+    - contents: {{ rs.dns_zone.config | json }}
     - mode: '0644'
     - check_cmd: {{ checker }} -c {{ conf_dir }} config
-    - context:
-        zone: {{ zone }}
-        conf_dir: {{ conf_dir }}
-        listen: {{ [host.address, '127.0.0.1'] | unique | list | json }}
-        port: 53
     - require:
       - pkg: salt-dns-pkg
       - file: salt-dns-checker
@@ -47,14 +43,9 @@ salt-dns-config:
 salt-dns-zone:
   file.managed:
     - name: {{ conf_dir }}/zones/{{ zone }}
-    - source: salt://salt/files/zone.jinja
-    - template: jinja
+    - contents: {{ rs.dns_zone.text | json }}
     - mode: '0644'
     - check_cmd: {{ checker }} -c {{ conf_dir }} zones/{{ zone }}
-    - context:
-        zone: {{ zone }}
-        nameserver: {{ host.fqdn }}
-        records: {{ rs.dns_zone.records | json }}
     - require:
       - file: salt-dns-config
 
@@ -63,15 +54,9 @@ salt-dns-zone:
 salt-dns-reverse-zone:
   file.managed:
     - name: {{ conf_dir }}/zones/{{ reverse.zone }}
-    - source: salt://salt/files/zone.jinja
-    - template: jinja
+    - contents: {{ reverse.text | json }}
     - mode: '0644'
     - check_cmd: {{ checker }} -c {{ conf_dir }} zones/{{ reverse.zone }}
-    - context:
-        zone: {{ reverse.zone | json }}
-        contact: {{ zone | json }}
-        nameserver: {{ host.fqdn }}
-        records: {{ reverse.records | json }}
     - require:
       - file: salt-dns-config
 

@@ -2,6 +2,7 @@
     to; a hook refuses a pillar push whose inventory does not validate, and a push to main becomes the tree the
     master serves (docs/roles/salt.md, "/srv in git"). #}
 {%- from 'rolestack.jinja' import rs, require_role with context %}
+{%- import 'salt/files/srv.jinja' as texts %}
 {{- require_role('salt', "salt.srv applies only to the host with role salt in the inventory (the master), not to "
                  ~ grains['id']) }}
 {%- set group = 'rolestack-config' %}
@@ -53,10 +54,8 @@ salt-srv-dir-{{ dir }}:
 salt-srv-readme-{{ dir }}:
   file.managed:
     - name: {{ dir }}/README.md
-    - source: salt://salt/files/srv-README.md.jinja
-    - template: jinja
+    - contents: {{ texts.readme(dir, what, instead) | json }}
     - mode: '0644'
-    - context: {name: {{ dir | json }}, what: {{ what | json }}, instead: {{ instead | json }}}
     - require:
       - file: salt-srv-dir-{{ dir }}
 {%- endfor %}
@@ -93,17 +92,12 @@ salt-srv-{{ repo.name }}-repo:
 salt-srv-{{ repo.name }}-{{ hook }}:
   file.managed:
     - name: {{ git_dir }}/hooks/{{ hook }}
-    - source: salt://salt/files/{{ 'pillar-' if hook == 'pre-receive' else '' }}{{ hook }}.jinja
-    - template: jinja
+{%- if hook == 'pre-receive' %}
+    - contents: {{ texts.pre_receive(git_dir, 'main', 'inventory.yaml', python, pythonpath) | json }}
+{%- else %}
+    - contents: {{ texts.post_receive(git_dir, 'main', repo.served, deploy) | json }}
+{%- endif %}
     - mode: '0755'
-    - context:
-        repo: {{ git_dir }}
-        branch: main
-        served: {{ repo.served }}
-        deploy: {{ deploy }}
-        path: inventory.yaml
-        python: {{ python }}
-        pythonpath: {{ pythonpath }}
     - require:
       - {{ repo_state }}: salt-srv-{{ repo.name }}-repo
 {%- endfor %}
@@ -122,13 +116,9 @@ salt-srv-{{ repo.name }}-served:
 salt-srv-{{ repo.name }}-readme:
   file.managed:
     - name: {{ repo.served }}/README.md
-    - source: salt://salt/files/srv-README.md.jinja
-    - template: jinja
+    - contents: {{ texts.readme(repo.served, repo.what, 'push to ' ~ git_dir ~ ' (its post-receive hook runs '
+                                ~ deploy ~ ').') | json }}
     - mode: '0644'
-    - context:
-        name: {{ repo.served }}
-        what: {{ repo.what | json }}
-        instead: "push to {{ git_dir }} (its post-receive hook runs {{ deploy }})."
     - require:
       - file: salt-srv-{{ repo.name }}-served
 

@@ -89,17 +89,14 @@ ssh-privsep-dir:
     - name: /run/sshd
     - mode: '0755'
 
-{#- first in sshd_config.d (00-): sshd keeps the first value it reads, so a later drop-in cannot loosen these #}
+{#- first in sshd_config.d (00-): sshd keeps the first value it reads, so a later drop-in cannot loosen these. The
+    text is derived by the ext_pillar (rolestack_jumpbox.sshd_config_text): no template for the minion to render #}
 ssh-sshd-config:
   file.managed:
     - name: /etc/ssh/sshd_config.d/00-rolestack.conf
-    - source: salt://ssh/files/sshd_rolestack.conf.jinja
-    - template: jinja
     - mode: '0644'
     - check_cmd: /usr/sbin/sshd -t -f
-    - context:
-        allow_users: {{ ssh.get('allow_users', []) | json }}
-        jump_host: {{ ssh.get('jump_host') | json }}
+    - contents: {{ ssh.sshd_config | json }}
     - require:
       - pkg: ssh-server-pkg
       - file: ssh-privsep-dir

@@ -1,6 +1,6 @@
 """
-e2e tier: the small lab (salt, db1-masterdb, db2, sessions1, memcache-alpha1, memcache-alpha2, redis-beta1, app1,
-backup, mail), brought up once per test run
+e2e tier: the small lab (salt, db1-masterdb, db2, sessions1, memcache-alpha1, memcache-alpha2, redis-beta1, app1),
+brought up once per test run
 with the same command an operator uses (`lab/rolestack_lab.py up`), torn down at the end. Test modules are
 numbered: they run in that order (the later ones change the lab: a pillar commit, a replaced host, lab-down).
 

@@ -97,7 +97,7 @@ def test_ssh_through_the_jump_box_reaches_every_host_with_known_hosts_verificati
     salt = lab.lab.salt_host
     for host in lab.hosts:
         ret = ssh(lab, salt, "-F", CLIENT_CONFIG, host, "echo", "$(id -un)", "$SSH_CONNECTION")
-        assert ret.returncode == 0, (host, ret.stderr)
+        assert ret.returncode == 0, (host, ret.stderr, login_diagnosis(lab, host))
         user, client, _port, server, _sport = ret.stdout.split()
         assert (user, client, server) == (OPERATOR, lab.address(salt), lab.address(host)), ret.stdout
     # nothing was learned on first use: every key came from /etc/ssh/ssh_known_hosts
@@ -106,6 +106,17 @@ def test_ssh_through_the_jump_box_reaches_every_host_with_known_hosts_verificati
     # the base image's host keys, so the alias is one known_hosts does not hold at all)
     ret = ssh(lab, salt, "-F", CLIENT_CONFIG, "-o", "HostKeyAlias=not-in-the-inventory", "db2", "true")
     assert ret.returncode == 255 and "Host key verification failed" in ret.stderr, ret.stderr
+
+
+def login_diagnosis(lab, host):
+    """What the host says of its boot and of pam_nologin's file (a CI run once met "System is booting up" here)."""
+    script = (
+        "systemctl is-system-running; ls -l --time-style=full-iso /run/nologin /etc/nologin 2>&1;"
+        " systemctl show -p UserspaceTimestamp -p SystemState; systemctl show -p ActiveState"
+        " -p ActiveEnterTimestamp -p InactiveEnterTimestamp systemd-user-sessions.service; systemctl list-jobs;"
+        " journalctl -b --no-pager -n 40 -o short-iso -u systemd-user-sessions -u systemd-tmpfiles-setup 2>&1"
+    )
+    return lab.sh(host, "sh", "-c", script, check=False).stdout
 
 
 def _direct(lab, source, target):

@@ -1,7 +1,7 @@
 """
 The salt host's rsync source in the lab (issue 12): the inventory's module `files` (roles app, frontend) is pulled
 by app1 with `salt-call rolestack_rsync.pull` (its own secret, from its pillar); the daemon refuses a host the
-inventory does not allow (mail) even with the right secret, and app1 with a wrong secret. The salt host's reverse
+inventory does not allow (db2) even with the right secret, and app1 with a wrong secret. The salt host's reverse
 zone answers a PTR query for every host.
 """
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 MODULE = "files"
-ALLOWED, NOT_ALLOWED = "app1", "mail"
+ALLOWED, NOT_ALLOWED = "app1", "db2"
 
 
 def inventory(lab):

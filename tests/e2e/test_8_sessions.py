@@ -19,6 +19,7 @@ import time
 
 import pytest
 import yaml
+from rolestack_highstate import wait_for
 
 from tests.e2e.conftest import failures
 from tests.e2e.test_3_git_pillar import commit
@@ -153,10 +154,11 @@ def test_a_dead_cache_member_is_ejected_and_comes_back(lab):
 
 
 def wait_answering(lab, host, timeout=30):
-    deadline = time.monotonic() + timeout
-    while lab.sh(host, "python3", "-c", MEMCACHED, "11211", "version", check=False).returncode != 0:
-        assert time.monotonic() < deadline, f"memcached on {host} does not answer {timeout} s after its start"
-        time.sleep(0.5)
+    wait_for(
+        lambda: lab.sh(host, "python3", "-c", MEMCACHED, "11211", "version", check=False).returncode == 0,
+        timeout,
+        f"memcached on {host} to answer after its start",
+    )
 
 
 def memcached_holders(lab, port):

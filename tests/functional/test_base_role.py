@@ -26,15 +26,23 @@ def test_base_role_dry_run(make_loaders, minion_id):
         assert state.result is not False, state
 
 
+def _args(high, state_id, module="file"):
+    merged = {}
+    for arg in high[state_id][module]:
+        if isinstance(arg, dict):
+            merged.update(arg)
+    return merged
+
+
 def test_rendered_files_show_the_level_and_dns(make_loaders):
     loaders = make_loaders("db2")
-    rendered = loaders.modules.slsutil.renderer(
-        string=(STATES / "base" / "files" / "resolv.conf.jinja").read_text(),
-        default_renderer="jinja",
-        dns={"servers": ["10.10.10.2"], "search": ["production.wpdn"]},
-    )
-    assert "nameserver 10.10.10.2" in rendered and "search production.wpdn" in rendered
     high = loaders.modules.state.show_sls("base")
+    resolv = _args(high, "base-resolv-conf")
+    assert resolv["name"] == "/etc/resolv.conf" and resolv["follow_symlinks"] is False
+    assert resolv["contents"].splitlines()[1:3] == ["nameserver 10.10.10.2", "search production.wpdn"]
+    for banner in ("/etc/issue.net", "/etc/motd"):
+        text = _args(high, f"base-banner-{banner}")["contents"]
+        assert " webplatform PRODUCTION -- db2 (db)" in text.splitlines() and "PRODUCTION: changes" in text
     hosts_block = high["base-hosts-entries"]["file"]
     content = next(arg["content"] for arg in hosts_block if isinstance(arg, dict) and "content" in arg)
     assert "10.10.10.11 db1-masterdb.production.wpdn db1-masterdb masterdb.production.wpdn masterdb" in content
@@ -56,6 +64,37 @@ def test_resolver_untouched_while_the_dns_server_address_is_pending(make_loaders
     ret = make_loaders("app1").modules.state.sls("base", test=True)
     assert not ret.failed, ret.raw
     assert "base-resolv-conf" not in {state.id for state in ret}
+
+
+@pytest.mark.parametrize("minion_id", ["app1", "salt", "stranger"])
+def test_the_files_are_written_from_the_pillar_without_a_template(make_loaders, tmp_path, minion_id):
+    """Each file's text is the pillar's (derived by the ext_pillar): the minion fetches and renders no template.
+    Written for real, by the SLS's own arguments, to a file of the test's (never the machine's)."""
+    loaders = make_loaders(minion_id)
+    rolestack = loaders.modules.pillar.get("rolestack", unmask=True)
+    high = loaders.modules.state.show_sls("base")
+    wanted = {
+        "base-resolv-conf": rolestack["dns"]["resolv_conf"],
+        "base-banner-/etc/issue.net": rolestack["banner"]["issue_net"],
+        "base-banner-/etc/motd": rolestack["banner"]["motd"],
+        "ssh-sshd-config": rolestack["ssh"]["sshd_config"],
+    }
+    if minion_id == "app1":
+        wanted["firewall-ruleset"] = rolestack["firewall"]["ruleset"]
+    assert ("firewall-ruleset" in high) is (minion_id == "app1")
+    for state_id, text in wanted.items():
+        args = _args(high, state_id)
+        assert "source" not in args and "template" not in args, state_id
+        assert args["contents"] == text and text.endswith("\n") and not text.endswith("\n\n"), state_id
+        path = tmp_path / state_id.replace("/", "_")
+        ret = loaders.modules.state.single("file.managed", name=str(path), contents=args["contents"])
+        assert ret.result is True, ret
+        assert path.read_text() == text, state_id
+    # the jump box's ssh configuration after login only, on the jump box only
+    assert ("Host salt salt.production.wpdn" in wanted["base-banner-/etc/motd"]) is (minion_id == "salt")
+    assert "Host " not in wanted["base-banner-/etc/issue.net"]
+    # no state of the role is rendered from a template on the minion any more
+    assert not [sid for sid, body in high.items() if "template" in str(body)]
 
 
 def test_the_extensions_are_synced_only_when_this_minion_does_not_hold_what_the_master_serves(make_loaders, tmp_path):

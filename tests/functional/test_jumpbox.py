@@ -12,8 +12,6 @@ import subprocess
 import pytest
 import yaml
 
-from tests.support.paths import STATES
-
 SUDO_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICEpgLJbI0FNRcrtODcQl9AWi4DkWMmgp7Fra84k+1ZF sudoer@example.invalid"
 
 
@@ -34,12 +32,10 @@ def with_sudoer(pillar_tree):
 
 
 def _sshd_config(loaders, high):
-    args = _args(high, "ssh-sshd-config", "file")
-    return loaders.modules.slsutil.renderer(
-        string=(STATES / "ssh" / "files" / "sshd_rolestack.conf.jinja").read_text(),
-        default_renderer="jinja",
-        **args["context"],
-    )
+    """The drop-in as the SLS writes it: the text the ext_pillar derived (rolestack:ssh:sshd_config)."""
+    text = _args(high, "ssh-sshd-config", "file")["contents"]
+    assert text == loaders.modules.pillar.get("rolestack:ssh:sshd_config", unmask=True)
+    return text
 
 
 def test_ssh_sls_on_a_host_admits_the_salt_host_only_and_reloads_sshd(make_loaders, with_sudoer):
@@ -81,14 +77,17 @@ def test_base_includes_ssh_and_the_firewall_where_it_guards_a_port(make_loaders,
     assert isinstance(high, dict), high
     assert {"ssh-sshd-config", "ssh-service", "base-sshd-banner"} <= set(high)
     assert ("firewall-load" in high) is (minion_id != "salt")
-    motd = _args(high, "base-banner-/etc/motd", "file")["context"]["ssh_config"]
-    issue = _args(high, "base-banner-/etc/issue.net", "file")["context"]["ssh_config"]
-    assert issue is None
-    assert (motd is not None and "ProxyJump salt" in motd) is (minion_id == "salt")
+    motd = _args(high, "base-banner-/etc/motd", "file")["contents"]
+    issue = _args(high, "base-banner-/etc/issue.net", "file")["contents"]
+    assert "ProxyJump" not in issue and " environment level: production" in issue
+    assert ("ProxyJump salt" in motd) is (minion_id == "salt")
 
 
 def test_the_firewall_of_a_host_admits_ssh_from_the_salt_host_only(make_loaders):
-    text = make_loaders("app1").modules.rolestack_kv.firewall_ruleset()
+    loaders = make_loaders("app1")
+    text = loaders.modules.rolestack_kv.firewall_ruleset()
+    # the file the SLS writes: the pillar's text (derived by the ext_pillar), the module's
+    assert _args(loaders.modules.state.show_sls("firewall"), "firewall-ruleset", "file")["contents"] == text
     assert "tcp dport 22 ip saddr @ssh_allow_v4 accept" in text
     assert "elements = { 10.10.10.2/32 }" in text and 'tcp dport 22 iif "lo" accept' in text
     assert "tcp dport 22 drop" in text

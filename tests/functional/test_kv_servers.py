@@ -231,12 +231,16 @@ def _args(high, state_id, module):
 @pytest.mark.parametrize("host", list(ROLE_SLS))
 def test_role_sls_renders_for_its_host(make_loaders, host):
     sls, files = ROLE_SLS[host]
-    high = make_loaders(host).modules.state.show_sls(sls)
+    loaders = make_loaders(host)
+    high = loaders.modules.state.show_sls(sls)
     assert isinstance(high, dict), high
     for state_id, name in files.items():
         assert _args(high, state_id, "file")["name"] == name
     assert {"firewall-pkg", "firewall-ruleset", "firewall-boot", "firewall-load"} <= set(high)
     assert _args(high, "firewall-ruleset", "file")["check_cmd"] == "/usr/sbin/nft -c -f"
+    # the ruleset is the pillar's text (rolestack_kv.nft_ruleset in the ext_pillar), no template on the minion
+    ruleset = _args(high, "firewall-ruleset", "file")["contents"]
+    assert ruleset == loaders.modules.rolestack_kv.firewall_ruleset() and ruleset.startswith("#!/usr/sbin/nft -f\n")
     assert _args(high, "firewall-load", "rolestack_kv")["name"] == "/etc/rolestack/firewall.nft"
     for state_id in files:
         if "redis" in state_id and state_id != "firewall-ruleset":

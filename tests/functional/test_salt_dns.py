@@ -3,9 +3,9 @@ The salt role's DNS part: gdnsd on the salt host serves the internal zone from r
 
 Never touches this machine's /etc, /usr/local or port 53:
 - the role is dry-run (test=True) with the pillar the ext_pillar derives;
-- its templates are rendered with the context the SLS passes, except the listen address and port (127.0.0.1 and
-  a free port) and a private run/state dir, into a directory under tmp_path where a real gdnsd is started in the
-  foreground, queried with dnspython and stopped by its PID;
+- the files the SLS writes (their text from the pillar, rolestack:dns_zone) go into a directory under tmp_path,
+  the configuration made again by rolestack_dns.config_text with 127.0.0.1, a free port and a private run/state
+  dir; a real gdnsd is started there in the foreground, queried with dnspython and stopped by its PID;
 - the role is applied for real (twice, then after an inventory change) inside private mount and network
   namespaces whose /etc and /usr/local/sbin are overlays writing under tmp_path.
 """
@@ -38,8 +38,8 @@ from tests.support.services import wait_for
 
 ZONE = "production.wpdn"
 REVERSE = "10.10.10.in-addr.arpa"
-FILES = STATES / "salt" / "files"
-CHECKER = FILES / "rolestack-gdnsd-check.sh"
+CHECKER = STATES / "salt" / "files" / "rolestack-gdnsd-check.sh"
+NAMESERVER = f"salt.{ZONE}"
 STATE_IDS = [
     "salt-dns-pkg",
     "salt-dns-checker",
@@ -54,26 +54,16 @@ STATE_IDS = [
 needs_gdnsd = pytest.mark.skipif(not shutil.which("gdnsd"), reason="gdnsd is not installed (make test installs it)")
 
 
-def _context(high, state_id):
-    """The template context the SLS gives one file.managed state."""
-    args = high[state_id]["file"]
-    return next(arg["context"] for arg in args if isinstance(arg, dict) and "context" in arg)
+def _arg(high, state_id, key):
+    """One argument the SLS gives one file.managed state (``contents``, ``name``, ``check_cmd``)."""
+    return next(arg[key] for arg in high[state_id]["file"] if isinstance(arg, dict) and key in arg)
 
 
-def _render(loaders, template, **context):
-    return loaders.modules.slsutil.renderer(string=(FILES / template).read_text(), default_renderer="jinja", **context)
-
-
-def _private_config(loaders, high, port, tmp_path):
-    """The SLS's gdnsd config, listening on 127.0.0.1:port with a private run and state dir."""
-    context = dict(
-        _context(high, "salt-dns-config"),
-        listen=["127.0.0.1"],
-        port=port,
-        run_dir=str(tmp_path / "run"),
-        state_dir=str(tmp_path / "state"),
+def _private_config(port, tmp_path):
+    """gdnsd's configuration as the pillar's, listening on 127.0.0.1:port with a private run and state dir."""
+    return rolestack_dns.config_text(
+        ZONE, ["127.0.0.1"], port, run_dir=str(tmp_path / "run"), state_dir=str(tmp_path / "state")
     )
-    return _render(loaders, "gdnsd.config.jinja", **context)
 
 
 def _serial(zone_text):
@@ -106,11 +96,11 @@ def _addresses(response):
 
 @pytest.fixture
 def salt_host(make_loaders):
-    """Loaders of minion `salt` and the SLS's high data (its contexts are the templates' inputs)."""
+    """The SLS's high data for minion `salt` and its pillar rolestack:dns_zone (the records behind the files)."""
     loaders = make_loaders("salt")
     high = loaders.modules.state.show_sls("salt")
     assert isinstance(high, dict), high
-    return loaders, high
+    return loaders.pillar["rolestack"]["dns_zone"], high
 
 
 @pytest.fixture
@@ -170,30 +160,33 @@ def test_salt_role_dry_run(make_loaders):
     assert by_id["salt-dns-config"].result in (None, True)
 
 
-def test_sls_passes_the_pillar_into_the_templates(salt_host):
-    _, high = salt_host
-    config = _context(high, "salt-dns-config")
-    assert config["listen"] == ["10.10.10.2", "127.0.0.1"] and config["port"] == 53
-    zone = _context(high, "salt-dns-zone")
-    assert zone["zone"] == ZONE and zone["nameserver"] == "salt.production.wpdn"
-    assert {"name": "db2", "type": "A", "data": "10.10.10.12"} in zone["records"]
-    names = [arg["name"] for arg in high["salt-dns-zone"]["file"] if isinstance(arg, dict) and "name" in arg]
-    assert names == [f"/etc/gdnsd/zones/{ZONE}"]
+def test_sls_writes_the_files_the_pillar_derives(salt_host):
+    dns_zone, high = salt_host
+    config = _arg(high, "salt-dns-config", "contents")
+    assert config == rolestack_dns.config_text(ZONE, ["10.10.10.2", "127.0.0.1"])
+    assert re.search(r"listen => \[\s+10\.10\.10\.2,\s+127\.0\.0\.1,\s+\]", config), config
+    assert "dns_port => 53" in config and "run_dir" not in config
+    assert {"name": "db2", "type": "A", "data": "10.10.10.12"} in dns_zone["records"]
+    zone = _arg(high, "salt-dns-zone", "contents")
+    assert zone == rolestack_dns.zone_text(ZONE, NAMESERVER, dns_zone["records"])
+    assert "\ndb2                              A     10.10.10.12\n" in zone
+    reverse = dns_zone["reverse"]
+    assert _arg(high, "salt-dns-reverse-zone", "contents") == rolestack_dns.zone_text(
+        REVERSE, NAMESERVER, reverse["records"], ZONE
+    )
+    assert _arg(high, "salt-dns-zone", "name") == f"/etc/gdnsd/zones/{ZONE}"
     # the candidate files are checked by gdnsd before they replace the live ones
     for state_id, relpath in (("salt-dns-config", "config"), ("salt-dns-zone", f"zones/{ZONE}")):
-        check = next(arg["check_cmd"] for arg in high[state_id]["file"] if isinstance(arg, dict) and "check_cmd" in arg)
+        check = _arg(high, state_id, "check_cmd")
         assert check == f"/usr/local/sbin/rolestack-gdnsd-check -c /etc/gdnsd {relpath}"
 
 
 @needs_gdnsd
 def test_rendered_zone_is_served_by_a_real_gdnsd(salt_host, private_gdnsd, tmp_path):
-    loaders, high = salt_host
+    dns_zone, high = salt_host
     port = _free_dns_port()
-    config = _private_config(loaders, high, port, tmp_path)
-    production_config = _render(loaders, "gdnsd.config.jinja", **_context(high, "salt-dns-config"))
-    assert re.search(r"listen => \[\s+10\.10\.10\.2,\s+127\.0\.0\.1,\s+\]", production_config), production_config
-    assert "dns_port => 53" in production_config and "run_dir" not in production_config
-    zone_text = _render(loaders, "zone.jinja", **_context(high, "salt-dns-zone"))
+    config = _private_config(port, tmp_path)
+    zone_text = _arg(high, "salt-dns-zone", "contents")
 
     server = private_gdnsd(config, {ZONE: zone_text})
 
@@ -210,11 +203,11 @@ def test_rendered_zone_is_served_by_a_real_gdnsd(salt_host, private_gdnsd, tmp_p
     assert soa.answer[0][0].serial == _serial(zone_text)
 
     # what salt-dns-reload-zones does after a zone change: the daemon answers with the new data
-    records = [dict(r) for r in _context(high, "salt-dns-zone")["records"]]
+    records = [dict(r) for r in dns_zone["records"]]
     for record in records:
         if record["name"] == "db2":
             record["data"] = "10.10.10.13"
-    new_zone = _render(loaders, "zone.jinja", **dict(_context(high, "salt-dns-zone"), records=records))
+    new_zone = rolestack_dns.zone_text(ZONE, NAMESERVER, records)
     (server.conf / "zones" / ZONE).write_text(new_zone)
     reload = subprocess.run(
         ["gdnsdctl", "-c", str(server.conf), "reload-zones"], capture_output=True, text=True, timeout=60
@@ -225,12 +218,11 @@ def test_rendered_zone_is_served_by_a_real_gdnsd(salt_host, private_gdnsd, tmp_p
 
 
 def test_serial_follows_the_records_only(salt_host):
-    loaders, high = salt_host
-    context = _context(high, "salt-dns-zone")
-    records = context["records"]
+    dns_zone, _ = salt_host
+    records = dns_zone["records"]
 
     def zone(recs):
-        return _render(loaders, "zone.jinja", **dict(context, records=recs))
+        return rolestack_dns.zone_text(ZONE, NAMESERVER, recs)
 
     first = zone(records)
     assert zone(records) == first, "the same records must render the same zone"
@@ -249,29 +241,17 @@ def test_serial_follows_the_records_only(salt_host):
     assert [r.address for r in parsed.get_rdataset("elasticsearch", "A")] == ["10.10.10.41"]
 
 
-def test_python_zone_text_is_what_the_template_renders(salt_host):
-    """rolestack_dns.zone_text (the bench's zone generation) and zone.jinja (what the SLS renders) agree."""
-    loaders, high = salt_host
-    for state_id in ("salt-dns-zone", "salt-dns-reverse-zone"):
-        context = _context(high, state_id)
-        assert rolestack_dns.zone_text(**context) == _render(loaders, "zone.jinja", **context), state_id
-
-
 @needs_gdnsd
 def test_reverse_zone_is_served_with_a_ptr_per_host(salt_host, private_gdnsd, tmp_path):
-    loaders, high = salt_host
-    context = _context(high, "salt-dns-reverse-zone")
-    assert context["zone"] == REVERSE and context["contact"] == ZONE and context["nameserver"] == f"salt.{ZONE}"
-    names = [arg["name"] for arg in high["salt-dns-reverse-zone"]["file"] if isinstance(arg, dict) and "name" in arg]
-    assert names == [f"/etc/gdnsd/zones/{REVERSE}"]
-    check = next(
-        a["check_cmd"] for a in high["salt-dns-reverse-zone"]["file"] if isinstance(a, dict) and "check_cmd" in a
-    )
+    dns_zone, high = salt_host
+    assert dns_zone["reverse"]["zone"] == REVERSE
+    assert _arg(high, "salt-dns-reverse-zone", "name") == f"/etc/gdnsd/zones/{REVERSE}"
+    check = _arg(high, "salt-dns-reverse-zone", "check_cmd")
     assert check == f"/usr/local/sbin/rolestack-gdnsd-check -c /etc/gdnsd zones/{REVERSE}"
     port = _free_dns_port()
-    config = _private_config(loaders, high, port, tmp_path)
-    forward = _render(loaders, "zone.jinja", **_context(high, "salt-dns-zone"))
-    reverse = _render(loaders, "zone.jinja", **context)
+    config = _private_config(port, tmp_path)
+    forward = _arg(high, "salt-dns-zone", "contents")
+    reverse = _arg(high, "salt-dns-reverse-zone", "contents")
     private_gdnsd(config, {ZONE: forward, REVERSE: reverse})
 
     def ptr(address):
@@ -292,11 +272,11 @@ def test_reverse_zone_is_served_with_a_ptr_per_host(salt_host, private_gdnsd, tm
 
 @needs_gdnsd
 def test_checker_refuses_a_broken_zone_and_leaves_the_live_one(salt_host, tmp_path):
-    loaders, high = salt_host
+    _, high = salt_host
     conf = tmp_path / "etc-gdnsd"
     (conf / "zones").mkdir(parents=True)
-    (conf / "config").write_text(_render(loaders, "gdnsd.config.jinja", **_context(high, "salt-dns-config")))
-    good = _render(loaders, "zone.jinja", **_context(high, "salt-dns-zone"))
+    (conf / "config").write_text(_arg(high, "salt-dns-config", "contents"))
+    good = _arg(high, "salt-dns-zone", "contents")
     (conf / "zones" / ZONE).write_text(good)
     candidate = tmp_path / "candidate"
 

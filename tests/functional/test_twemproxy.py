@@ -169,9 +169,14 @@ def test_stats_and_health_report_the_servers(loaders, nutcracker, proxy_pillar):
     port = port_of(proxy_pillar, "memcache_alpha")
     for index in range(20):
         assert memcached_set(port, f"warm{index}", "v") == b"STORED\r\n"
-    stats = _stats_show(
-        loaders, lambda s: s["pools"].get("memcache_alpha", {}).get("client_eof", 0) >= 20, "20 clients in the stats"
-    )
+
+    # nutcracker aggregates its counters every stats interval, each on its own: wait until both show the 20
+    def counted(stats):
+        pool = stats["pools"].get("memcache_alpha", {})
+        requests = sum(server.get("requests", 0) for server in (pool.get("servers") or {}).values())
+        return pool.get("client_eof", 0) >= 20 and requests >= 20
+
+    stats = _stats_show(loaders, counted, "20 clients and their 20 requests in the stats")
     assert set(stats["pools"]) == {"sessions_redis", "sessions_memcached", "memcache_alpha"}
     alpha = stats["pools"]["memcache_alpha"]["servers"]
     assert set(alpha) == {"memcache-alpha1", "memcache-alpha2"}

@@ -78,3 +78,28 @@ def test_zone_text_serial_depends_on_the_set_of_records_only():
     changed = dns.zone_text("10.10.10.in-addr.arpa", "salt.p.wpdn", records[:1], contact="p.wpdn")
     serial = [line.split()[0] for line in first.splitlines() if "; serial" in line]
     assert serial != [line.split()[0] for line in changed.splitlines() if "; serial" in line]
+
+
+def test_the_config_listens_where_asked():
+    text = dns.config_text("production.wpdn", ["10.10.10.2", "127.0.0.1"])
+    assert "  listen => [\n    10.10.10.2,\n    127.0.0.1,\n  ]\n  dns_port => 53\n}\n" in text
+    assert "run_dir" not in text and "state_dir" not in text
+    private = dns.config_text("z.test", ["127.0.0.1"], 5353, run_dir="/tmp/r", state_dir="/tmp/s")
+    assert 'dns_port => 5353\n  run_dir => "/tmp/r"\n  state_dir => "/tmp/s"\n}\n' in private
+    assert "/etc/gdnsd/zones/z.test" in private
+
+
+def test_the_salt_host_gets_the_files_gdnsd_reads(example):
+    dns_zone = inv.derive(example)["hosts"]["salt"]["dns_zone"]
+    fqdn = "salt.production.wpdn"
+    assert dns_zone["text"] == dns.zone_text("production.wpdn", fqdn, dns_zone["records"])
+    reverse = dns_zone["reverse"]
+    assert reverse["text"] == dns.zone_text(reverse["zone"], fqdn, reverse["records"], "production.wpdn")
+    assert "hostmaster.production.wpdn." in reverse["text"] and "\n12 " in reverse["text"]
+    assert dns_zone["config"] == dns.config_text("production.wpdn", ["10.10.10.2", "127.0.0.1"])
+
+
+def test_no_files_while_the_salt_host_address_is_pending(example):
+    example["hosts"]["salt"] = {}
+    dns_zone = inv.derive(example)["hosts"]["salt"]["dns_zone"]
+    assert dns_zone["records"] and not {"text", "config"} & set(dns_zone) and "text" not in dns_zone["reverse"]

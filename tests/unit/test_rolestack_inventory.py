@@ -3,7 +3,9 @@
 import copy
 
 import pytest
+import rolestack_base as base
 import rolestack_inventory as inv
+import rolestack_kv as kv
 
 from tests.support import synthetic
 from tests.support.paths import EXAMPLE_INVENTORY
@@ -267,7 +269,11 @@ def test_derive_gives_each_role_its_topology(example):
     assert hosts["memcache-alpha1"]["memcache"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
     assert hosts["sessions1"]["sessions"]["allow"] == ["10.10.10.51/32", "10.10.10.52/32"]
     assert hosts["elastic1"]["elastic"]["cluster"] == "main"
-    assert app["dns"] == {"servers": ["10.10.10.2"], "search": ["production.wpdn"]}
+    assert app["dns"] == {
+        "servers": ["10.10.10.2"],
+        "search": ["production.wpdn"],
+        "resolv_conf": base.resolv_conf_text(["10.10.10.2"], ["production.wpdn"]),
+    }
     assert app["mail"]["relay"]["fqdn"] == "mail.production.wpdn"
     assert [
         "10.10.10.11",
@@ -292,12 +298,14 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     sessions = hosts["sessions1"]
     assert sessions["sessions"]["redis"] == {"port": 6379, "maxmemory_mb": 256, "maxmemory_policy": "volatile-lru"}
     assert sessions["sessions"]["memcached"] == {"port": 11211, "memory_mb": 256}
+    assert sessions["firewall"]["ruleset"] == kv.nft_ruleset(sessions["firewall"]["services"])
     assert sessions["firewall"] == {
+        "ruleset": sessions["firewall"]["ruleset"],
         "services": [
             {"name": "redis", "port": 6379, "allow": allow},
             {"name": "memcached", "port": 11211, "allow": allow},
             ssh,
-        ]
+        ],
     }
     memcache = hosts["memcache-alpha2"]["memcache"]
     assert {k: v for k, v in memcache.items() if k != "members"} == {
@@ -307,9 +315,10 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
         "memory_mb": 256,
     }
     assert [m["name"] for m in memcache["members"]] == ["memcache-alpha1", "memcache-alpha2"]
-    assert hosts["memcache-alpha2"]["firewall"] == {
-        "services": [{"name": "memcached", "port": 11211, "allow": allow}, ssh]
-    }
+    assert hosts["memcache-alpha2"]["firewall"]["services"] == [
+        {"name": "memcached", "port": 11211, "allow": allow},
+        ssh,
+    ]
     redis = hosts["redis-beta1"]["redis"]
     assert (redis["cluster"], redis["port"], redis["maxmemory_mb"], redis["maxmemory_policy"]) == (
         "beta",
@@ -319,9 +328,9 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     )
     assert "proxy_port" not in redis and "sessions_redis_password" not in hosts["redis-beta1"]["secrets"]
     assert hosts["redis-beta1"]["secrets"] == {"cache_redis_password": "example-cache-redis-0123456789"}
-    assert hosts["redis-beta1"]["firewall"] == {"services": [{"name": "redis", "port": 6379, "allow": allow}, ssh]}
+    assert hosts["redis-beta1"]["firewall"]["services"] == [{"name": "redis", "port": 6379, "allow": allow}, ssh]
     for name in ("app1", "db2", "elastic1"):
-        assert hosts[name]["firewall"] == {"services": [ssh]}, name
+        assert hosts[name]["firewall"]["services"] == [ssh], name
     assert "firewall" not in hosts["salt"]  # the jump box: operators reach it from anywhere
     # a host with both cache roles runs (and lets through) both servers
     data = copy.deepcopy(example)
@@ -633,3 +642,31 @@ def test_minion_pillar_reads_unmasked_and_refuses_a_minion_without_one():
     assert calls == [("rolestack", True)]
     with pytest.raises(CommandExecutionError, match="ext_pillar configured"):
         inv.minion_pillar(lambda key, default, unmask=False: {})
+
+
+def test_derive_gives_each_host_the_texts_of_its_files(example):
+    derived = inv.derive(example)
+    hosts, common = derived["hosts"], derived["common"]
+    platform = common["platform"]
+    resolv_conf = base.resolv_conf_text(["10.10.10.2"], ["production.wpdn"])
+    for name, pillar in hosts.items():
+        assert pillar["dns"]["resolv_conf"] == resolv_conf
+        ssh_config = pillar["jumpbox"]["ssh_config"] if name == "salt" else None
+        assert pillar["banner"] == base.banners(platform, pillar["host"], ssh_config), name
+        assert f" -- {name} (" in pillar["banner"]["issue_net"]
+        assert (ssh_config is not None and ssh_config in pillar["banner"]["motd"]) is (name == "salt")
+        firewall = pillar.get("firewall")
+        if firewall:
+            assert firewall["ruleset"] == kv.nft_ruleset(firewall["services"]), name
+    assert "firewall" not in hosts["salt"]
+    # one text per distinct list of services, shared; another list gets its own
+    assert hosts["app1"]["firewall"]["ruleset"] is hosts["db2"]["firewall"]["ruleset"]
+    assert hosts["memcache-alpha1"]["firewall"]["ruleset"] is hosts["memcache-alpha2"]["firewall"]["ruleset"]
+    assert hosts["sessions1"]["firewall"]["ruleset"] != hosts["app1"]["firewall"]["ruleset"]
+    # a minion the inventory does not know: the platform's banner without a host, the resolver, no firewall
+    assert common["banner"] == base.banners(platform, None)
+    assert common["dns"]["resolv_conf"] == resolv_conf and "firewall" not in common
+    # the DNS server's address unknown: no resolv.conf (the base role leaves the file alone)
+    del example["hosts"]["salt"]["address"]
+    derived = inv.derive(example)
+    assert derived["hosts"]["app1"]["dns"]["resolv_conf"] is None and derived["common"]["dns"]["resolv_conf"] is None

@@ -96,7 +96,14 @@ def test_no_operators_means_no_accounts_and_a_pending_salt_address_restricts_not
     del example["operators"]
     del example["hosts"]["salt"]["address"]
     hosts = inv.derive(example)["hosts"]
-    assert hosts["db2"]["ssh"] == {"jump_host": None, "allow_from": [], "allow_users": [], "operators": {}}
+    unrestricted = jumpbox.sshd_config_text([], None)
+    assert hosts["db2"]["ssh"] == {
+        "jump_host": None,
+        "allow_from": [],
+        "allow_users": [],
+        "operators": {},
+        "sshd_config": unrestricted,
+    }
     assert "firewall" not in hosts["db2"]
     assert all(s["name"] != "ssh" for s in hosts["sessions1"]["firewall"]["services"])
 
@@ -138,3 +145,36 @@ def test_known_hosts_lists_every_published_public_key_sorted_and_skips_junk():
     assert lines[4].startswith("# mail:") and len(lines) == 5
     assert "PRIVATE" not in text and "stranger" not in text
     assert jumpbox.known_hosts(list(reversed(hosts)), dict(reversed(list(mine.items())))) == text
+
+
+def test_sshd_config_text_restricts_to_the_jump_box_where_asked():
+    salt = {"name": "salt", "fqdn": "salt.production.wpdn", "address": "10.10.10.2"}
+    ssh = jumpbox.ssh_pillar(salt, False, {})
+    assert jumpbox.sshd_config_text(ssh["allow_users"], ssh["jump_host"]) == (
+        "# managed by salt (rolestack, states/ssh): keys only, no root login, connections from the jump box only\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin no\n"
+        "PubkeyAuthentication yes\n"
+        "PermitEmptyPasswords no\n"
+        "# only the salt host (salt) and loopback may connect: operators come through the jump box (ssh -J)\n"
+        "AllowUsers *@10.10.10.2 *@127.0.0.1 *@::1\n"
+    )
+    # the salt host itself, and every host while the salt host's address is unknown: keys only, from anywhere
+    for ssh in (jumpbox.ssh_pillar(salt, True, {}), jumpbox.ssh_pillar(None, False, {})):
+        text = jumpbox.sshd_config_text(ssh["allow_users"], ssh["jump_host"])
+        assert text.splitlines() == [
+            "# managed by salt (rolestack, states/ssh): keys only, no root login",
+            *jumpbox.SSHD_SETTINGS,
+        ]
+        assert text.endswith("PermitEmptyPasswords no\n")
+
+
+def test_every_host_gets_its_sshd_drop_in_and_an_unknown_minion_an_unrestricted_one(example):
+    derived = inv.derive(example)
+    for name, pillar in derived["hosts"].items():
+        ssh = pillar["ssh"]
+        assert ssh["sshd_config"] == jumpbox.sshd_config_text(ssh["allow_users"], ssh["jump_host"])
+        assert ("AllowUsers *@10.10.10.2 *@127.0.0.1 *@::1\n" in ssh["sshd_config"]) is (name != "salt"), name
+    # no accounts for a minion the inventory does not know, the same unrestricted drop-in as the salt host's
+    assert derived["common"]["ssh"] == {"sshd_config": derived["hosts"]["salt"]["ssh"]["sshd_config"]}
