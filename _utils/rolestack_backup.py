@@ -32,6 +32,7 @@ import posixpath
 import re
 import stat
 
+import rolestack_systemd as systemd
 from rolestack_elastic import MOUNT_PATH as ELASTIC_MOUNT
 from rolestack_inventory_schema import ROLES
 from rolestack_inventory_schema import _check_mapping
@@ -196,8 +197,26 @@ def derive(inventory, entries):
         "retention": dict(RETENTION_DEFAULTS, **(spec.get("retention") or {})),
         "schedule": on_calendar(schedule),
         "log_file": LOG_FILE,
+        "log_dir": posixpath.dirname(LOG_FILE),
         "max_age_hours": MAX_AGE_HOURS,
         "sources": sources,
+        **scheduled_units(on_calendar(schedule)),
+    }
+
+
+TIMER_UNIT = "rolestack-backup.timer"
+SERVICE_UNIT = "rolestack-backup.service"
+
+
+def scheduled_units(calendars):
+    """The backup host's timer and the oneshot it starts (``salt-call rolestack_backup.run``): names and texts."""
+    managed_by = "rolestack backup role, states/backup/init.sls: edit the inventory's backup.schedule"
+    description = "pull every source into a dated snapshot, then prune by retention"
+    return {
+        "timer_unit": TIMER_UNIT,
+        "service_unit": SERVICE_UNIT,
+        "timer": systemd.timer_text(description, calendars, managed_by),
+        "service": systemd.salt_call_service_text(description, "rolestack_backup.run", managed_by),
     }
 
 

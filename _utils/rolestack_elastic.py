@@ -30,6 +30,7 @@ import re
 import ssl
 import urllib.parse
 
+import rolestack_systemd as systemd
 from rolestack_inventory_schema import _check_mapping
 from rolestack_inventory_schema import _fmt
 from rolestack_inventory_schema import _kind
@@ -48,7 +49,7 @@ MOUNT_PATH = "/mnt/elastic-snapshots"
 PREFIX = "rolestack"
 TIMER_UNIT = "rolestack-elastic-snapshot.timer"
 SERVICE_UNIT = "rolestack-elastic-snapshot.service"
-SALT_CALL = "/usr/bin/salt-call"
+DESCRIPTION = "a dated ElasticSearch snapshot, then prune by retention"
 TIMEOUT_S = 30
 # a snapshot taken with wait_for_completion=true may take long: the request's own timeout
 SNAPSHOT_TIMEOUT_S = 3600
@@ -203,30 +204,20 @@ def on_calendar(time):
 
 def render_timer(time):
     """The timer of the scheduled snapshot: daily at ``time`` UTC; a run missed while the host was off runs at boot."""
-    return (
-        "# managed by salt (rolestack elastic role, states/elastic/snapshots.sls): edit the inventory's elastic key\n"
-        "[Unit]\n"
-        "Description=rolestack: a dated ElasticSearch snapshot, then prune by retention\n\n"
-        "[Timer]\n"
-        f"OnCalendar={on_calendar(time)}\n"
-        "Persistent=true\n"
-        "RandomizedDelaySec=60\n\n"
-        "[Install]\n"
-        "WantedBy=timers.target\n"
+    return systemd.timer_text(
+        DESCRIPTION,
+        [on_calendar(time)],
+        "rolestack elastic role, states/elastic/snapshots.sls: edit the inventory's elastic key",
     )
 
 
 def render_service():
     """The oneshot the timer starts (systemd never starts it twice at once: runs cannot overlap)."""
-    return (
-        "# managed by salt (rolestack elastic role, states/elastic/snapshots.sls)\n"
-        "[Unit]\n"
-        "Description=rolestack: a dated ElasticSearch snapshot, then prune by retention\n"
-        "After=network-online.target remote-fs.target\n"
-        "Wants=network-online.target\n\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        f"ExecStart={SALT_CALL} --retcode-passthrough --log-level=warning --out=json rolestack_elastic.scheduled\n"
+    return systemd.salt_call_service_text(
+        DESCRIPTION,
+        "rolestack_elastic.scheduled",
+        "rolestack elastic role, states/elastic/snapshots.sls",
+        after="network-online.target remote-fs.target",
     )
 
 

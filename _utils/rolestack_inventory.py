@@ -552,6 +552,8 @@ def _nfs_pillar(pillar, share):
             pillar["firewall"] = {"services": [*services, nfs.firewall_service(share["server"])]}
     if "elastic" in roles:
         pillar["elastic"]["nfs"] = share["client"]
+
+
 def _file_texts(pillar, rulesets):
     """
     The texts the SLS write with ``contents`` (derived once here, so a minion fetches and renders no template):

@@ -66,3 +66,36 @@ def _enable_settled(props, enable):
 def boot_state(props):
     """The unit file state (``enabled``, ``disabled``, ``indirect``, ...) of a loaded unit, else None."""
     return props.get("UnitFileState") if props.get("LoadState") == "loaded" else None
+
+
+# -- the texts of the scheduled jobs' units (a oneshot service and the timer that starts it)
+
+SALT_CALL = "/usr/bin/salt-call"  # where Debian's salt packages put it (the lab links its venv's there)
+
+
+def timer_text(description, calendars, managed_by):
+    """
+    A timer unit: ``calendars`` are systemd ``OnCalendar=`` values; a run missed while the host was off runs at boot
+    (``Persistent``). ``managed_by``: the comment line saying which SLS writes it and where to change it.
+    """
+    lines = [f"# managed by salt ({managed_by})", "[Unit]", f"Description=rolestack: {description}", "", "[Timer]"]
+    lines += [f"OnCalendar={value}" for value in calendars]
+    lines += ["Persistent=true", "RandomizedDelaySec=60", "", "[Install]", "WantedBy=timers.target"]
+    return "\n".join(lines) + "\n"
+
+
+def salt_call_service_text(description, function, managed_by, after="network-online.target"):
+    """
+    The oneshot a timer starts: ``salt-call <function>``, its exit status passed through (a failed run is a failed
+    unit). systemd never starts a oneshot twice at once: runs cannot overlap.
+    """
+    return (
+        f"# managed by salt ({managed_by})\n"
+        "[Unit]\n"
+        f"Description=rolestack: {description}\n"
+        f"After={after}\n"
+        "Wants=network-online.target\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart={SALT_CALL} --retcode-passthrough --log-level=warning --out=json {function}\n"
+    )

@@ -64,6 +64,7 @@ PROFILES = {
         "memcache-alpha2",
         "redis-beta1",
         "app1",
+        "backup",
     ],  # one host per role the platform has so far, two where a role's test needs a pair (db, a cache cluster)
 }
 
@@ -663,6 +664,10 @@ def prepare_host(lab, host):
     merged = hdir / "merged"
     run(["mount", "-t", "overlay", "overlay", "-o",
          f"lowerdir={CACHE / 'base'},upperdir={hdir / 'upper'},workdir={hdir / 'work'}", merged])  # fmt: skip
+    # where Debian's salt packages put salt-call, which the roles' timers run (rolestack_systemd.SALT_CALL)
+    salt_call = merged / "usr/bin/salt-call"
+    if not salt_call.is_symlink():
+        salt_call.symlink_to(VENV / "bin/salt-call")
     if host == lab.salt_host:
         return
     minion_d = merged / "etc/salt/minion.d"

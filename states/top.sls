@@ -21,3 +21,6 @@ base:
   'I@rolestack:host:roles:app or I@rolestack:host:roles:frontend or I@rolestack:host:roles:jobrunner':
     - match: compound
     - proxy
+  'I@rolestack:host:roles:backup':
+    - match: compound
+    - backup

@@ -418,3 +418,13 @@ def test_manifest_round_trip_with_odd_names_and_reuse_of_linked_files(tmp_path):
     assert logic.verify_manifest(str(two), logic.build_manifest(str(two)))["ok"]
     with pytest.raises(logic.BackupError, match="manifest line 1"):
         logic.parse_manifest("nonsense\n")
+
+
+def test_the_timer_runs_the_engine_at_each_scheduled_time():
+    units = logic.scheduled_units(logic.on_calendar(["01:30", "13:05"]))
+    assert units["timer_unit"] == "rolestack-backup.timer" and units["service_unit"] == "rolestack-backup.service"
+    assert "OnCalendar=*-*-* 01:30:00 UTC\nOnCalendar=*-*-* 13:05:00 UTC\n" in units["timer"]
+    assert "Persistent=true" in units["timer"] and "WantedBy=timers.target" in units["timer"]
+    assert "Type=oneshot" in units["service"]
+    assert "ExecStart=/usr/bin/salt-call --retcode-passthrough" in units["service"]
+    assert units["service"].rstrip().endswith("rolestack_backup.run")
