@@ -397,13 +397,24 @@ def add_host_network(lab, host, address, prefixlen):
     ns = lab.netns(host)
     # the switch's end, named after the address (unique in the lab): interface names are at most 15 characters,
     # and host names cut to fit collide (memcache-alpha1, memcache-alpha2)
-    port = "p-" + ipaddress.ip_address(address).packed.hex()
+    port = switch_port(address)
     run(["ip", "netns", "add", ns])
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
     run(["ip", "-n", lab.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])
     run(["ip", "-n", lab.switch, "link", "set", port, "master", "br0", "up"])
     run(["ip", "-n", ns, "addr", "add", f"{address}/{prefixlen}", "dev", "eth0"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+
+def switch_port(address):
+    """The switch's end of a host's cable, named after its address (unique in the lab)."""
+    return "p-" + ipaddress.ip_address(address).packed.hex()
+
+
+def set_cable(lab, host, plugged):
+    """Unplug (or plug back) a host's cable at the switch: to the others it is down, unreachable."""
+    port = switch_port(lab.hosts[host]["address"])
+    run(["ip", "-n", lab.switch, "link", "set", port, "up" if plugged else "down"])
 
 
 def lab_namespaces(lab):

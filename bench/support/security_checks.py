@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rolestack_lab  # noqa: E402
+import security_backup  # noqa: E402
 import security_kv  # noqa: E402
 import security_salt  # noqa: E402
 import security_ssh  # noqa: E402
@@ -799,6 +800,7 @@ CHECKS = {
     **security_kv.CHECKS,  # the key-value stores (issue 11)
     **security_salt.CHECKS,  # the salt host's services (issue 12)
     **security_ssh.CHECKS,  # the jump box: sshd only from the salt host (issue 12)
+    **security_backup.CHECKS,  # the backup sources' daemons and the NFS share (issue 13)
 }
 
 

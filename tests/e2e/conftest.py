@@ -8,6 +8,7 @@ ROLESTACK_E2E_REUSE=1 runs the tests against an e2e lab that is already up (`mak
 and leaves it up: for iterating on one role's checks. ROLESTACK_E2E_LAB=<name> uses another lab name.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -103,6 +104,15 @@ class LabHandle:
 
     def sh(self, host, *cmd, check=True):
         return rolestack_lab.in_host(self.lab, host, *cmd, check=check, timeout=120)
+
+    @contextlib.contextmanager
+    def unplugged(self, host):
+        """``host`` down to the others (its cable unplugged at the switch), plugged back afterwards."""
+        rolestack_lab.set_cable(self.lab, host, False)
+        try:
+            yield
+        finally:
+            rolestack_lab.set_cable(self.lab, host, True)
 
     def read(self, host, path):
         return self.sh(host, "cat", path).stdout
