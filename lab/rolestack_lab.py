@@ -65,7 +65,9 @@ PROFILES = {
         "redis-beta1",
         "app1",
         "backup",
-    ],  # one host per role the platform has so far, two where a role's test needs a pair (db, a cache cluster)
+        "elastic1",
+    ],  # one host per role the platform has so far, two where a role's test needs a pair (db, a cache cluster);
+    # elastic1 runs no ElasticSearch (not installable here): it is the NFS share's client in the hostile battery
 }
 
 # What the base root filesystem holds: systemd and the libraries the host's Python needs (salt runs from the

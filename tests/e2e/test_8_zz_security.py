@@ -343,22 +343,26 @@ def test_the_key_value_checks_can_fail(lab):
 
 
 @contextlib.contextmanager
-def rsync_open_to_the_network(lab):
-    """The salt host's rsyncd.conf letting the whole lab network in, then put back by the salt host's highstate."""
-    lab.sh("salt", "sed", "-i", "s|^\\(\\s*hosts allow = \\).*|\\110.10.10.0/24|", "/etc/rsyncd.conf")
-    assert "hosts allow = 10.10.10.0/24" in lab.read("salt", "/etc/rsyncd.conf")
+def hosts_allow_opened(lab, host, *paths):
+    """rsync daemons' ``paths`` on ``host`` letting the whole lab network in, then put back by the host's highstate."""
+    for path in paths:
+        lab.sh(host, "sed", "-i", "s|^\\(\\s*hosts allow = \\).*|\\110.10.10.0/24|", path)
+        assert "hosts allow = 10.10.10.0/24" in lab.read(host, path)
     try:
         yield
     finally:
-        result = lab.highstate("salt")
+        result = lab.highstate(host)
     assert result["clean"], result["rows"]
-    assert "hosts allow = 10.10.10.0/24" not in lab.read("salt", "/etc/rsyncd.conf")
+    assert all("hosts allow = 10.10.10.0/24" not in lab.read(host, path) for path in paths)
 
 
-def test_the_rsync_check_can_fail(lab):
-    with rsync_open_to_the_network(lab):
+def test_the_rsync_checks_can_fail(lab):
+    # the salt host's module source and its backup daemon (no firewall on the salt host: the daemons guard)
+    with hosts_allow_opened(lab, "salt", "/etc/rsyncd.conf", "/etc/rsyncd-backup.conf"):
         ok, detail = checks.run_check("rsync_refuses_hosts_not_allowed_and_wrong_secrets", lab)
         assert not ok and "files served" in detail, detail
+        ok, detail = checks.run_check("backup_sources_serve_only_the_backup_host", lab)
+        assert not ok and "salt's backup module served" in detail, detail
 
 
 @pytest.fixture(autouse=True)
@@ -367,3 +371,28 @@ def _no_leftovers(lab):
     yield
     assert not (lab.lab.master_dir / "master.d" / WEAK_MASTER_CONF).exists()
     assert checks.Probe(lab).git("status", "--porcelain") == ""
+
+
+@contextlib.contextmanager
+def nfs_share_open(lab, host):
+    """
+    ``host``'s ganesha exporting to every address with root not squashed (reloaded by SIGHUP: a restart would start a
+    grace period refusing new files), its firewall gone; then its highstate puts back both.
+    """
+    edits = [
+        "-e",
+        "s/Access_Type = None;/Access_Type = RW;/",
+        "-e",
+        "s/Squash = root_squash;/Squash = no_root_squash;/",
+    ]
+    lab.sh(host, "sed", "-i", *edits, "/etc/ganesha/ganesha.conf")
+    lab.sh(host, "systemctl", "kill", "--signal=HUP", "nfs-ganesha")
+    with firewall_removed(lab, host):
+        yield
+    assert "no_root_squash" not in lab.read(host, "/etc/ganesha/ganesha.conf")
+
+
+def test_the_nfs_check_can_fail(lab):
+    with nfs_share_open(lab, "backup"):
+        ok, detail = checks.run_check("nfs_share_only_for_elastic_hosts", lab)
+        assert not ok and "NFS share listed from" in detail and "belongs to 0:0" in detail, detail
