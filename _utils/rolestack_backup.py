@@ -62,6 +62,9 @@ PORT = 8873
 RSYNC_DEFAULT_PORT = 873
 TIMEOUT_S = 6 * 3600  # a whole pull or restore
 IO_TIMEOUT_S = 600  # rsync --timeout: no data for that long
+# a db source's pull: its daemon's pre-xfer exec takes the database backup first (rolestack-db-backup.service), and
+# rsync sends nothing until it is done: the client's --timeout must outlast a large mariabackup and its prepare
+DB_IO_TIMEOUT_S = 4 * 3600
 CONTIMEOUT_S = 20
 LOG_FILE = "/var/log/rolestack/backup.log"
 MAX_AGE_HOURS = 26  # status: a host without a success for longer is stale
@@ -185,6 +188,9 @@ def derive(inventory, entries):
             "address": entry["address"],
             "port": PORT,
             "paths": host_paths(entry["roles"], additions),
+            # a db host's daemon takes a consistent database backup before it sends anything (source_pillar)
+            "database": "db" in entry["roles"],
+            "io_timeout": DB_IO_TIMEOUT_S if "db" in entry["roles"] else IO_TIMEOUT_S,
         }
         for entry in entries
         if entry["address"] and "backup" not in entry["roles"]
@@ -235,7 +241,9 @@ def settings(backup):
         "sources": {},
     }
     for source in backup.get("sources") or []:
-        out["sources"][source["name"]] = dict(source, port=source.get("port") or PORT)
+        out["sources"][source["name"]] = dict(
+            source, port=source.get("port") or PORT, io_timeout=source.get("io_timeout") or IO_TIMEOUT_S
+        )
     return out
 
 
@@ -362,9 +370,11 @@ def source_url(source, module, user, path=""):
 def pull_command(source, config, partial, previous, password_file, rsync="rsync"):
     """
     The argv of one pull: ``rsync -a --delete --numeric-ids --link-dest=<previous> ... rsync://<user>@<host>/
-    <module>/ <partial>/`` with ``--password-file``, filtered to the source's paths.
+    <module>/ <partial>/`` with ``--password-file``, filtered to the source's paths; ``--timeout`` is the source's
+    ``io_timeout`` (a db source's is longer: its daemon backs the database up before sending anything).
     """
-    argv = [rsync, "-a", "--delete", "--numeric-ids", "--stats", f"--timeout={IO_TIMEOUT_S}"]
+    timeout = source.get("io_timeout") or IO_TIMEOUT_S
+    argv = [rsync, "-a", "--delete", "--numeric-ids", "--stats", f"--timeout={timeout}"]
     argv.append(f"--contimeout={CONTIMEOUT_S}")
     if previous:
         argv.append(f"--link-dest={previous}")
@@ -397,13 +407,15 @@ def restore_command(snapshot_dir, path, target, rsync="rsync", delete=False, pas
     return [*argv, source, target if target.startswith("rsync://") else target.rstrip("/") + "/"]
 
 
-def render_source_config(config, backup_address, secrets_file, root="/", restore=True):
+def render_source_config(config, backup_address, secrets_file, root="/", restore=True, pre_xfer=None):
     """
     A source host's rsync daemon configuration: the read-only module the backup host pulls from and (``restore``)
     the write-only module it restores into, both rooted at ``root``, reading/writing as root (numeric ids), only
     from ``backup_address``, only the user ``config["user"]`` with the host's secret, only the host's paths (daemon
     filter). ``config``: {"module", "restore_module", "user", "paths"}. Without the restore module the backup host
     cannot write to the host at all (restores then go into a directory: ``restore(..., target=...)``).
+    ``pre_xfer``: a command the daemon runs (``/bin/sh -c``) before each transfer of the read-only module only, the
+    transfer refused when it exits non-zero (a db host's consistent database backup: :data:`DB_PRE_XFER`).
     """
     rules = " ".join(filter_rules(config["paths"]))
     common = [
@@ -429,6 +441,8 @@ def render_source_config(config, backup_address, secrets_file, root="/", restore
         *common,
         "    read only = yes",
     ]
+    if pre_xfer:
+        lines.append(f"    pre-xfer exec = {pre_xfer}")
     if restore:
         lines += [
             "",
@@ -443,27 +457,94 @@ def render_source_config(config, backup_address, secrets_file, root="/", restore
 
 SOURCE_CONFIG_FILE = "/etc/rsyncd-backup.conf"
 SOURCE_SECRETS_FILE = "/etc/rsyncd-backup.secrets"
+SOURCE_SERVICE = "rolestack-backup-source.service"  # the source's daemon (states/backup/source.sls)
+DB_BACKUP_SERVICE = "rolestack-db-backup.service"  # a db source's oneshot: rolestack_db_backup.dump
+UNIT_DIR = "/etc/systemd/system"
+SALT_CALL = "/usr/bin/salt-call"
+# the read-only module's hook on a db host: systemd runs one backup at a time (a second start waits for the running
+# one), logs it in the journal, and systemctl exits non-zero when it failed, so rsync refuses the transfer
+DB_PRE_XFER = f"/bin/systemctl start {DB_BACKUP_SERVICE}"
+
+
+def render_source_unit(address, port=PORT, config_file=SOURCE_CONFIG_FILE):
+    """
+    The source's daemon unit: rsync in the foreground on the host's own private address only (a host outside
+    ``hosts allow`` still gets no answer from another address). The daemon re-reads its configuration at each
+    connection (rsyncd.conf(5)): a changed file needs no restart, a changed unit does.
+    """
+    return (
+        f"# managed by salt (rolestack backup role, states/backup/source.sls): edit the inventory\n"
+        "[Unit]\n"
+        f"Description=rolestack backup: the rsync daemon the backup host pulls from (port {port})\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n\n"
+        "[Service]\n"
+        f"ExecStart=/usr/bin/rsync --daemon --no-detach --config={config_file} --port={port} --address={address}\n"
+        # the address may not be up yet at boot: the bind fails, systemd tries again
+        "Restart=on-failure\n"
+        "RestartSec=5\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def render_db_backup_unit():
+    """
+    A db source's oneshot taking the consistent database backup into :data:`DB_DUMP_DIR` (started by the daemon's
+    pre-xfer exec, or by hand: ``systemctl start rolestack-db-backup.service``).
+    """
+    return (
+        "# managed by salt (rolestack backup role, states/backup/source.sls)\n"
+        "[Unit]\n"
+        f"Description=rolestack backup: a consistent database backup (mariabackup, prepared) into {DB_DUMP_DIR}\n"
+        "After=mariadb.service\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart={SALT_CALL} --retcode-passthrough --log-level=warning --out=json rolestack_db_backup.dump\n"
+        f"TimeoutStartSec={DB_IO_TIMEOUT_S - 600}\n"
+    )
 
 
 def source_pillar(derived, name, backup_address, secret, restore=True):
     """
-    What a source host needs for its daemon (not wired into the inventory yet: docs/roles/backup.md, "Source
-    hosts' daemon"): ``derived`` is :func:`derive`'s result, ``secret`` the inventory's rsync_backup_secret.
-    Returns None for a host that is no source, else ``{"port", "config_file", "config", "secrets_file", "secrets"}``
-    (``secrets``: the secrets file's text, the host's own derived secret only).
+    What a source host needs for its daemon (``rolestack:backup:source``; docs/roles/backup.md, "Source hosts'
+    daemon"): ``derived`` is :func:`derive`'s result, ``secret`` the inventory's rsync_backup_secret. Returns None
+    for a host that is no source, else ``{"address", "port", "config_file", "config", "secrets_file", "secrets",
+    "service", "unit_file", "unit", "db_backup"}`` (``secrets``: the secrets file's text, the host's own derived
+    secret only; ``db_backup``: on a db host, its oneshot's ``service``, ``unit_file``, ``unit`` and ``dir``,
+    started by the read-only module's pre-xfer exec; else None).
     """
     source = next((entry for entry in derived["sources"] if entry["name"] == name), None)
     if source is None:
         return None
     spec = {key: derived[key] for key in ("module", "restore_module", "user")}
     spec["paths"] = source["paths"]
+    database = source.get("database")
+    config = render_source_config(
+        spec, backup_address, SOURCE_SECRETS_FILE, restore=restore, pre_xfer=DB_PRE_XFER if database else None
+    )
+    db_backup = None
+    if database:
+        unit_file = f"{UNIT_DIR}/{DB_BACKUP_SERVICE}"
+        db_backup = {"service": DB_BACKUP_SERVICE, "unit_file": unit_file, "unit": render_db_backup_unit()}
+        db_backup["dir"] = DB_DUMP_DIR
     return {
+        "address": source["address"],
         "port": source["port"],
         "config_file": SOURCE_CONFIG_FILE,
-        "config": render_source_config(spec, backup_address, SOURCE_SECRETS_FILE, restore=restore),
+        "config": config,
         "secrets_file": SOURCE_SECRETS_FILE,
         "secrets": f"{derived['user']}:{host_secret(secret, name)}\n",
+        "service": SOURCE_SERVICE,
+        "unit_file": f"{UNIT_DIR}/{SOURCE_SERVICE}",
+        "unit": render_source_unit(source["address"], source["port"]),
+        "db_backup": db_backup,
     }
+
+
+def firewall_service(backup_address, port=PORT):
+    """A source's firewall service (``rolestack:firewall:services``): the daemon's port from the backup host only."""
+    return {"name": "rsync-backup", "port": port, "allow": [f"{backup_address}/32"]}
 
 
 _STATS = {

@@ -326,6 +326,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
     backup_sources = [member(entry) for entry in hosts.values() if entry["address"] and "backup" not in entry["roles"]]
     db_certs = {entry["name"]: _db_certs(entry, zone, core["salt"]) for entry in by_role["db"]}  # pending: none yet
     nfs_share = nfs.derive(inventory, core["backup"], [member(e) for e in by_role["elastic"]])  # rolestack_nfs
+    backup_daemons = _backup_sources(inventory, hosts, core["backup"], secrets)  # each source's daemon
 
     out = {}
     rulesets = {}  # the firewall's texts, one per distinct list of services (_file_texts)
@@ -405,6 +406,7 @@ def derive(inventory, mine_addresses=None, published_records=None):
             granted[DB_USERS_SECRET] = {user: db_passwords[user] for user in password_users}
         _rsync_pillar(pillar, granted, rsync_pillar, name)
         _nfs_pillar(pillar, nfs_share)
+        _backup_source_pillar(pillar, granted, backup_daemons.get(name), core["backup"])
         _file_texts(pillar, rulesets)
         if granted:
             pillar["secrets"] = granted
@@ -552,6 +554,37 @@ def _nfs_pillar(pillar, share):
             pillar["firewall"] = {"services": [*services, nfs.firewall_service(share["server"])]}
     if "elastic" in roles:
         pillar["elastic"]["nfs"] = share["client"]
+
+
+# a source's own derived secret, in its pillar's secrets (only that host gets it: the secrets file's text)
+BACKUP_SOURCE_SECRET = "rsync_backup_source"
+
+
+def _backup_sources(inventory, hosts, backup_host, secrets):
+    """Per source host (rolestack_backup.derive's sources), its daemon's pillar; none without a backup address."""
+    if not backup_host or not secrets.get("rsync_backup_secret"):
+        return {}
+    derived = backup_engine.derive(inventory, hosts.values())
+    secret = secrets["rsync_backup_secret"]
+    return {
+        source["name"]: backup_engine.source_pillar(derived, source["name"], backup_host["address"], secret)
+        for source in derived["sources"]
+    }
+
+
+def _backup_source_pillar(pillar, granted, source, backup_host):
+    """
+    A backup source (rolestack_backup.source_pillar): ``rolestack:backup:source`` without the secrets file's text,
+    which goes to ``secrets.rsync_backup_source``; a host with a firewall admits the daemon's port from the backup
+    host only (a new list: the services lists are shared between hosts).
+    """
+    if not source:
+        return
+    pillar["backup"] = dict(pillar["backup"], source={k: v for k, v in source.items() if k != "secrets"})
+    granted[BACKUP_SOURCE_SECRET] = source["secrets"]
+    if pillar.get("firewall"):
+        service = backup_engine.firewall_service(backup_host["address"], source["port"])
+        pillar["firewall"] = {"services": [*pillar["firewall"]["services"], service]}
 
 
 def _file_texts(pillar, rulesets):

@@ -162,6 +162,63 @@ def backup_gtid(datadir):
     )
 
 
+# a consistent database backup kept on the host (the backup role's DB_DUMP_DIR): <directory>/backup-<UTC time>/
+# holds "data" (a prepared mariabackup: a data directory) and next to it "gtid" (its GTID position, one line);
+# <directory>/latest is a symlink to the complete one, swapped atomically (rename of a new link over it)
+LATEST = "latest"
+BACKUP_PREFIX = "backup-"
+DATA = "data"
+GTID_FILE = "gtid"
+
+
+def take_prepared_backup(directory, settings, timeout, owner=None, now=None):
+    """
+    A consistent, prepared mariabackup of the local server (``settings``: its PyMySQL connection settings) into a
+    new ``<directory>/backup-<UTC time>/data`` with its GTID position in ``.../gtid``, then ``<directory>/latest``
+    swapped to it, then the older backups removed. Until the swap, the previous backup and ``latest`` are
+    untouched: a failure removes the new directory and raises CommandExecutionError. ``owner``: the data's owner
+    (the server's user, so that a copy back is ready to start). Returns ``{"path", "gtid", "seconds",
+    "removed"}``.
+    """
+    steps = Steps()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)  # the databases' contents: root only
+    name = BACKUP_PREFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    new = os.path.join(directory, name)
+    if os.path.lexists(new):  # a failed run of the same second, never the one latest names
+        if os.path.realpath(os.path.join(directory, LATEST)) == os.path.realpath(new):
+            raise CommandExecutionError(f"{new} is the latest backup already: try again in a second")
+        shutil.rmtree(new)
+    os.mkdir(new, 0o700)
+    try:
+        data = os.path.join(new, DATA)
+        os.mkdir(data, 0o700)
+        local_backup_into(data, settings, timeout)
+        steps.took("backup")
+        prepare(data, timeout)
+        steps.took("prepare")
+        position = backup_gtid(data)
+        with open(os.path.join(new, GTID_FILE), "w", encoding="utf-8") as handle:
+            handle.write(position + "\n")
+        if owner:
+            chown_tree(data, owner)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    link = os.path.join(directory, f".{LATEST}.new")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(name, link)
+    os.replace(link, os.path.join(directory, LATEST))  # atomic: latest names the old backup or the new one
+    removed = []
+    for entry in sorted(os.listdir(directory)):
+        if entry.startswith(BACKUP_PREFIX) and entry != name:
+            shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+            removed.append(entry)
+    steps.took("swap")
+    return {"path": new, "gtid": position, "seconds": steps.seconds, "removed": removed}
+
+
 def check_datadir(datadir, overwrite_fresh):
     """
     Refuse a data directory holding data. Returns True when it holds a fresh installation that is to be

@@ -24,3 +24,6 @@ base:
   'I@rolestack:host:roles:backup':
     - match: compound
     - backup
+  'not I@rolestack:host:roles:backup':
+    - match: compound
+    - backup.source

@@ -67,7 +67,12 @@ def test_the_backup_key_is_optional_and_derived_for_the_backup_host_only(example
         "address": "10.10.10.2",
         "port": logic.PORT,
         "paths": ["/etc", "/srv"],
+        "database": False,
+        "io_timeout": logic.IO_TIMEOUT_S,
     }
+    # a db source's daemon backs the database up before it sends anything: a longer rsync --timeout
+    assert sources["db1-masterdb"]["database"] and sources["db1-masterdb"]["io_timeout"] == logic.DB_IO_TIMEOUT_S
+    assert logic.DB_IO_TIMEOUT_S > logic.IO_TIMEOUT_S
     assert backup["nfs_clients"] and backup["host"]["name"] == "backup"  # the inventory's own keys stay
     assert "sources" not in hosts["app1"]["backup"]
 
@@ -133,6 +138,7 @@ def test_settings_fill_in_the_defaults():
     config = logic.settings({"sources": [{"name": "app1", "fqdn": "f", "address": "a", "paths": ["/etc"]}]})
     assert config["root"] == logic.ROOT and config["retention"] == logic.RETENTION_DEFAULTS
     assert config["sources"]["app1"]["port"] == logic.PORT
+    assert config["sources"]["app1"]["io_timeout"] == logic.IO_TIMEOUT_S
     assert logic.settings(None)["sources"] == {}
 
 
@@ -286,6 +292,21 @@ def test_pull_command():
     first = logic.pull_command(dict(SOURCE, port=873, address=None), config, "/d.partial", None, "/pw")
     assert not [arg for arg in first if arg.startswith("--link-dest")]
     assert first[-2] == "rsync://backup@app1.production.wpdn/rolestack-backup/"  # rsync's own port: not named
+    assert f"--timeout={logic.IO_TIMEOUT_S}" in argv
+
+
+def test_a_db_source_gets_a_longer_io_timeout(example):
+    derived = logic.derive(example, _entries(example))
+    config = logic.settings(derived)
+    db2 = config["sources"]["db2"]
+    argv = logic.pull_command(db2, config, "/p.partial", None, "/pw")
+    assert f"--timeout={logic.DB_IO_TIMEOUT_S}" in argv and f"--timeout={logic.IO_TIMEOUT_S}" not in argv
+    app1 = logic.pull_command(config["sources"]["app1"], config, "/p.partial", None, "/pw")
+    assert f"--timeout={logic.IO_TIMEOUT_S}" in app1
+    # the db backup's oneshot gives up before the pull would
+    unit = logic.render_db_backup_unit()
+    assert "Type=oneshot" in unit and "rolestack_db_backup.dump" in unit
+    assert int(unit.split("TimeoutStartSec=")[1].split()[0]) < logic.DB_IO_TIMEOUT_S
 
 
 def test_restore_command():
@@ -307,6 +328,11 @@ def test_source_config_allows_the_backup_host_only_and_filters_both_modules():
         assert "filter = + /etc/*** - *" in section and "auth users = backup" in section
     assert "list = no" in text
     assert "rolestack-restore" not in logic.render_source_config(spec, "10.10.10.4", "/s", restore=False)
+    assert "pre-xfer" not in text
+    hooked = logic.render_source_config(spec, "10.10.10.4", "/s", pre_xfer="/bin/systemctl start x.service")
+    backup_section = hooked.split("[rolestack-backup]")[1].split("[rolestack-restore]")[0]
+    assert "    pre-xfer exec = /bin/systemctl start x.service\n" in backup_section
+    assert "pre-xfer" not in hooked.split("[rolestack-restore]")[1]  # never on the write-only module
 
 
 def test_source_pillar_gives_a_source_its_config_and_own_secret_only(example):
@@ -320,6 +346,17 @@ def test_source_pillar_gives_a_source_its_config_and_own_secret_only(example):
     db2 = logic.source_pillar(derived, "db2", "10.10.10.4", secret, restore=False)
     assert "+ /var/backups/rolestack/db/***" in db2["config"] and "rolestack-restore" not in db2["config"]
     assert logic.source_pillar(derived, "backup", "10.10.10.4", secret) is None
+    # the daemon's unit: on the host's own address, the daemon's port, the source config
+    assert app1["address"] == "10.10.10.51" and app1["unit_file"] == "/etc/systemd/system/" + app1["service"]
+    exec_start = [line for line in app1["unit"].splitlines() if line.startswith("ExecStart=")]
+    assert exec_start == [
+        "ExecStart=/usr/bin/rsync --daemon --no-detach --config=/etc/rsyncd-backup.conf --port=8873 "
+        "--address=10.10.10.51"
+    ]
+    # a db host's read-only module takes the database backup first; no other host's does
+    assert app1["db_backup"] is None and "pre-xfer" not in app1["config"]
+    assert db2["db_backup"]["dir"] == logic.DB_DUMP_DIR and db2["db_backup"]["service"] == "rolestack-db-backup.service"
+    assert f"pre-xfer exec = {logic.DB_PRE_XFER}" in db2["config"]
 
 
 def _entries(example):

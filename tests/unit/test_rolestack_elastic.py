@@ -102,7 +102,7 @@ def test_a_user_and_its_password_go_together(example):
     data["elastic"]["username"] = "snapshots"
     hosts = inv.derive(data)["hosts"]
     assert hosts["elastic1"]["elastic"]["snapshots"]["username"] == "snapshots"
-    assert hosts["elastic1"]["secrets"] == {"elastic_snapshot_password": PASSWORD}
+    assert hosts["elastic1"]["secrets"]["elastic_snapshot_password"] == PASSWORD
     assert [name for name, pillar in hosts.items() if "elastic_snapshot_password" in pillar.get("secrets", {})] == [
         "elastic1"
     ]

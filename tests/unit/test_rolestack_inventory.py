@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+import rolestack_backup as backup_engine
 import rolestack_base as base
 import rolestack_inventory as inv
 import rolestack_kv as kv
@@ -295,6 +296,7 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     hosts = inv.derive(example)["hosts"]
     allow = ["10.10.10.51/32", "10.10.10.52/32"]
     ssh = {"name": "ssh", "port": 22, "allow": ["10.10.10.2/32"]}  # every host but salt: sshd from salt only
+    rsync_backup = {"name": "rsync-backup", "port": 8873, "allow": ["10.10.10.4/32"]}  # the backup host pulls
     sessions = hosts["sessions1"]
     assert sessions["sessions"]["redis"] == {"port": 6379, "maxmemory_mb": 256, "maxmemory_policy": "volatile-lru"}
     assert sessions["sessions"]["memcached"] == {"port": 11211, "memory_mb": 256}
@@ -305,6 +307,7 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
             {"name": "redis", "port": 6379, "allow": allow},
             {"name": "memcached", "port": 11211, "allow": allow},
             ssh,
+            rsync_backup,
         ],
     }
     memcache = hosts["memcache-alpha2"]["memcache"]
@@ -318,6 +321,7 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
     assert hosts["memcache-alpha2"]["firewall"]["services"] == [
         {"name": "memcached", "port": 11211, "allow": allow},
         ssh,
+        rsync_backup,
     ]
     redis = hosts["redis-beta1"]["redis"]
     assert (redis["cluster"], redis["port"], redis["maxmemory_mb"], redis["maxmemory_policy"]) == (
@@ -327,17 +331,22 @@ def test_key_value_roles_get_their_servers_settings_and_firewall(example):
         "allkeys-lru",
     )
     assert "proxy_port" not in redis and "sessions_redis_password" not in hosts["redis-beta1"]["secrets"]
-    assert hosts["redis-beta1"]["secrets"] == {"cache_redis_password": "example-cache-redis-0123456789"}
-    assert hosts["redis-beta1"]["firewall"]["services"] == [{"name": "redis", "port": 6379, "allow": allow}, ssh]
+    assert hosts["redis-beta1"]["secrets"]["cache_redis_password"] == "example-cache-redis-0123456789"
+    assert sorted(hosts["redis-beta1"]["secrets"]) == ["cache_redis_password", "rsync_backup_source"]
+    assert hosts["redis-beta1"]["firewall"]["services"] == [
+        {"name": "redis", "port": 6379, "allow": allow},
+        ssh,
+        rsync_backup,
+    ]
     for name in ("app1", "db2", "elastic1"):
-        assert hosts[name]["firewall"]["services"] == [ssh], name
+        assert hosts[name]["firewall"]["services"] == [ssh, rsync_backup], name
     assert "firewall" not in hosts["salt"]  # the jump box: operators reach it from anywhere
     # a host with both cache roles runs (and lets through) both servers
     data = copy.deepcopy(example)
     data["hosts"]["cache1"] = {"roles": ["memcache", "redis"], "cluster": "alpha", "address": "10.10.10.38"}
     data["caches"]["redis"]["alpha"] = {"proxy_port": 6381}
     both = inv.derive(data)["hosts"]["cache1"]
-    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis", "ssh"]
+    assert [s["name"] for s in both["firewall"]["services"]] == ["memcached", "redis", "ssh", "rsync-backup"]
     assert both["redis"]["cluster"] == both["memcache"]["cluster"] == "alpha"
 
 
@@ -425,7 +434,8 @@ def test_secrets_only_reach_roles_that_need_them(example):
     assert "sessions_redis_password" in hosts["app1"]["secrets"]
     assert "sessions_redis_password" in hosts["sessions1"]["secrets"]
     assert "sessions_redis_password" not in hosts["db2"]["secrets"]
-    assert list(hosts["salt"]["secrets"]) == ["rsync_modules"]  # only the rsync daemon's (its secrets file)
+    # the rsync daemon's (its secrets file) and its own backup source secret (rolestack_backup.source_pillar)
+    assert sorted(hosts["salt"]["secrets"]) == ["rsync_backup_source", "rsync_modules"]
 
 
 def test_rsync_secret_reaches_only_the_backup_host_and_db_admin_password_no_host(example):
@@ -439,6 +449,58 @@ def test_rsync_secret_reaches_only_the_backup_host_and_db_admin_password_no_host
     assert inv.validate(data) == []
     del data["secrets"]["rsync_backup_secret"]
     assert inv.validate(data) == ["secrets.rsync_backup_secret: missing, expected a value because backup needs it"]
+
+
+def test_backup_sources_get_their_daemon_own_secret_and_firewall_port(example):
+    derived = inv.derive(example)
+    hosts = derived["hosts"]
+    secret = example["secrets"]["rsync_backup_secret"]
+    engine = backup_engine.derive(example, [dict(pillar["host"]) for pillar in hosts.values()])
+    sources = sorted(source["name"] for source in engine["sources"])
+    with_source = sorted(name for name, pillar in hosts.items() if "source" in pillar["backup"])
+    assert with_source == sources and "salt" in sources
+    assert "backup" not in with_source and "frontend1" not in with_source  # the backup host; a pending host
+    assert "source" not in derived["common"]["backup"]
+    rsync_backup = {"name": "rsync-backup", "port": 8873, "allow": ["10.10.10.4/32"]}
+    for name in sources:
+        pillar = hosts[name]
+        source = pillar["backup"]["source"]
+        own = pillar["secrets"][inv.BACKUP_SOURCE_SECRET]
+        assert own == f"backup:{backup_engine.host_secret(secret, name)}\n", name
+        assert "secrets" not in source and own not in str(source) and secret not in str(pillar), name
+        assert source["address"] == pillar["host"]["address"] and "hosts allow = 10.10.10.4\n" in source["config"]
+        assert f"--address={pillar['host']['address']}" in source["unit"]
+        # no other host holds this host's secret
+        others = [other for other, p in hosts.items() if other != name and own in str(p)]
+        assert others == [], name
+        if name == "salt":  # no firewall on the salt host (the jump box): none is made for the daemon
+            assert "firewall" not in pillar
+        else:
+            assert pillar["firewall"]["services"][-1] == rsync_backup, name
+            assert pillar["firewall"]["ruleset"] == kv.nft_ruleset(pillar["firewall"]["services"])
+    for name in ("backup", "frontend1"):
+        assert inv.BACKUP_SOURCE_SECRET not in hosts[name].get("secrets", {}), name
+        assert all(s["name"] != "rsync-backup" for s in hosts[name].get("firewall", {}).get("services", []))
+    # the shared lists are not changed: the key-value hosts' service lists and allow-lists stay their own
+    assert [s["name"] for s in hosts["sessions1"]["firewall"]["services"]].count("rsync-backup") == 1
+    # db hosts: the pre-transfer database backup; other hosts none
+    assert (
+        "pre-xfer exec = /bin/systemctl start rolestack-db-backup.service" in hosts["db2"]["backup"]["source"]["config"]
+    )
+    assert hosts["db2"]["backup"]["source"]["db_backup"]["dir"] == backup_engine.DB_DUMP_DIR
+    assert hosts["app1"]["backup"]["source"]["db_backup"] is None and "pre-xfer" not in str(hosts["app1"]["backup"])
+
+
+def test_no_backup_host_address_no_source(example):
+    data = copy.deepcopy(example)
+    del data["hosts"]["backup"]["address"]  # the backup host pending: nobody can be allowed yet
+    hosts = inv.derive(data)["hosts"]
+    assert not [name for name, pillar in hosts.items() if "source" in pillar["backup"]]
+    assert not [name for name, pillar in hosts.items() if inv.BACKUP_SOURCE_SECRET in pillar.get("secrets", {})]
+    assert all(s["name"] != "rsync-backup" for p in hosts.values() for s in p.get("firewall", {}).get("services", []))
+    # and once it reports its address, every other host with an address is a source
+    hosts = inv.derive(data, {"backup": ["10.10.10.4"]})["hosts"]
+    assert hosts["app1"]["backup"]["source"]["config"].count("hosts allow = 10.10.10.4\n") == 2
 
 
 def test_missing_address_comes_from_the_mine(example):

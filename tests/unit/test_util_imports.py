@@ -22,6 +22,7 @@ LOADED = [
     ("_modules/rolestack_kv.py", "rolestack_kv", {}),
     ("_modules/rolestack_rsync.py", "rolestack_rsync", {}),
     ("_modules/rolestack_backup.py", "rolestack_backup", {}),
+    ("_modules/rolestack_db_backup.py", "rolestack_mariadb_backup", {}),
     ("_modules/rolestack_jumpbox.py", "rolestack_jumpbox", {}),
     ("_modules/rolestack_elastic.py", "rolestack_elastic", {}),
     ("_runners/cache.py", "rolestack_kv", {"__opts__": {"__role": "master"}}),
