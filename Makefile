@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 PYTEST_ARGS ?= -q -rfEs --timeout=900 --durations=40
 
-.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db bench-dns bench-proxy security clean \
+.PHONY: setup test test-unit test-functional test-integration test-e2e lint bench bench-lab bench-db bench-backup bench-dns bench-proxy security clean \
 	lab lab-down lab-shell lab-salt lab-replace lab-status
 
 setup:
@@ -65,6 +65,10 @@ bench-lab: setup
 
 bench-db: setup
 	$(PY) bench/mariadb
+
+# the backup engine's pull of a 1 GB / 50k-file tree from a private rsync daemon, vs cp -a (docs/roles/backup.md)
+bench-backup: setup
+	$(PY) bench/backup
 
 # zone generation and validation for 10, 1000, 10000 hosts (add --lab NAME for queries during reloads)
 bench-dns: setup
