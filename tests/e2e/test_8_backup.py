@@ -102,7 +102,7 @@ def test_the_database_backup_restores_into_a_scratch_instance_with_the_rows(lab,
     ret = call(lab, "restore", "db1-masterdb", "/var/backups/rolestack/db", f"target={target}")
     assert isinstance(ret, dict), ret
     # docs/roles/backup.md, "Restore a database": a scratch server on the restored files, no network
-    datadir = f"{target}/var/backups/rolestack/db/current"
+    datadir = f"{target}/var/backups/rolestack/db/latest/data"
     script = (
         f"chown -R mysql:mysql {target} && "
         "systemd-run --unit=rolestack-scratch-db --property=User=mysql "

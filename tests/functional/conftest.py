@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+import salt.utils.event
 import yaml
 from saltfactories.utils.functional import Loaders
 
@@ -11,6 +12,26 @@ from tests.support.mariadb import make_pki
 from tests.support.paths import LOADER_DIRS
 from tests.support.paths import PILLAR_EXAMPLE
 from tests.support.paths import STATES
+
+
+# No minion daemon runs here, so nothing listens on the minion's event socket. salt's event.fire would still try to
+# reach it for a whole second each time (SaltEvent.connect_pull's default), and saltutil.sync_all fires two such
+# events (refresh_modules, refresh_pillar) in every Loaders(): seconds of each test spent waiting for nobody.
+EVENT_CONNECT_TIMEOUT_S = 0.05
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_wait_for_a_minion_event_bus():
+    original = salt.utils.event.SaltEvent.connect_pull
+
+    def connect_pull(self, timeout=1):
+        return original(
+            self, timeout=EVENT_CONNECT_TIMEOUT_S if timeout is None else min(timeout, EVENT_CONNECT_TIMEOUT_S)
+        )
+
+    salt.utils.event.SaltEvent.connect_pull = connect_pull
+    yield
+    salt.utils.event.SaltEvent.connect_pull = original
 
 
 @pytest.fixture
