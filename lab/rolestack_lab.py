@@ -724,6 +724,13 @@ def boot_host(lab, host):
         # lab, so CAP_NET_ADMIN inside it reaches nothing of the machine's
         "--capability=CAP_NET_ADMIN",
     ]  # fmt: skip
+    if "backup" in lab.hosts[host]["roles"]:
+        # the backup VM's data disk for /srv (snapshots, the NFS export): ganesha's VFS exports a directory by its
+        # file handles, which the overlay root cannot give ("Operation not supported"); a VM's disk can. And
+        # open_by_handle_at, which nspawn's seccomp filter refuses (EPERM) to containers: a VM has no such filter
+        disk = hdir / "srv-disk"
+        disk.mkdir(exist_ok=True)
+        cmd += [f"--bind={disk}:/srv", "--system-call-filter=open_by_handle_at"]
     if host == lab.salt_host:
         # the checkout where an operator clones it (read-only, not its submounts: other hosts' overlays under
         # lab/run), and the lab's share: the pillar clone, the states snapshot, the power switch's socket

@@ -35,7 +35,7 @@ def _list_source(lab, client, source, password):
     """``rsync --list-only`` of ``source``'s backup module from ``client`` with ``password``: (exit code, output)."""
     url = f"rsync://{rolestack_backup.USER}@{lab.hosts[source]['address']}:{rolestack_backup.PORT}/"
     proc = rolestack_lab.in_host(lab, client, "env", f"RSYNC_PASSWORD={password}", "rsync", "--list-only",
-                                 "--timeout=20", "--contimeout=10", url + rolestack_backup.MODULE + "/etc/hostname",
+                                 "--timeout=20", "--contimeout=10", url + rolestack_backup.MODULE + "/etc/passwd",
                                  check=False, timeout=60)  # fmt: skip
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
@@ -95,7 +95,7 @@ def check_nfs_share_only_for_elastic_hosts(target):
     elastic = [host for host in sorted(lab.hosts) if "elastic" in lab.hosts[host]["roles"]]
     other = next(host for host in sorted(lab.hosts) if host not in (backup, *elastic))
     problems = []
-    code, out = _nfs(lab, other, "nfs-ls", url)
+    code, out = _nfs(lab, other, "nfs-ls", url + "?version=4")  # NFSv4 only: libnfs would try NFSv3 first
     if code == 0:
         problems.append(f"{backup}'s NFS share listed from {other} (no elastic role): {out[-200:]}")
     if not elastic:
@@ -103,7 +103,7 @@ def check_nfs_share_only_for_elastic_hosts(target):
         return not problems, "; ".join(problems) or detail
     client, name = elastic[0], f"squash-{secrets.token_hex(4)}"
     code, out = _nfs(
-        lab, client, "sh", "-c", f"echo squash > /tmp/{name} && nfs-cp /tmp/{name} '{url}{name}?uid=0&gid=0'"
+        lab, client, "sh", "-c", f"echo squash > /tmp/{name} && nfs-cp /tmp/{name} '{url}{name}?version=4&uid=0&gid=0'"
     )
     if code != 0:
         problems.append(f"{client} (elastic) could not write to the share as root: nothing proven ({out[-200:]})")

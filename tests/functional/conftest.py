@@ -13,7 +13,6 @@ from tests.support.paths import LOADER_DIRS
 from tests.support.paths import PILLAR_EXAMPLE
 from tests.support.paths import STATES
 
-
 # No minion daemon runs here, so nothing listens on the minion's event socket. salt's event.fire would still try to
 # reach it for a whole second each time (SaltEvent.connect_pull's default), and saltutil.sync_all fires two such
 # events (refresh_modules, refresh_pillar) in every Loaders(): seconds of each test spent waiting for nobody.
