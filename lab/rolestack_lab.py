@@ -632,6 +632,10 @@ def wait_for(predicate, timeout, what, interval=0.5):
 # ---------------------------------------------------------------------------------------------------- enrollment
 
 
+def admit_minion(lab, host, fingerprint):
+    return salt_run(lab, "--out=json", "minion_key.admit", host, fingerprint, "timeout=120", timeout=180)
+
+
 def admit_minions(lab, hosts):
     """
     Each host's key admitted by the fingerprint read on the host itself (what an operator reads on a new VM's
@@ -639,8 +643,9 @@ def admit_minions(lab, hosts):
     """
     with ThreadPoolExecutor(max_workers=3) as pool:
         fingers = dict(zip(hosts, pool.map(lambda host: fingerprint_on_host(lab, host), hosts), strict=True))
+        # one salt-run per key, three at a time (each waits for its key to be pending; they touch different keys)
+        list(pool.map(lambda host: admit_minion(lab, host, fingers[host]), hosts))
     for host in hosts:
-        salt_run(lab, "--out=json", "minion_key.admit", host, fingers[host], "timeout=120", timeout=180)
         lab.hosts[host]["fingerprint"] = fingers[host]
     lab.save()
     return fingers

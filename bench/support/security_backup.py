@@ -20,7 +20,7 @@ import rolestack_backup  # noqa: E402
 import rolestack_lab  # noqa: E402
 import rolestack_nfs  # noqa: E402
 
-NFS_TIMEOUT_S = 8  # a dropped connection: libnfs waits for its own timeout, the check does not
+NFS_TIMEOUT_S = 4  # a dropped connection: libnfs would wait for its own timeout, the check does not
 
 
 def _inventory(lab):

@@ -66,7 +66,9 @@ def operator(lab, tmp_path_factory):
         yield public
     finally:
         git(lab, "revert", "--no-edit", "HEAD")
-        converge(lab)
+        # one highstate removes the account (the idempotency of the role was shown by the converge above)
+        result = lab.highstate()
+        assert result["clean"], failures(result)
         for host in (lab.lab.salt_host, "app1"):
             lab.sh(host, "rm", "-f", KEY, CLIENT_CONFIG, check=False)
     for host in lab.hosts:  # the operator left the inventory: the account is gone everywhere
