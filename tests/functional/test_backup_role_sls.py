@@ -3,9 +3,7 @@ units and starts a timer: run for real in the lab, tests/e2e/test_8_backup.py)."
 
 import rolestack_backup as engine
 
-
-def _arg(high, state_id, key):
-    return next(a[key] for a in next(iter(high[state_id].values())) if isinstance(a, dict) and key in a)
+from tests.support.highdata import state_arg as _arg
 
 
 def test_the_backup_sls_writes_the_derived_units_and_runs_the_timer(make_loaders):

@@ -8,9 +8,7 @@ tests/functional/test_backup_db_source.py and test_backup_engine.py.
 import pytest
 import yaml
 
-
-def _arg(high, state_id, key):
-    return next(a[key] for a in next(iter(high[state_id].values())) if isinstance(a, dict) and key in a)
+from tests.support.highdata import state_arg as _arg
 
 
 def _dry_run(loaders):

@@ -19,6 +19,7 @@ import rolestack_inventory as inv
 import rolestack_nfs as nfs
 import yaml
 
+from tests.support.highdata import state_arg as _arg
 from tests.support.paths import EXAMPLE_INVENTORY
 from tests.support.services import PrivateService
 
@@ -187,10 +188,6 @@ def test_the_backup_hosts_firewall_admits_nfs_from_the_elastic_hosts_only(make_l
 
 
 # the states: rendered and dry-run only
-
-
-def _arg(high, state_id, key):
-    return next(a[key] for a in next(iter(high[state_id].values())) if isinstance(a, dict) and key in a)
 
 
 def test_backup_nfs_dry_run_uses_the_derived_pillar(make_loaders):
