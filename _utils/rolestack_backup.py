@@ -170,7 +170,7 @@ def host_paths(roles, additions=None):
 def on_calendar(schedule):
     """systemd OnCalendar= values of a schedule ('HH:MM' or a list of them, UTC)."""
     times = schedule if isinstance(schedule, list) else [schedule]
-    return [f"*-*-* {value}:00 UTC" for value in times]
+    return [systemd.daily_utc(value) for value in times]
 
 
 def derive(inventory, entries):

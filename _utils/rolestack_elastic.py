@@ -199,7 +199,7 @@ def snapshots_pillar(inventory, cluster, members, host):
 
 def on_calendar(time):
     """systemd's OnCalendar of a daily time in UTC."""
-    return f"*-*-* {time}:00 UTC"
+    return systemd.daily_utc(time)
 
 
 def render_timer(time):

@@ -73,6 +73,11 @@ def boot_state(props):
 SALT_CALL = "/usr/bin/salt-call"  # where Debian's salt packages put it (the lab links its venv's there)
 
 
+def daily_utc(time):
+    """systemd's OnCalendar= value of a daily time in UTC ('HH:MM')."""
+    return f"*-*-* {time}:00 UTC"
+
+
 def timer_text(description, calendars, managed_by):
     """
     A timer unit: ``calendars`` are systemd ``OnCalendar=`` values; a run missed while the host was off runs at boot
